@@ -1,0 +1,111 @@
+"""The agent's HTTP API, spoken by the scheduler (and only by it).
+
+Every route but ``/healthz`` requires the cluster token. Bodies are JSON,
+strictly validated; errors use the shared JSON error shape.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from agent.config import AgentConfig
+from agent.sandboxes import SandboxManager
+from chaser import errors
+from chaser._quart import install_error_handlers, json_response, parse_body
+
+SandboxId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f-]{36}$")]
+
+MAX_BODY = 1 << 20
+
+
+class CreateSandbox(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    id: SandboxId
+    image: str = Field(min_length=1, max_length=256)
+
+
+class ExecBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    command: str | list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = Field(default=None, max_length=4096)
+    timeout_ms: int | None = Field(default=None, gt=0)
+
+
+def host_info(config: AgentConfig, manager: SandboxManager) -> dict[str, object]:
+    """What the scheduler needs to place sessions here."""
+    return {
+        "host_id": config.host_id,
+        "runtimes": [manager.runtime.name],
+        "session_types": ["sandbox"],
+        "images": manager.images.names(),
+        "capacity": {
+            "max_sandboxes": manager.max_sandboxes,
+            "cpus": os.cpu_count() or 1,
+            "memory_mb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20),
+        },
+        "sandboxes": [s.id for s in manager.list() if s.status == "running"],
+    }
+
+
+def argv_of(command: str | list[str]) -> list[str]:
+    """A string runs through the shell (as in the seeds' examples); a list is argv."""
+    return ["/bin/sh", "-c", command] if isinstance(command, str) else command
+
+
+def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
+    app = QuartTrio("chaser-agent")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    install_error_handlers(app)
+    token = config.token.get_secret_value().encode()
+
+    @app.before_request
+    async def _authenticate() -> None:
+        if request.path == "/healthz":
+            return
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token):
+            raise errors.Unauthorized("missing or wrong host token")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"ok": True})
+
+    @app.get("/v1/host")
+    async def get_host() -> Response:
+        return json_response(host_info(config, manager))
+
+    @app.get("/v1/sandboxes")
+    async def list_sandboxes() -> Response:
+        return json_response({"sandboxes": [s.to_json() for s in manager.list()]})
+
+    @app.post("/v1/sandboxes")
+    async def create_sandbox() -> Response:
+        body = await parse_body(CreateSandbox)
+        sandbox = await manager.create(body.id, body.image)
+        return json_response(sandbox.to_json(), status=201)
+
+    @app.get("/v1/sandboxes/<sandbox_id>")
+    async def get_sandbox(sandbox_id: str) -> Response:
+        return json_response(manager.get(sandbox_id).to_json())
+
+    @app.delete("/v1/sandboxes/<sandbox_id>")
+    async def delete_sandbox(sandbox_id: str) -> Response:
+        await manager.destroy(sandbox_id)
+        return Response(status=204)
+
+    @app.post("/v1/sandboxes/<sandbox_id>/exec")
+    async def exec_in_sandbox(sandbox_id: str) -> Response:
+        body = await parse_body(ExecBody)
+        timeout = body.timeout_ms / 1000 if body.timeout_ms else None
+        result = await manager.exec(sandbox_id, argv_of(body.command), body.env, body.cwd, timeout)
+        return json_response(result.to_json())
+
+    return app

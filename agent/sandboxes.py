@@ -1,0 +1,182 @@
+"""The agent's book of sandboxes: create with full rollback, destroy, recover.
+
+A record per sandbox is written to ``<state_dir>/sandboxes/<id>.json``
+*before* the runtime touches anything, so whatever a crash interrupts is
+known on the next start: ``recover`` re-adopts sandboxes that still run and
+destroys the debris of all others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import trio
+
+from agent.execution import ExecResult, collect
+from agent.images import ImageStore
+from agent.runtimes.base import ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
+from chaser import errors
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+}
+DEFAULT_CWD = "/root"
+
+
+@dataclass
+class Sandbox:
+    id: str
+    image: str
+    runtime: str
+    status: str  # creating | running | destroying
+    created_at: float
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class SandboxManager:
+    def __init__(
+        self,
+        runtime: Runtime,
+        images: ImageStore,
+        state_dir: Path,
+        *,
+        max_sandboxes: int,
+        start_timeout: float,
+        output_limit: int,
+    ) -> None:
+        self.runtime = runtime
+        self.images = images
+        self.records_dir = state_dir / "sandboxes"
+        self.records_dir.mkdir(parents=True, exist_ok=True)
+        self.max_sandboxes = max_sandboxes
+        self.start_timeout = start_timeout
+        self.output_limit = output_limit
+        self._sandboxes: dict[str, Sandbox] = {}
+
+    # -- persistence -----------------------------------------------------
+
+    def _record_path(self, sandbox_id: str) -> Path:
+        return self.records_dir / f"{sandbox_id}.json"
+
+    def _save(self, sandbox: Sandbox) -> None:
+        tmp = self._record_path(sandbox.id).with_suffix(".tmp")
+        tmp.write_text(json.dumps(sandbox.to_json()))
+        os.replace(tmp, self._record_path(sandbox.id))
+
+    def _forget(self, sandbox_id: str) -> None:
+        self._sandboxes.pop(sandbox_id, None)
+        self._record_path(sandbox_id).unlink(missing_ok=True)
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Adopt what still runs from a previous agent; remove everything else."""
+        running = await self.runtime.running()
+        known: dict[str, Sandbox] = {}
+        for path in self.records_dir.glob("*.json"):
+            try:
+                sandbox = Sandbox(**json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError):
+                log.warning("unreadable sandbox record %s, removing", path)
+                path.unlink(missing_ok=True)
+                continue
+            known[sandbox.id] = sandbox
+        for path in self.records_dir.glob("*.tmp"):
+            path.unlink(missing_ok=True)
+        for sandbox_id in known.keys() | await self.runtime.leftovers():
+            sandbox = known.get(sandbox_id)
+            if sandbox is not None and sandbox.status == "running" and sandbox_id in running:
+                self._sandboxes[sandbox_id] = sandbox
+                log.info("re-adopted sandbox %s", sandbox_id, extra={"session_id": sandbox_id})
+            else:
+                log.info("removing debris of sandbox %s", sandbox_id, extra={"session_id": sandbox_id})
+                await self.runtime.destroy(sandbox_id)
+                self._forget(sandbox_id)
+
+    async def create(self, sandbox_id: str, image_name: str) -> Sandbox:
+        if sandbox_id in self._sandboxes:
+            raise errors.Conflict(f"sandbox {sandbox_id} already exists")
+        if len(self._sandboxes) >= self.max_sandboxes:
+            raise errors.Unavailable("host is at capacity", code="no_capacity")
+        image = self.images.resolve(image_name)
+        sandbox = Sandbox(
+            id=sandbox_id,
+            image=image.name,
+            runtime=self.runtime.name,
+            status="creating",
+            created_at=time.time(),
+        )
+        self._sandboxes[sandbox_id] = sandbox
+        self._save(sandbox)
+        try:
+            with trio.fail_after(self.start_timeout):
+                await self.runtime.create(SandboxSpec(id=sandbox_id, image=image.name, rootfs=image.rootfs))
+                await self.runtime.start(sandbox_id)
+        except BaseException as exc:
+            with trio.CancelScope(shield=True):
+                await self._remove(sandbox_id)
+            if isinstance(exc, trio.TooSlowError):
+                raise errors.Timeout(f"sandbox did not start within {self.start_timeout:g}s") from None
+            if isinstance(exc, RuntimeFailure):
+                raise errors.Unavailable(f"sandbox failed to start: {exc}", code="start_failed") from None
+            raise
+        sandbox.status = "running"
+        self._save(sandbox)
+        return sandbox
+
+    async def _remove(self, sandbox_id: str) -> None:
+        try:
+            await self.runtime.destroy(sandbox_id)
+        finally:
+            self._forget(sandbox_id)
+
+    async def destroy(self, sandbox_id: str) -> None:
+        sandbox = self.get(sandbox_id)
+        sandbox.status = "destroying"
+        self._save(sandbox)
+        await self._remove(sandbox_id)
+
+    async def destroy_all(self) -> None:
+        for sandbox_id in list(self._sandboxes):
+            await self._remove(sandbox_id)
+
+    def get(self, sandbox_id: str) -> Sandbox:
+        sandbox = self._sandboxes.get(sandbox_id)
+        if sandbox is None:
+            raise errors.NotFound(f"sandbox {sandbox_id} not found")
+        return sandbox
+
+    def list(self) -> list[Sandbox]:
+        return list(self._sandboxes.values())
+
+    async def exec(
+        self,
+        sandbox_id: str,
+        argv: list[str],
+        env: Mapping[str, str],
+        cwd: str | None,
+        timeout: float | None,
+    ) -> ExecResult:
+        sandbox = self.get(sandbox_id)
+        if sandbox.status != "running":
+            raise errors.Conflict(f"sandbox {sandbox_id} is {sandbox.status}")
+        spec = ProcessSpec(argv=argv, env={**DEFAULT_ENV, **env}, cwd=cwd or DEFAULT_CWD)
+        try:
+            process = await self.runtime.spawn(sandbox_id, spec)
+        except SandboxGone:
+            raise errors.Conflict(f"sandbox {sandbox_id} is not running") from None
+        except RuntimeFailure as exc:
+            raise errors.Unavailable(str(exc), code="exec_failed") from None
+        return await collect(process, timeout, self.output_limit)

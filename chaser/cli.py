@@ -1,0 +1,244 @@
+"""``chaser``: run the embedded system, and use any Chaser API from a shell.
+
+eval "$(chaser up --detach)"     # start scheduler + agent here, export creds
+chaser exec --ephemeral "uname -a"
+chaser sessions list
+chaser down
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import vmimages
+from chaser import embedded, errors
+from chaser._signals import run_until_signalled
+from chaser.client import Client
+
+_DETACH_TIMEOUT = 120.0
+_DOWN_TIMEOUT = 60.0
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _running_pid(paths: embedded.Paths) -> int | None:
+    try:
+        pid = int(paths.pid.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _ensure_default_image(images_dir: Path) -> None:
+    recipe = vmimages.resolve("default")
+    assert recipe is not None
+    if not vmimages.is_built(images_dir, recipe):
+        print(f"building image {recipe.name} (once per machine, about two minutes)...", file=sys.stderr)
+        vmimages.build(images_dir, recipe)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    paths = embedded.Paths(args.state_dir)
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    if (pid := _running_pid(paths)) is not None:
+        if not args.detach:
+            print(f"chaser is already running (pid {pid}); 'chaser down' stops it", file=sys.stderr)
+            return 1
+        return _announce_when_ready(paths, pid)
+    _ensure_default_image(args.images_dir)
+    if args.detach:
+        return _detach(args, paths)
+    paths.pid.write_text(str(os.getpid()))
+
+    async def serve_and_announce(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(
+                lambda task_status: embedded.serve(
+                    args.state_dir, port=args.port, images_dir=args.images_dir, task_status=task_status
+                )
+            )
+            sys.stdout.write(embedded.exports(url, embedded.load_credentials(paths)))
+            sys.stdout.flush()
+            task_status.started()
+
+    try:
+        trio.run(run_until_signalled, serve_and_announce)
+    finally:
+        paths.pid.unlink(missing_ok=True)
+    return 0
+
+
+def _detach(args: argparse.Namespace, paths: embedded.Paths) -> int:
+    paths.ready.unlink(missing_ok=True)
+    command = [
+        sys.executable, "-m", "chaser.cli", "up",
+        "--state-dir", str(args.state_dir),
+        "--images-dir", str(args.images_dir),
+        "--port", str(args.port),
+    ]  # fmt: skip
+    with open(paths.log, "ab") as log:
+        child = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True
+        )
+    return _announce_when_ready(paths, child.pid, child)
+
+
+def _announce_when_ready(paths: embedded.Paths, pid: int, child: subprocess.Popen[bytes] | None = None) -> int:
+    deadline = time.monotonic() + _DETACH_TIMEOUT
+    while time.monotonic() < deadline:
+        if child is not None and child.poll() is not None:
+            print(f"chaser failed to start; see {paths.log}", file=sys.stderr)
+            return 1
+        try:
+            ready = json.loads(paths.ready.read_text())
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.05)
+            continue
+        sys.stdout.write(embedded.exports(ready["api_url"], embedded.load_credentials(paths)))
+        return 0
+    print(f"chaser did not become ready within {_DETACH_TIMEOUT:g}s; see {paths.log}", file=sys.stderr)
+    return 1
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    paths = embedded.Paths(args.state_dir)
+    pid = _running_pid(paths)
+    if pid is None:
+        print("chaser is not running", file=sys.stderr)
+        paths.pid.unlink(missing_ok=True)
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + _DOWN_TIMEOUT
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            print(f"chaser (pid {pid}) did not stop within {_DOWN_TIMEOUT:g}s", file=sys.stderr)
+            return 1
+        time.sleep(0.05)
+    paths.pid.unlink(missing_ok=True)
+    print("chaser stopped", file=sys.stderr)
+    return 0
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    with Client() as client:
+        if args.action == "create":
+            result = client.create_session(
+                session_type=args.type, ephemeral=args.ephemeral, workspace=args.workspace, image=args.image
+            )
+        elif args.action == "list":
+            result = client.list_sessions(status=args.status, limit=args.limit)
+            if not args.json:
+                for s in result["sessions"]:
+                    print(f"{s['id']}  {s['session_type']:8} {s['status']:11} {s['created_at']}")
+                return 0
+        elif args.action == "get":
+            result = client.get_session(args.id)
+        else:
+            result = client.terminate_session(args.id, force=args.force)
+    _print_json(result)
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    with Client() as client:
+        result = client.exec(
+            args.command,
+            session_id=args.session,
+            workspace=args.workspace,
+            ephemeral=args.ephemeral,
+            image=args.image,
+            cwd=args.cwd,
+            env=dict(kv.split("=", 1) for kv in args.env) or None,
+            timeout_ms=args.timeout_ms,
+        )
+    if args.json:
+        _print_json(result)
+    else:
+        sys.stdout.write(result["output"])
+        if result["timed_out"]:
+            print("chaser: command timed out", file=sys.stderr)
+    return int(result["exit_code"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chaser", description="Chaser: Linux sandboxes on demand")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    up = sub.add_parser("up", help="run scheduler and agent on this machine")
+    up.add_argument("--detach", action="store_true", help="run in the background; return once ready")
+    up.add_argument("--port", type=int, default=embedded.DEFAULT_PORT)
+    up.add_argument("--state-dir", type=Path, default=embedded.DEFAULT_STATE_DIR)
+    up.add_argument("--images-dir", type=Path, default=embedded.DEFAULT_IMAGES_DIR)
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop the embedded system and remove its sandboxes")
+    down.add_argument("--state-dir", type=Path, default=embedded.DEFAULT_STATE_DIR)
+    down.set_defaults(func=cmd_down)
+
+    sessions = sub.add_parser("sessions", help="create, list, inspect and terminate sessions")
+    sessions.add_argument("--json", action="store_true")
+    actions = sessions.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create")
+    create.add_argument("--type", choices=["sandbox", "browser"], default="sandbox")
+    create.add_argument("--ephemeral", action="store_true")
+    create.add_argument("--workspace")
+    create.add_argument("--image")
+    listing = actions.add_parser("list")
+    listing.add_argument("--status", choices=["creating", "running", "terminated"])
+    listing.add_argument("--limit", type=int, default=50)
+    for name in ("get", "delete"):
+        action = actions.add_parser(name)
+        action.add_argument("id")
+        if name == "delete":
+            action.add_argument("--force", action="store_true")
+    sessions.set_defaults(func=cmd_sessions)
+
+    run = sub.add_parser("exec", help="run a command and print its output; exits with its code")
+    target = run.add_mutually_exclusive_group(required=True)
+    target.add_argument("--session")
+    target.add_argument("--workspace")
+    target.add_argument("--ephemeral", action="store_true")
+    run.add_argument("--image")
+    run.add_argument("--cwd")
+    run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("--timeout-ms", type=int)
+    run.add_argument("--json", action="store_true")
+    run.add_argument("command")
+    run.set_defaults(func=cmd_exec)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        sys.exit(args.func(args))
+    except errors.ApiError as exc:
+        print(f"chaser: {exc.code}: {exc.message}", file=sys.stderr)
+        sys.exit(1)
+    except ValueError as exc:
+        print(f"chaser: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Python SDK: a thin synchronous client of the public API.
+
+Reads ``CHASER_API_URL`` and ``CHASER_API_KEY`` when not given them, and
+raises the same error types the servers use (``chaser.errors``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from chaser import errors
+
+
+class Client:
+    def __init__(self, api_url: str | None = None, api_key: str | None = None, timeout: float = 120.0) -> None:
+        api_url = api_url or os.environ.get("CHASER_API_URL")
+        api_key = api_key or os.environ.get("CHASER_API_KEY")
+        if not api_url or not api_key:
+            raise ValueError('set CHASER_API_URL and CHASER_API_KEY (eval "$(chaser up --detach)" does)')
+        self._http = httpx.Client(
+            base_url=api_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        body = response.json() if response.content else None
+        if response.is_error:
+            raise errors.from_response(response.status_code, body)
+        return body
+
+    # -- sessions ---------------------------------------------------------
+
+    def create_session(
+        self,
+        *,
+        session_type: str = "sandbox",
+        ephemeral: bool = False,
+        workspace: str | None = None,
+        image: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"session_type": session_type, "ephemeral": ephemeral}
+        if workspace is not None:
+            body["workspace"] = workspace
+        if image is not None:
+            body["image"] = image
+        return self._request("POST", "/v1/sessions", json=body)  # type: ignore[no-any-return]
+
+    def list_sessions(self, *, status: str | None = None, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        if cursor:
+            params["cursor"] = cursor
+        return self._request("GET", "/v1/sessions", params=params)  # type: ignore[no-any-return]
+
+    def get_session(self, session_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/sessions/{session_id}")  # type: ignore[no-any-return]
+
+    def terminate_session(self, session_id: str, *, force: bool = False) -> dict[str, Any]:
+        params = {"force": "true"} if force else {}
+        return self._request("DELETE", f"/v1/sessions/{session_id}", params=params)  # type: ignore[no-any-return]
+
+    # -- exec -------------------------------------------------------------
+
+    def exec(
+        self,
+        command: str | list[str],
+        *,
+        session_id: str | None = None,
+        workspace: str | None = None,
+        ephemeral: bool = False,
+        image: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        timeout_ms: int | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"command": command}
+        optional = {
+            "session_id": session_id,
+            "workspace": workspace,
+            "image": image,
+            "env": env,
+            "cwd": cwd,
+            "timeout_ms": timeout_ms,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        if ephemeral:
+            body["ephemeral"] = True
+        timeout = self._http.timeout.read or 120.0
+        if timeout_ms is not None:
+            timeout = max(timeout, timeout_ms / 1000 + 60)
+        return self._request("POST", "/v1/exec", json=body, timeout=timeout)  # type: ignore[no-any-return]

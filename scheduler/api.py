@@ -1,0 +1,236 @@
+"""The public REST API (``/v1``) and the agents' heartbeat endpoint.
+
+Every ``/v1`` route names the scope it needs in its ``@requires`` line, and
+acts only on the caller's account. Ids in paths that are not UUIDs are
+simply unknown ids: 404, like any other id the caller cannot see.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Annotated, Any, Literal, ParamSpec
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from quart import Response, g, request
+from quart_trio import QuartTrio
+
+from chaser import errors
+from chaser._quart import install_error_handlers, json_response, parse_body, parse_query
+from scheduler.auth import Principal, authenticate
+from scheduler.config import SchedulerConfig
+from scheduler.sessions import SessionService
+
+P = ParamSpec("P")
+
+MAX_TIMEOUT_MS = 3_600_000
+DEFAULT_TIMEOUT_MS = 600_000
+
+Selector = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+ImageName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class CreateSessionBody(_Strict):
+    session_type: Literal["sandbox", "browser"] = "sandbox"
+    workspace: Selector | None = None
+    ephemeral: bool = False
+    image: ImageName | None = None
+
+    @model_validator(mode="after")
+    def _seed_rules(self) -> CreateSessionBody:
+        check_session_rules(self.session_type, self.ephemeral, self.workspace, self.image)
+        return self
+
+
+def check_session_rules(session_type: str, ephemeral: bool, workspace: str | None, image: str | None) -> None:
+    """The session rules of the seeds' "Core Concepts"."""
+    if ephemeral and workspace is not None:
+        raise ValueError("an ephemeral session takes no workspace")
+    if not ephemeral and workspace is None:
+        raise ValueError("a workspace is required unless ephemeral is true")
+    if session_type == "browser" and image is not None:
+        raise ValueError("browser sessions do not accept image")
+    if session_type == "sandbox" and image is not None and not ephemeral:
+        raise ValueError(
+            "image is accepted only when ephemeral is true; a persistent sandbox uses its workspace's image"
+        )
+
+
+class ExecBody(_Strict):
+    command: str | Annotated[list[str], Field(min_length=1)] = Field(min_length=1)
+    session_id: str | None = None
+    workspace: Selector | None = None
+    ephemeral: bool = False
+    image: ImageName | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = Field(default=None, min_length=1, max_length=4096)
+    timeout_ms: int = Field(default=DEFAULT_TIMEOUT_MS, gt=0, le=MAX_TIMEOUT_MS)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ExecBody:
+        targets = sum([self.session_id is not None, self.workspace is not None, self.ephemeral])
+        if targets != 1:
+            raise ValueError("give exactly one of session_id, workspace, or ephemeral: true")
+        if self.image is not None and not self.ephemeral:
+            raise ValueError("image is accepted only when ephemeral is true")
+        return self
+
+
+class ListSessionsQuery(_Strict):
+    model_config = ConfigDict(extra="forbid")  # query values are strings
+    status: Literal["creating", "running", "terminated"] | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = None
+
+
+class ForceQuery(_Strict):
+    model_config = ConfigDict(extra="forbid")
+    force: Literal["true", "false", "1", "0"] = "false"
+
+
+def _encode_cursor(row: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps([row["created_at"], row["id"]]).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created_at, session_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return float(created_at), str(session_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise errors.InvalidInput("cursor is not one this API returned", code="invalid_cursor") from None
+
+
+def _session_id(raw: str) -> str:
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise errors.NotFound(f"session {raw} not found", code="session_not_found") from None
+
+
+def requires(scope: str) -> Callable[[Callable[P, Awaitable[Response]]], Callable[P, Awaitable[Response]]]:
+    """Declare the scope a route needs; the check happens before the handler."""
+
+    def decorate(handler: Callable[P, Awaitable[Response]]) -> Callable[P, Awaitable[Response]]:
+        @wraps(handler)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
+            principal().require(scope)
+            return await handler(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def principal() -> Principal:
+    return g.principal  # type: ignore[no-any-return]
+
+
+def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
+    app = QuartTrio("chaser-scheduler")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    install_error_handlers(app)
+    store = service.store
+    cluster_token = config.token.get_secret_value().encode()
+
+    @app.before_request
+    async def _authenticate() -> None:
+        if request.path.startswith("/v1/"):
+            g.principal = await authenticate(store, request.headers.get("Authorization"))
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"ok": True})
+
+    @app.post("/internal/v1/hosts/heartbeat")
+    async def heartbeat() -> Response:
+        header = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(header.removeprefix("Bearer ").encode(), cluster_token):
+            raise errors.Unauthorized("missing or wrong host token")
+        body = await parse_body(HeartbeatBody)
+        await service.on_heartbeat(body.model_dump())
+        return json_response({"ok": True})
+
+    @app.post("/v1/sessions")
+    @requires("sessions.write")
+    async def create_session() -> Response:
+        body = await parse_body(CreateSessionBody)
+        row = await service.create(
+            principal().account_id,
+            session_type=body.session_type,
+            ephemeral=body.ephemeral,
+            workspace=body.workspace,
+            image=body.image,
+        )
+        return json_response(service.to_json(row), status=201)
+
+    @app.get("/v1/sessions")
+    @requires("sessions.read")
+    async def list_sessions() -> Response:
+        query = parse_query(ListSessionsQuery)
+        after = _decode_cursor(query.cursor) if query.cursor else None
+        rows = await store.run(
+            store.list_sessions, principal().account_id, status=query.status, limit=query.limit + 1, after=after
+        )
+        page = rows[: query.limit]
+        next_cursor = _encode_cursor(page[-1]) if len(rows) > query.limit else None
+        return json_response({"sessions": [service.to_json(r) for r in page], "next_cursor": next_cursor})
+
+    @app.get("/v1/sessions/<raw_id>")
+    @requires("sessions.read")
+    async def get_session(raw_id: str) -> Response:
+        row = await service.get(principal().account_id, _session_id(raw_id))
+        return json_response(service.to_json(row))
+
+    @app.delete("/v1/sessions/<raw_id>")
+    @requires("sessions.write")
+    async def delete_session(raw_id: str) -> Response:
+        force = parse_query(ForceQuery).force in ("true", "1")
+        row = await service.terminate(
+            principal().account_id, _session_id(raw_id), force=force, reason="terminated by request"
+        )
+        return json_response(service.to_json(row))
+
+    @app.post("/v1/exec")
+    @requires("exec.write")
+    async def exec_command() -> Response:
+        body = await parse_body(ExecBody)
+        agent_body = {"command": body.command, "env": body.env, "cwd": body.cwd, "timeout_ms": body.timeout_ms}
+        timeout = body.timeout_ms / 1000
+        account_id = principal().account_id
+        if body.ephemeral:
+            result = await service.exec_ephemeral(account_id, body.image, agent_body, timeout)
+        elif body.workspace is not None:
+            raise errors.NotFound(f"workspace {body.workspace!r} not found", code="workspace_not_found")
+        else:
+            row = await service.get(account_id, _session_id(body.session_id or ""))
+            result = {**await service.exec_in(row, agent_body, timeout), "session_id": row["id"]}
+        return json_response(result)
+
+    return app
+
+
+class HeartbeatBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    class Capacity(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        max_sandboxes: int = Field(ge=0)
+        cpus: int = Field(ge=1)
+        memory_mb: int = Field(ge=0)
+
+    host_id: str = Field(min_length=1, max_length=128)
+    url: str = Field(min_length=1, max_length=512)
+    runtimes: list[str]
+    session_types: list[str]
+    images: list[str]
+    capacity: Capacity
+    sandboxes: list[str]

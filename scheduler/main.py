@@ -1,0 +1,68 @@
+"""``chaser-scheduler``: the public API, placement and reconciliation."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from functools import partial
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from chaser import _logging
+from chaser._signals import run_until_signalled
+from scheduler.agents import AgentClient
+from scheduler.api import create_app
+from scheduler.auth import ensure_key
+from scheduler.config import DEFAULT_CONFIG_FILE, SchedulerConfig
+from scheduler.sessions import SessionService
+from scheduler.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _sqlite_dir(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(url.removeprefix(prefix)).parent if url.startswith(prefix) and url != "sqlite://" else None
+
+
+async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+    """Migrate, bootstrap, serve; report the public URL once listening."""
+    db_dir = _sqlite_dir(config.database_url)
+    if db_dir is not None:
+        db_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(config.database_url)
+    await store.run(store.migrate)
+    if config.bootstrap_api_key is not None:
+        await store.run(
+            ensure_key, store, config.bootstrap_email, config.bootstrap_api_key.get_secret_value(), "bootstrap"
+        )
+    agents = AgentClient(config.token.get_secret_value())
+    hypercorn = HypercornConfig()
+    hypercorn.bind = [config.bind]
+    hypercorn.accesslog = None
+    hypercorn.graceful_timeout = 1
+    try:
+        async with trio.open_nursery() as nursery:
+            # The public URL may depend on the port bound, known only once
+            # listening; the service needs it only to render responses.
+            service = SessionService(store, agents, config, public_url=config.public_url or "")
+            await nursery.start(service.run)
+            binds = await nursery.start(partial(hypercorn_serve, create_app(config, service), hypercorn))
+            service.public_url = (config.public_url or binds[0]).rstrip("/")
+            log.info("scheduler ready at %s", service.public_url)
+            task_status.started(service.public_url)
+    finally:
+        with trio.CancelScope(shield=True):
+            await agents.aclose()
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="chaser-scheduler", description="Chaser control plane")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_FILE)
+    args = parser.parse_args(argv)
+    _logging.setup()
+    trio.run(run_until_signalled, serve, SchedulerConfig.load(args.config))

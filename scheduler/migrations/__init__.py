@@ -1,0 +1,1 @@
+"""Alembic migrations of the scheduler's store; run by ``Store.migrate``."""

@@ -1,0 +1,293 @@
+"""Sessions: create, terminate, exec, and reconcile them with what hosts report.
+
+Provisioning runs in the service's own nursery, not in the request's task,
+so a client that hangs up cannot cancel a create half-way; the request only
+waits for the outcome. Status changes go through guarded transitions, so a
+create finishing while a delete (or the reconciler) runs resolves to one
+winner, and the loser cleans up what it made.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+
+from chaser import errors
+from scheduler.agents import AgentClient
+from scheduler.config import SchedulerConfig
+from scheduler.placement import HostLoad, candidates
+from scheduler.store import Row, Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IMAGE = "default"
+# How long a host may take to answer an exec beyond the command's own timeout.
+_EXEC_SLACK = 30.0
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class _Provisioning:
+    done: trio.Event = field(default_factory=trio.Event)
+    error: errors.ApiError | None = None
+
+
+class SessionService:
+    def __init__(self, store: Store, agents: AgentClient, config: SchedulerConfig, public_url: str) -> None:
+        self.store = store
+        self.agents = agents
+        self.config = config
+        self.public_url = public_url.rstrip("/")
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the background work (provisioning, cleanup, the reconcile sweep)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._sweep_forever)
+            task_status.started()
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        assert self._nursery is not None, "SessionService.run has not started"
+        return self._nursery
+
+    # -- presentation -----------------------------------------------------
+
+    def to_json(self, row: Row) -> dict[str, Any]:
+        public = urlsplit(self.public_url)
+        port = f":{public.port}" if public.port else ""
+        return {
+            "id": row["id"],
+            "session_type": row["session_type"],
+            "status": row["status"],
+            "status_reason": row["status_reason"],
+            "ephemeral": row["ephemeral"],
+            "workspace": row["workspace_id"],
+            "image": row["image"],
+            "created_at": rfc3339(row["created_at"]),
+            "started_at": rfc3339(row["started_at"]),
+            "terminated_at": rfc3339(row["terminated_at"]),
+            # Leases are counted once PTY/exec streams exist (session endpoints).
+            "active_connection_leases": 0,
+            "endpoints": {
+                "subdomain": f"{public.scheme}://{row['id']}.{self.config.session_domain}{port}/",
+                "path": f"{self.public_url}/s/{row['id']}/",
+            },
+        }
+
+    # -- queries ----------------------------------------------------------
+
+    async def get(self, account_id: str, session_id: str) -> Row:
+        row = await self.store.run(self.store.session, account_id, session_id)
+        if row is None:
+            raise errors.NotFound(f"session {session_id} not found", code="session_not_found")
+        return row
+
+    async def _hosts(self) -> list[HostLoad]:
+        now = time.time()
+        return [
+            HostLoad(
+                id=h["id"],
+                url=h["url"],
+                session_types=frozenset(h["session_types"]),
+                images=frozenset(h["images"]),
+                max_sandboxes=h["max_sandboxes"],
+                active=h["active"],
+                healthy=h["last_heartbeat"] > now - self.config.heartbeat_timeout,
+            )
+            for h in await self.store.run(self.store.hosts_with_load)
+        ]
+
+    # -- create -----------------------------------------------------------
+
+    async def create(
+        self,
+        account_id: str,
+        *,
+        session_type: str,
+        ephemeral: bool,
+        workspace: str | None,
+        image: str | None,
+    ) -> Row:
+        if workspace is not None:
+            raise errors.NotFound(f"workspace {workspace!r} not found", code="workspace_not_found")
+        if session_type == "sandbox":
+            image = image or DEFAULT_IMAGE
+        hosts = [h for h in await self._hosts() if h.healthy]
+        able = [h for h in hosts if session_type in h.session_types]
+        if not able:
+            raise errors.Unavailable(f"no host can run {session_type} sessions", code="no_host")
+        if image is not None and not any(image in h.images for h in able):
+            known = sorted(set().union(*(h.images for h in able)))
+            raise errors.InvalidInput(
+                f"unknown image {image!r}; available: {', '.join(known) or 'none'}", code="unknown_image"
+            )
+        options = candidates(hosts, session_type, image)
+        if not options:
+            raise errors.Unavailable(f"no host has room for another {session_type} session", code="no_capacity")
+        now = time.time()
+        row: Row = {
+            "id": str(uuid.uuid4()),
+            "account_id": account_id,
+            "session_type": session_type,
+            "ephemeral": ephemeral,
+            "workspace_id": None,
+            "image": image,
+            "host_id": options[0].id,
+            "status": "creating",
+            "status_reason": None,
+            "created_at": now,
+            "create_deadline": now + self.config.create_timeout,
+            "started_at": None,
+            "terminated_at": None,
+        }
+        await self.store.run(self.store.insert_session, row)
+        outcome = _Provisioning()
+        self.nursery.start_soon(self._provision, row, options, outcome)
+        await outcome.done.wait()
+        if outcome.error is not None:
+            raise outcome.error
+        return await self.get(account_id, row["id"])
+
+    async def _provision(self, row: Row, options: list[HostLoad], outcome: _Provisioning) -> None:
+        session_id = row["id"]
+        ctx = {"session_id": session_id, "account_id": row["account_id"]}
+        host: HostLoad | None = None
+        try:
+            for host in options:
+                await self.store.run(self.store.transition, session_id, ["creating"], host_id=host.id)
+                remaining = row["create_deadline"] - time.time()
+                try:
+                    with trio.fail_after(max(remaining, 0)):
+                        await self.agents.create_sandbox(host.url, session_id, row["image"], timeout=remaining)
+                except errors.Unavailable as exc:
+                    if exc.code == "no_capacity":
+                        continue  # the host filled up since its heartbeat: next one
+                    raise
+                break
+            else:
+                raise errors.Unavailable("every host is at capacity", code="no_capacity")
+        except trio.TooSlowError:
+            reason = f"did not start within {self.config.create_timeout:g}s"
+            await self.store.run(self.store.terminate, session_id, reason)
+            await self._destroy_quietly(host, session_id)
+            outcome.error = errors.Timeout(f"session {session_id} {reason}", code="create_timeout")
+            log.warning("session create timed out", extra=ctx)
+        except errors.ApiError as exc:
+            # Nothing of a failed create survives: the host rolled back its
+            # part (or is told to), and the row goes.
+            await self._destroy_quietly(host, session_id)
+            await self.store.run(self.store.delete_session, session_id)
+            outcome.error = exc
+            log.warning("session create failed: %s", exc.message, extra=ctx)
+        else:
+            started = await self.store.run(
+                self.store.transition, session_id, ["creating"], status="running", started_at=time.time()
+            )
+            if not started:  # terminated while we were creating it
+                await self._destroy_quietly(host, session_id)
+        finally:
+            outcome.done.set()
+
+    async def _destroy_quietly(self, host: HostLoad | Row | None, session_id: str) -> None:
+        """Best-effort destroy; the reconciler removes whatever this misses."""
+        if host is None:
+            return
+        url = host.url if isinstance(host, HostLoad) else host["url"]
+        with trio.CancelScope(shield=True):
+            try:
+                await self.agents.destroy_sandbox(url, session_id)
+            except errors.ApiError as exc:
+                log.warning("destroy failed, left to the reconciler: %s", exc.message, extra={"session_id": session_id})
+
+    # -- terminate --------------------------------------------------------
+
+    async def terminate(self, account_id: str, session_id: str, *, force: bool, reason: str) -> Row:
+        row = await self.get(account_id, session_id)
+        if row["status"] == "terminated":
+            return row
+        leases = self.to_json(row)["active_connection_leases"]
+        if leases and not force:
+            raise errors.Conflict(
+                f"session {session_id} has {leases} active connection(s); pass force=true to terminate anyway",
+                code="active_connections",
+            )
+        await self._terminate_row(row, reason)
+        return await self.get(account_id, session_id)
+
+    async def _terminate_row(self, row: Row, reason: str) -> None:
+        with trio.CancelScope(shield=True):
+            await self.store.run(self.store.terminate, row["id"], reason)
+            if row["host_id"] is not None:
+                await self._destroy_quietly(await self.store.run(self.store.host, row["host_id"]), row["id"])
+
+    # -- exec -------------------------------------------------------------
+
+    async def exec_in(self, row: Row, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        if row["status"] != "running":
+            raise errors.Conflict(f"session {row['id']} is {row['status']}", code="session_not_running")
+        host = await self.store.run(self.store.host, row["host_id"])
+        if host is None:
+            raise errors.Unavailable("the session's host is gone", code="host_gone")
+        result: dict[str, Any] = await self.agents.exec(host["url"], row["id"], body, timeout + _EXEC_SLACK)
+        return result
+
+    async def exec_ephemeral(
+        self, account_id: str, image: str | None, body: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        """Provision, run, and always clean up, whatever ends the call."""
+        row = await self.create(account_id, session_type="sandbox", ephemeral=True, workspace=None, image=image)
+        try:
+            result = await self.exec_in(row, body, timeout)
+        finally:
+            await self._terminate_row(row, "one-shot exec finished")
+        return {**result, "session_id": row["id"]}
+
+    # -- reconciliation ---------------------------------------------------
+
+    async def on_heartbeat(self, info: dict[str, Any]) -> None:
+        """Record the host and repair sessions from what really runs there."""
+        await self.store.run(self.store.upsert_host, info)
+        host_id = info["host_id"]
+        running = set(info["sandboxes"])
+        settled_before = time.time() - self.config.heartbeat_timeout
+        for row in await self.store.run(self.store.active_sessions_on_host, host_id):
+            if row["status"] == "running" and row["id"] not in running and row["started_at"] < settled_before:
+                await self.store.run(self.store.terminate, row["id"], "the sandbox stopped on its host")
+                log.warning("session lost on its host", extra={"session_id": row["id"], "host_id": host_id})
+        known = await self.store.run(self.store.sessions_by_ids, running)
+        for sandbox_id in running:
+            row = known.get(sandbox_id)
+            if row is None or row["status"] == "terminated" or row["host_id"] != host_id:
+                log.info("destroying orphan sandbox", extra={"session_id": sandbox_id, "host_id": host_id})
+                self.nursery.start_soon(self._destroy_quietly, {"url": info["url"]}, sandbox_id)
+
+    async def sweep(self) -> None:
+        """End what can no longer finish: overdue creates, sessions of silent hosts."""
+        now = time.time()
+        for row in await self.store.run(self.store.overdue_creates, now):
+            await self._terminate_row(row, f"did not start within {self.config.create_timeout:g}s")
+        silent_since = now - 2 * self.config.heartbeat_timeout
+        for row in await self.store.run(self.store.active_sessions_on_silent_hosts, silent_since):
+            await self.store.run(self.store.terminate, row["id"], "its host stopped responding")
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("reconcile sweep failed")
+            await trio.sleep(self.config.reconcile_interval)

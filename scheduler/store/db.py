@@ -1,0 +1,260 @@
+"""The scheduler's store: synchronous SQLAlchemy Core, called from threads.
+
+SQLite by default (embedded mode, one machine), PostgreSQL by URL (a
+cluster). Methods are plain blocking functions; async callers go through
+``Store.run`` so the trio loop never waits on the database. Every query that
+reads a user's resources takes the ``account_id`` that owns them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from importlib.resources import files
+from typing import Any, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+import trio
+from alembic import command
+from alembic.config import Config as AlembicConfig
+
+from scheduler.store.schema import accounts, api_keys, hosts, memberships, sessions, users
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Row = dict[str, Any]
+
+ACTIVE_STATUSES = ("creating", "running")
+
+
+def _now() -> float:
+    return time.time()
+
+
+class Store:
+    def __init__(self, url: str, max_threads: int = 8) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        self._limiter = trio.CapacityLimiter(max_threads)
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call a blocking store method in a worker thread."""
+        return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent)."""
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(files("scheduler") / "migrations"))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    # -- users, accounts, keys --------------------------------------------
+
+    def ensure_user(self, email: str) -> tuple[Row, Row]:
+        """The user with this email and their personal account, created if new."""
+        with self.engine.begin() as conn:
+            user = conn.execute(sa.select(users).where(users.c.email == email)).mappings().first()
+            if user is None:
+                now = _now()
+                user = {"id": str(uuid.uuid4()), "email": email, "created_at": now}
+                account = {"id": str(uuid.uuid4()), "name": email, "kind": "personal", "created_at": now}
+                conn.execute(users.insert().values(**user))
+                conn.execute(accounts.insert().values(**account))
+                conn.execute(memberships.insert().values(account_id=account["id"], user_id=user["id"], role="owner"))
+                return dict(user), account
+            account = (
+                conn.execute(
+                    sa.select(accounts)
+                    .join(memberships, memberships.c.account_id == accounts.c.id)
+                    .where(memberships.c.user_id == user["id"], accounts.c.kind == "personal")
+                )
+                .mappings()
+                .one()
+            )
+            return dict(user), dict(account)
+
+    def insert_api_key(
+        self,
+        *,
+        account_id: str,
+        user_id: str | None,
+        name: str,
+        prefix: str,
+        secret_hash: str,
+        scopes: list[str] | None,
+    ) -> Row:
+        row = {
+            "id": str(uuid.uuid4()),
+            "account_id": account_id,
+            "user_id": user_id,
+            "name": name,
+            "prefix": prefix,
+            "secret_hash": secret_hash,
+            "scopes": scopes,
+            "created_at": _now(),
+        }
+        with self.engine.begin() as conn:
+            conn.execute(api_keys.insert().values(**row))
+        return row
+
+    def api_key_by_prefix(self, prefix: str) -> Row | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(api_keys).where(api_keys.c.prefix == prefix)).mappings().first()
+        return dict(row) if row else None
+
+    def touch_api_key(self, key_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(last_used_at=_now()))
+
+    # -- hosts ------------------------------------------------------------
+
+    def upsert_host(self, info: Row) -> None:
+        now = _now()
+        values = {
+            "url": info["url"],
+            "session_types": info["session_types"],
+            "images": info["images"],
+            "max_sandboxes": info["capacity"]["max_sandboxes"],
+            "cpus": info["capacity"]["cpus"],
+            "memory_mb": info["capacity"]["memory_mb"],
+            "last_heartbeat": now,
+        }
+        with self.engine.begin() as conn:
+            updated = conn.execute(hosts.update().where(hosts.c.id == info["host_id"]).values(**values))
+            if updated.rowcount == 0:
+                conn.execute(hosts.insert().values(id=info["host_id"], registered_at=now, **values))
+
+    def hosts_with_load(self) -> list[Row]:
+        """Every host with ``active``: its sessions that are creating or running."""
+        active = (
+            sa.select(sessions.c.host_id, sa.func.count().label("active"))
+            .where(sessions.c.status.in_(ACTIVE_STATUSES))
+            .group_by(sessions.c.host_id)
+            .subquery()
+        )
+        query = sa.select(hosts, sa.func.coalesce(active.c.active, 0).label("active")).outerjoin(
+            active, active.c.host_id == hosts.c.id
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def host(self, host_id: str) -> Row | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(hosts).where(hosts.c.id == host_id)).mappings().first()
+        return dict(row) if row else None
+
+    # -- sessions ---------------------------------------------------------
+
+    def insert_session(self, row: Row) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sessions.insert().values(**row))
+
+    def delete_session(self, session_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sessions.delete().where(sessions.c.id == session_id))
+
+    def session(self, account_id: str, session_id: str) -> Row | None:
+        query = sa.select(sessions).where(sessions.c.id == session_id, sessions.c.account_id == account_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return dict(row) if row else None
+
+    def session_any_account(self, session_id: str) -> Row | None:
+        """For the control plane's own bookkeeping only, never for a caller."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(sessions).where(sessions.c.id == session_id)).mappings().first()
+        return dict(row) if row else None
+
+    def list_sessions(
+        self,
+        account_id: str,
+        *,
+        status: str | None,
+        limit: int,
+        after: tuple[float, str] | None,
+    ) -> list[Row]:
+        """Newest first; ``after`` is the (created_at, id) of the last row seen."""
+        query = sa.select(sessions).where(sessions.c.account_id == account_id)
+        if status is not None:
+            query = query.where(sessions.c.status == status)
+        if after is not None:
+            created_at, session_id = after
+            query = query.where(
+                sa.or_(
+                    sessions.c.created_at < created_at,
+                    sa.and_(sessions.c.created_at == created_at, sessions.c.id < session_id),
+                )
+            )
+        query = query.order_by(sessions.c.created_at.desc(), sessions.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def transition(self, session_id: str, from_statuses: Iterable[str], **values: Any) -> bool:
+        """Update a session only if its status is one of ``from_statuses``.
+
+        The guard makes racing writers (a create finishing while a delete
+        runs, the reconciler) safe: exactly one of them wins.
+        """
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sessions.update()
+                .where(sessions.c.id == session_id, sessions.c.status.in_(tuple(from_statuses)))
+                .values(**values)
+            )
+        return result.rowcount == 1
+
+    def terminate(self, session_id: str, reason: str) -> bool:
+        return self.transition(
+            session_id, ACTIVE_STATUSES, status="terminated", status_reason=reason, terminated_at=_now()
+        )
+
+    def active_sessions_on_host(self, host_id: str) -> list[Row]:
+        query = sa.select(sessions).where(sessions.c.host_id == host_id, sessions.c.status.in_(ACTIVE_STATUSES))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def sessions_by_ids(self, ids: Iterable[str]) -> dict[str, Row]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(sessions).where(sessions.c.id.in_(ids))).mappings()
+            return {r["id"]: dict(r) for r in rows}
+
+    def overdue_creates(self, now: float) -> list[Row]:
+        query = sa.select(sessions).where(sessions.c.status == "creating", sessions.c.create_deadline < now)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def active_sessions_on_silent_hosts(self, silent_since: float) -> list[Row]:
+        query = (
+            sa.select(sessions)
+            .join(hosts, hosts.c.id == sessions.c.host_id)
+            .where(sessions.c.status.in_(ACTIVE_STATUSES), hosts.c.last_heartbeat < silent_since)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def _make_engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return sa.create_engine(url, pool_pre_ping=True, json_serializer=json.dumps)
