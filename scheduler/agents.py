@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import httpx
@@ -46,10 +47,8 @@ class AgentClient:
 
     async def destroy_sandbox(self, host_url: str, sandbox_id: str) -> None:
         """Destroy; a sandbox the host does not know counts as destroyed."""
-        try:
+        with contextlib.suppress(errors.NotFound):
             await self._call("DELETE", f"{host_url}/v1/sandboxes/{sandbox_id}")
-        except errors.NotFound:
-            pass
 
     async def exec(self, host_url: str, sandbox_id: str, body: dict[str, Any], timeout: float) -> Any:
         return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/exec", json=body, timeout=timeout)

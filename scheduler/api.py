@@ -85,15 +85,19 @@ class ExecBody(_Strict):
         return self
 
 
-class ListSessionsQuery(_Strict):
-    model_config = ConfigDict(extra="forbid")  # query values are strings
+class _Query(BaseModel):
+    """Query strings are text: lax coercion ("2" -> 2), but no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListSessionsQuery(_Query):
     status: Literal["creating", "running", "terminated"] | None = None
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = None
 
 
-class ForceQuery(_Strict):
-    model_config = ConfigDict(extra="forbid")
+class ForceQuery(_Query):
     force: Literal["true", "false", "1", "0"] = "false"
 
 

@@ -13,7 +13,7 @@ behind a limiter; processes are waited for through a pidfd on the trio loop.
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import os
 import shutil
 import signal
@@ -83,10 +83,8 @@ class LxcProcess(Process):
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self._status is not None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            pass
 
     async def aclose(self) -> None:
         await self.stdout.aclose()
@@ -208,13 +206,8 @@ class LxcRuntime(Runtime):
             container = self._container(sandbox_id)
             if container.running and not container.stop():
                 raise RuntimeFailure(f"container {sandbox_id} would not stop")
-        try:
+        with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(home)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
 
     async def running(self) -> set[str]:
         names = await self._run(_running_names, str(self.lxc_path))

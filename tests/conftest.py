@@ -1,0 +1,230 @@
+"""Fixtures that run the real scheduler and agent, over HTTP, on this machine.
+
+Nothing of ours is mocked: sandboxes are real LXC containers over the real
+default image, the store is real SQLite or PostgreSQL. Every fixture checks
+on teardown that it left no container, overlay directory or record behind.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import lxc
+import pytest
+import sqlalchemy as sa
+import trio
+
+import vmimages
+from agent.config import AgentConfig
+from agent.main import serve as serve_agent
+from scheduler.auth import hash_secret, lookup_prefix, new_secret
+from scheduler.config import SchedulerConfig
+from scheduler.main import serve as serve_scheduler
+from scheduler.store import Store
+
+IMAGES_DIR = Path(os.environ.get("CHASER_TEST_IMAGES_DIR", "/var/lib/chaser/images"))
+POSTGRES_URL = os.environ.get("CHASER_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(scope="session")
+def images_dir() -> Path:
+    """The machine's image cache, with the default image built (once)."""
+    recipe = vmimages.resolve("default")
+    assert recipe is not None
+    vmimages.build(IMAGES_DIR, recipe)
+    return IMAGES_DIR
+
+
+def _postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    if POSTGRES_URL is None:
+        pytest.fail("CHASER_TEST_POSTGRES_URL is not set: run the suite through scripts/test")
+    name = f"chaser_test_{secrets.token_hex(6)}"
+    admin = sa.create_engine(
+        POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'chaser.db'}"
+    else:
+        yield from _postgres_database()
+
+
+class Server:
+    """A server started in its own cancel scope, so a test can stop and restart it."""
+
+    def __init__(self, serve: Callable[..., Awaitable[None]], config: Any) -> None:
+        self.serve = serve
+        self.config = config
+        self.url = ""
+        self._scope: trio.CancelScope | None = None
+        self._stopped = trio.Event()
+
+    async def start(self, nursery: trio.Nursery) -> str:
+        self._stopped = trio.Event()
+
+        async def run(task_status: trio.TaskStatus[str]) -> None:
+            try:
+                with trio.CancelScope() as self._scope:
+                    await self.serve(self.config, task_status=task_status)
+            finally:
+                self._stopped.set()
+
+        self.url = await nursery.start(run)
+        return self.url
+
+    async def stop(self) -> None:
+        if self._scope is not None and not self._stopped.is_set():
+            self._scope.cancel()
+            await self._stopped.wait()
+
+
+@dataclass
+class System:
+    """A running scheduler and agent, and a client with a valid key."""
+
+    scheduler: Server
+    agent: Server
+    api_url: str
+    api_key: str
+    token: str
+    database_url: str
+    lxc_path: Path
+    client: httpx.AsyncClient
+
+    def store(self) -> Store:
+        return Store(self.database_url)
+
+    async def new_key(self, email: str, scopes: list[str] | None = None) -> str:
+        """A key for another user (and so another personal account)."""
+        secret = new_secret()
+
+        def insert() -> None:
+            store = self.store()
+            try:
+                user, account = store.ensure_user(email)
+                store.insert_api_key(
+                    account_id=account["id"],
+                    user_id=user["id"],
+                    name="test",
+                    prefix=lookup_prefix(secret),
+                    secret_hash=hash_secret(secret),
+                    scopes=scopes,
+                )
+            finally:
+                store.close()
+
+        await trio.to_thread.run_sync(insert)
+        return secret
+
+    def containers(self) -> set[str]:
+        if not self.lxc_path.exists():
+            return set()
+        return set(lxc.list_containers(active=True, defined=True, config_path=str(self.lxc_path)))
+
+    def leftovers(self) -> set[str]:
+        if not self.lxc_path.exists():
+            return set()
+        return {p.name for p in self.lxc_path.iterdir()}
+
+
+def scheduler_config(database_url: str, token: str, api_key: str, **overrides: Any) -> SchedulerConfig:
+    values: dict[str, Any] = {
+        "bind": "127.0.0.1:0",
+        "database_url": database_url,
+        "token": token,
+        "bootstrap_api_key": api_key,
+        "bootstrap_email": "owner@test.invalid",
+        "heartbeat_timeout": 2.0,
+        "reconcile_interval": 0.2,
+        "create_timeout": 30.0,
+    }
+    return SchedulerConfig.load(None, **{**values, **overrides})
+
+
+def agent_config(
+    state_dir: Path, images_dir: Path, scheduler_url: str | None, token: str, **overrides: Any
+) -> AgentConfig:
+    values: dict[str, Any] = {
+        "host_id": f"test-{uuid.uuid4().hex[:8]}",
+        "bind": "127.0.0.1:0",
+        "state_dir": state_dir,
+        "images_dir": images_dir,
+        "scheduler_url": scheduler_url,
+        "token": token,
+        "heartbeat_interval": 0.2,
+        "destroy_on_shutdown": True,
+    }
+    return AgentConfig.load(None, **{**values, **overrides})
+
+
+async def start_system(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    images_dir: Path,
+    database_url: str,
+    *,
+    scheduler_overrides: dict[str, Any] | None = None,
+    agent_overrides: dict[str, Any] | None = None,
+) -> System:
+    token = secrets.token_urlsafe(24)
+    api_key = new_secret()
+    scheduler = Server(serve_scheduler, scheduler_config(database_url, token, api_key, **(scheduler_overrides or {})))
+    api_url = await scheduler.start(nursery)
+    state_dir = tmp_path / "agent"
+    agent = Server(serve_agent, agent_config(state_dir, images_dir, api_url, token, **(agent_overrides or {})))
+    await agent.start(nursery)
+    client = httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=60)
+    return System(scheduler, agent, api_url, api_key, token, database_url, state_dir / "lxc", client)
+
+
+async def stop_system(system: System) -> None:
+    await system.client.aclose()
+    await system.agent.stop()
+    await system.scheduler.stop()
+    assert system.containers() == set(), "containers left running"
+    assert system.leftovers() == set(), "sandbox directories left behind"
+
+
+@pytest.fixture
+async def system(nursery: trio.Nursery, tmp_path: Path, images_dir: Path, database_url: str) -> AsyncIterator[System]:
+    running = await start_system(nursery, tmp_path, images_dir, database_url)
+    try:
+        yield running
+    finally:
+        await stop_system(running)
+
+
+@pytest.fixture
+async def sqlite_system(nursery: trio.Nursery, tmp_path: Path, images_dir: Path) -> AsyncIterator[System]:
+    """For tests about the agent and runtime, where the database does not matter."""
+    running = await start_system(nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'chaser.db'}")
+    try:
+        yield running
+    finally:
+        await stop_system(running)
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    """Poll ``predicate`` until true; fail the test at ``timeout``."""
+    with trio.fail_after(timeout):
+        while not await predicate():
+            await trio.sleep(0.05)
