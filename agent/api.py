@@ -99,7 +99,8 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
     @app.delete("/v1/sandboxes/<sandbox_id>")
     async def delete_sandbox(sandbox_id: str) -> Response:
         await manager.destroy(sandbox_id)
-        return Response(status=204)
+        # An explicit empty body: quart-trio cannot send Quart's default one.
+        return Response(b"", status=204)
 
     @app.post("/v1/sandboxes/<sandbox_id>/exec")
     async def exec_in_sandbox(sandbox_id: str) -> Response:

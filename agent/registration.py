@@ -32,6 +32,7 @@ async def heartbeat_loop(
     started = False
     async with httpx.AsyncClient(timeout=10) as client:
         while True:
+            await manager.reap()
             try:
                 response = await client.post(endpoint, json={**host_info(config, manager), "url": url}, headers=headers)
                 response.raise_for_status()

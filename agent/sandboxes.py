@@ -64,6 +64,8 @@ class SandboxManager:
         self.start_timeout = start_timeout
         self.output_limit = output_limit
         self._sandboxes: dict[str, Sandbox] = {}
+        # Creates in flight, so a destroy can cancel one and wait for its rollback.
+        self._creating: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
 
     # -- persistence -----------------------------------------------------
 
@@ -105,6 +107,15 @@ class SandboxManager:
                 await self.runtime.destroy(sandbox_id)
                 self._forget(sandbox_id)
 
+    async def reap(self) -> list[str]:
+        """Remove sandboxes that died on their own (OOM, a crash inside, an admin)."""
+        running = await self.runtime.running()
+        dead = [s.id for s in self.list() if s.status == "running" and s.id not in running]
+        for sandbox_id in dead:
+            log.warning("sandbox died on its own; removing it", extra={"session_id": sandbox_id})
+            await self._remove(sandbox_id)
+        return dead
+
     async def create(self, sandbox_id: str, image_name: str) -> Sandbox:
         if sandbox_id in self._sandboxes:
             raise errors.Conflict(f"sandbox {sandbox_id} already exists")
@@ -120,10 +131,14 @@ class SandboxManager:
         )
         self._sandboxes[sandbox_id] = sandbox
         self._save(sandbox)
+        scope, settled = trio.CancelScope(), trio.Event()
+        self._creating[sandbox_id] = (scope, settled)
         try:
-            with trio.fail_after(self.start_timeout):
+            with scope, trio.fail_after(self.start_timeout):
                 await self.runtime.create(SandboxSpec(id=sandbox_id, image=image.name, rootfs=image.rootfs))
                 await self.runtime.start(sandbox_id)
+            if scope.cancelled_caught:
+                raise errors.Conflict(f"sandbox {sandbox_id} was destroyed while starting", code="destroyed")
         except BaseException as exc:
             with trio.CancelScope(shield=True):
                 await self._remove(sandbox_id)
@@ -132,6 +147,9 @@ class SandboxManager:
             if isinstance(exc, RuntimeFailure):
                 raise errors.Unavailable(f"sandbox failed to start: {exc}", code="start_failed") from None
             raise
+        finally:
+            del self._creating[sandbox_id]
+            settled.set()
         sandbox.status = "running"
         self._save(sandbox)
         return sandbox
@@ -144,13 +162,20 @@ class SandboxManager:
 
     async def destroy(self, sandbox_id: str) -> None:
         sandbox = self.get(sandbox_id)
+        if sandbox_id in self._creating:
+            # The create's own rollback removes everything; wait for it.
+            scope, settled = self._creating[sandbox_id]
+            scope.cancel()
+            await settled.wait()
+            return
         sandbox.status = "destroying"
         self._save(sandbox)
         await self._remove(sandbox_id)
 
     async def destroy_all(self) -> None:
         for sandbox_id in list(self._sandboxes):
-            await self._remove(sandbox_id)
+            if sandbox_id in self._sandboxes:
+                await self.destroy(sandbox_id)
 
     def get(self, sandbox_id: str) -> Sandbox:
         sandbox = self._sandboxes.get(sandbox_id)
