@@ -94,6 +94,7 @@ async def api(client: httpx.AsyncClient, method: str, path: str, expect: int, bo
 
 
 async def exec_true(client: httpx.AsyncClient, target: dict[str, Any]) -> None:
+    """Run ``true``; a failure means a broken sandbox, whose timing would mislead."""
     result = await api(client, "POST", "/v1/exec", 200, {**target, "command": "true"})
     if result["exit_code"] != 0:
         raise RuntimeError(f"`true` exited {result['exit_code']}: {result['output']!r}")

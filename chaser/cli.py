@@ -238,6 +238,10 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         print(f"chaser: {exc}", file=sys.stderr)
         sys.exit(2)
+    except BrokenPipeError:
+        # The reader went away (`| head`); exit quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
 
 
 if __name__ == "__main__":
