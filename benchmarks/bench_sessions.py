@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -213,6 +214,14 @@ async def remove_all(lxc_path: Path) -> None:
 # -- the run ---------------------------------------------------------------
 
 
+async def fail_on_sigterm(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """End the run on SIGTERM as on Ctrl-C, so that the cleanup runs either way."""
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        task_status.started()
+        async for _ in signals:
+            raise KeyboardInterrupt
+
+
 @dataclass
 class Result:
     samples: Samples
@@ -228,6 +237,7 @@ async def run(sessions: int, execs: int, warmup: int) -> Result:
     samples: Samples = defaultdict(list)
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(fail_on_sigterm)
             serve = partial(embedded.serve, state_dir, port=free_port(), images_dir=IMAGES_DIR)
             url: str = await nursery.start(serve)
             if httpx.URL(url).host != LOOPBACK:

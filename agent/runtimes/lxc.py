@@ -40,6 +40,10 @@ _START_TIMEOUT = 10
 
 _CONFIG_TEMPLATE = """\
 lxc.include = /usr/share/lxc/config/common.conf
+# common.conf pulls in lxcfs's hooks; its post-stop hook sleeps 0.5 s on
+# every stop, and we don't use lxcfs. An empty value clears a hook list.
+lxc.hook.mount =
+lxc.hook.post-stop =
 lxc.uts.name = {hostname}
 lxc.rootfs.path = overlay:{lower}:{upper}
 lxc.init.cmd = {init} -s -- /bin/sleep infinity
