@@ -50,7 +50,7 @@ def host_info(config: AgentConfig, manager: SandboxManager) -> dict[str, object]
             "cpus": os.cpu_count() or 1,
             "memory_mb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20),
         },
-        "sandboxes": [s.id for s in manager.list() if s.status == "running"],
+        "sandboxes": [s.id for s in manager.sandboxes() if s.status == "running"],
     }
 
 
@@ -84,7 +84,7 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
 
     @app.get("/v1/sandboxes")
     async def list_sandboxes() -> Response:
-        return json_response({"sandboxes": [s.to_json() for s in manager.list()]})
+        return json_response({"sandboxes": [s.to_json() for s in manager.sandboxes()]})
 
     @app.post("/v1/sandboxes")
     async def create_sandbox() -> Response:

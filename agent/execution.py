@@ -30,7 +30,7 @@ class OutputTail:
         self._buf = bytearray()
         self.truncated = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         self._buf += data
         excess = len(self._buf) - self.limit
         if excess > 0:

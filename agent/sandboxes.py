@@ -89,12 +89,12 @@ class SandboxManager:
         known: dict[str, Sandbox] = {}
         for path in self.records_dir.glob("*.json"):
             try:
-                sandbox = Sandbox(**json.loads(path.read_text()))
+                record = Sandbox(**json.loads(path.read_text()))
             except (OSError, ValueError, TypeError):
                 log.warning("unreadable sandbox record %s, removing", path)
                 path.unlink(missing_ok=True)
                 continue
-            known[sandbox.id] = sandbox
+            known[record.id] = record
         for path in self.records_dir.glob("*.tmp"):
             path.unlink(missing_ok=True)
         for sandbox_id in known.keys() | await self.runtime.leftovers():
@@ -110,7 +110,7 @@ class SandboxManager:
     async def reap(self) -> list[str]:
         """Remove sandboxes that died on their own (OOM, a crash inside, an admin)."""
         running = await self.runtime.running()
-        dead = [s.id for s in self.list() if s.status == "running" and s.id not in running]
+        dead = [s.id for s in self.sandboxes() if s.status == "running" and s.id not in running]
         for sandbox_id in dead:
             log.warning("sandbox died on its own; removing it", extra={"session_id": sandbox_id})
             await self._remove(sandbox_id)
@@ -183,7 +183,7 @@ class SandboxManager:
             raise errors.NotFound(f"sandbox {sandbox_id} not found")
         return sandbox
 
-    def list(self) -> list[Sandbox]:
+    def sandboxes(self) -> list[Sandbox]:
         return list(self._sandboxes.values())
 
     async def exec(

@@ -270,8 +270,8 @@ class SessionService:
                 log.warning("session lost on its host", extra={"session_id": row["id"], "host_id": host_id})
         known = await self.store.run(self.store.sessions_by_ids, running)
         for sandbox_id in running:
-            row = known.get(sandbox_id)
-            if row is None or row["status"] == "terminated" or row["host_id"] != host_id:
+            owner = known.get(sandbox_id)
+            if owner is None or owner["status"] == "terminated" or owner["host_id"] != host_id:
                 log.info("destroying orphan sandbox", extra={"session_id": sandbox_id, "host_id": host_id})
                 self.nursery.start_soon(self._destroy_quietly, {"url": info["url"]}, sandbox_id)
 

@@ -109,7 +109,7 @@ async def test_destroy_during_create_cancels_it(tmp_path: Path, images_dir: Path
         await manager.destroy(sandbox_id)
     assert outcome and isinstance(outcome[0], errors.Conflict)
     assert await runtime.leftovers() == set()
-    assert manager.list() == []
+    assert manager.sandboxes() == []
 
 
 async def test_capacity_is_enforced(nursery: trio.Nursery, tmp_path: Path, images_dir: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
+import vmimages
 from tests.conftest import System, wait_until
 
 
@@ -48,13 +50,17 @@ async def test_create_exec_terminate(system: System) -> None:
     assert after.json()["error"]["code"] == "session_not_running"
 
 
-async def test_sessions_do_not_share_a_filesystem(system: System) -> None:
+async def test_sessions_do_not_share_a_filesystem(system: System, images_dir: Path) -> None:
     a = (await system.client.post("/v1/sessions", json={"ephemeral": True})).json()
     b = (await system.client.post("/v1/sessions", json={"ephemeral": True})).json()
     write = await system.client.post("/v1/exec", json={"session_id": a["id"], "command": "echo secret > /root/note"})
     assert write.json()["exit_code"] == 0
     read = await system.client.post("/v1/exec", json={"session_id": b["id"], "command": "cat /root/note"})
     assert read.json()["exit_code"] != 0
+    # Writes land in the session's own layer, never in the shared image.
+    image = vmimages.image_dir(images_dir, vmimages.resolve("default"))  # type: ignore[arg-type]
+    assert not (image / "rootfs/root/note").exists()
+    assert (system.lxc_path / a["id"] / "delta0/root/note").read_text() == "secret\n"
     for s in (a, b):
         await system.client.delete(f"/v1/sessions/{s['id']}")
 

@@ -17,7 +17,9 @@ import contextlib
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar, TypeVarTuple
 
 import lxc
 import trio
@@ -31,6 +33,9 @@ from agent.runtimes.base import (
     SandboxGone,
     SandboxSpec,
 )
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 # The init every container runs: tini reaps orphans, so zombies of
 # background jobs don't pile up, and keeps the container alive.
@@ -126,7 +131,7 @@ class LxcRuntime(Runtime):
     def _container(self, sandbox_id: str) -> lxc.Container:
         return lxc.Container(sandbox_id, str(self.lxc_path))
 
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     async def create(self, spec: SandboxSpec) -> None:

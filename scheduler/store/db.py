@@ -60,25 +60,25 @@ class Store:
     def ensure_user(self, email: str) -> tuple[Row, Row]:
         """The user with this email and their personal account, created if new."""
         with self.engine.begin() as conn:
-            user = conn.execute(sa.select(users).where(users.c.email == email)).mappings().first()
-            if user is None:
+            existing = conn.execute(sa.select(users).where(users.c.email == email)).mappings().first()
+            if existing is None:
                 now = _now()
-                user = {"id": str(uuid.uuid4()), "email": email, "created_at": now}
-                account = {"id": str(uuid.uuid4()), "name": email, "kind": "personal", "created_at": now}
+                user: Row = {"id": str(uuid.uuid4()), "email": email, "created_at": now}
+                account: Row = {"id": str(uuid.uuid4()), "name": email, "kind": "personal", "created_at": now}
                 conn.execute(users.insert().values(**user))
                 conn.execute(accounts.insert().values(**account))
                 conn.execute(memberships.insert().values(account_id=account["id"], user_id=user["id"], role="owner"))
-                return dict(user), account
-            account = (
+                return user, account
+            personal = (
                 conn.execute(
                     sa.select(accounts)
                     .join(memberships, memberships.c.account_id == accounts.c.id)
-                    .where(memberships.c.user_id == user["id"], accounts.c.kind == "personal")
+                    .where(memberships.c.user_id == existing["id"], accounts.c.kind == "personal")
                 )
                 .mappings()
                 .one()
             )
-            return dict(user), dict(account)
+            return dict(existing), dict(personal)
 
     def insert_api_key(
         self,
