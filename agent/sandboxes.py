@@ -109,8 +109,11 @@ class SandboxManager:
 
     async def reap(self) -> list[str]:
         """Remove sandboxes that died on their own (OOM, a crash inside, an admin)."""
+        # Book first, runtime second: a create finishing in between is then
+        # absent from the book snapshot, not mistaken for a dead sandbox.
+        booked = [s.id for s in self.sandboxes() if s.status == "running"]
         running = await self.runtime.running()
-        dead = [s.id for s in self.sandboxes() if s.status == "running" and s.id not in running]
+        dead = [sandbox_id for sandbox_id in booked if sandbox_id not in running]
         for sandbox_id in dead:
             log.warning("sandbox died on its own; removing it", extra={"session_id": sandbox_id})
             await self._remove(sandbox_id)

@@ -16,6 +16,7 @@ class AgentClient:
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(30.0),
             limits=httpx.Limits(max_keepalive_connections=64),
+            trust_env=False,  # never route host-token traffic through an env proxy
         )
 
     async def aclose(self) -> None:

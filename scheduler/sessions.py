@@ -168,7 +168,8 @@ class SessionService:
         host: HostLoad | None = None
         try:
             for host in options:
-                await self.store.run(self.store.transition, session_id, ["creating"], host_id=host.id)
+                if host.id != row["host_id"]:
+                    await self.store.run(self.store.transition, session_id, ["creating"], host_id=host.id)
                 remaining = row["create_deadline"] - time.time()
                 try:
                     with trio.fail_after(max(remaining, 0)):
