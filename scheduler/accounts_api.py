@@ -209,7 +209,7 @@ def register_account_routes(app: QuartTrio, store: Store) -> None:
         if caller.account_kind != "organization":
             raise errors.InvalidInput("a personal account cannot be deleted", code="personal_account")
         await store.run(store.delete_account, caller.account_id)
-        return Response(status=204)
+        return Response(b"", status=204)
 
     # -- members ----------------------------------------------------------------
 
@@ -251,7 +251,7 @@ def register_account_routes(app: QuartTrio, store: Store) -> None:
         if member["id"] != caller.user_id:  # anyone may leave; removing others is for admins
             caller.require_role("owner" if member["role"] == "owner" else "admin")
         await store.run(store.remove_member, caller.account_id, member["id"])
-        return Response(status=204)
+        return Response(b"", status=204)
 
     # -- service accounts -------------------------------------------------------
 
@@ -281,4 +281,4 @@ def register_account_routes(app: QuartTrio, store: Store) -> None:
     async def delete_service_account(account: str, service_account: str) -> Response:
         found = await find_service_account(service_account)
         await store.run(store.delete_service_account, principal().account_id, found["id"])
-        return Response(status=204)
+        return Response(b"", status=204)

@@ -44,6 +44,10 @@ class SchedulerConfig(FileAndEnvSettings):
     jwt_jwks_file: Path | None = None
     jwt_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
     jwt_leeway: float = Field(default=30.0, ge=0)
+    # A token naming an unknown key id refetches the JWKS (key rotation), at
+    # most this often; the JWKS is refetched anyway once this old.
+    jwt_jwks_refetch_interval: float = Field(default=10.0, gt=0)
+    jwt_jwks_max_age: float = Field(default=300.0, gt=0)
     # The claim that names the user's email (linked to our user on first sight).
     jwt_email_claim: str = "email"
 

@@ -29,7 +29,12 @@ def jwt_verifier(config: SchedulerConfig) -> JwtVerifier | None:
     return JwtVerifier(
         issuer=config.jwt_issuer,
         audience=config.jwt_audience,
-        jwks=JwksSource(url=config.jwt_jwks_url, file=config.jwt_jwks_file),
+        jwks=JwksSource(
+            url=config.jwt_jwks_url,
+            file=config.jwt_jwks_file,
+            max_age=config.jwt_jwks_max_age,
+            refetch_interval=config.jwt_jwks_refetch_interval,
+        ),
         algorithms=frozenset(config.jwt_algorithms),
         leeway=config.jwt_leeway,
         email_claim=config.jwt_email_claim,

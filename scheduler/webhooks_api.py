@@ -174,7 +174,7 @@ def register_webhook_routes(app: QuartTrio, store: Store, config: SchedulerConfi
     async def delete_webhook(webhook_id: str) -> Response:
         row = await find(webhook_id)
         await store.run(store.delete_webhook, row["account_id"], row["id"])
-        return Response(status=204)
+        return Response(b"", status=204)
 
     @app.post("/v1/webhooks/<webhook_id>/ping")
     @requires("webhooks.write", role="admin", action="webhook.ping", resource="webhook")
