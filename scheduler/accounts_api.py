@@ -85,7 +85,7 @@ class UpdateMemberBody(StrictBody):
 
 
 class CreateServiceAccountBody(StrictBody):
-    name: Annotated[str, StringConstraints(pattern=_SERVICE_ACCOUNT_NAME.pattern)]
+    name: Annotated[str, StringConstraints(pattern=rf"^{_SERVICE_ACCOUNT_NAME.pattern}$")]
     role: Literal["member", "admin"] = "member"
 
 
@@ -157,7 +157,7 @@ def register_account_routes(app: QuartTrio, store: Store) -> None:
         else:
             rows = await store.run(store.accounts_of_user, caller.user_id)
             accounts = [account_json(r, r["role"]) for r in rows]
-        return json_response({"accounts": accounts})
+        return json_response({"accounts": accounts, "active": caller.account_id})
 
     @app.post("/v1/accounts")
     @requires(FULL_ACCESS, action="account.create", resource="account")
