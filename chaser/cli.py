@@ -3,6 +3,7 @@
 eval "$(chaser up --detach)"     # start scheduler + agent here, export creds
 chaser exec --ephemeral "uname -a"
 chaser sessions list
+chaser --account "Acme Engineering" keys create --name ci --scope sessions.read
 chaser down
 """
 
@@ -21,9 +22,8 @@ from typing import Any
 import trio
 
 import vmimages
-from chaser import embedded, errors
+from chaser import cli_accounts, embedded, errors
 from chaser._signals import run_until_signalled
-from chaser.client import Client
 
 _DETACH_TIMEOUT = 120.0
 _DOWN_TIMEOUT = 60.0
@@ -140,7 +140,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    with Client() as client:
+    with cli_accounts.client_for(args) as client:
         if args.action == "create":
             result = client.create_session(
                 session_type=args.type, ephemeral=args.ephemeral, workspace=args.workspace, image=args.image
@@ -160,7 +160,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    with Client() as client:
+    with cli_accounts.client_for(args) as client:
         result = client.exec(
             args.command,
             session_id=args.session,
@@ -182,6 +182,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chaser", description="Chaser: Linux sandboxes on demand")
+    parser.add_argument("--account", help="act on this account (ID, exact name, or 'personal'; X-Chaser-Account)")
+    parser.set_defaults(json=False)
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     up = sub.add_parser("up", help="run scheduler and agent on this machine")
@@ -225,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true")
     run.add_argument("command")
     run.set_defaults(func=cmd_exec)
+    cli_accounts.register(sub)
     return parser
 
 

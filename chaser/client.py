@@ -1,7 +1,9 @@
 """Python SDK: a thin synchronous client of the public API.
 
-Reads ``CHASER_API_URL`` and ``CHASER_API_KEY`` when not given them, and
-raises the same error types the servers use (``chaser.errors``).
+Reads ``CHASER_API_URL``, ``CHASER_API_KEY`` and ``CHASER_ACCOUNT`` when not
+given them, and raises the same error types the servers use
+(``chaser.errors``). ``account`` selects the active account for every call
+(``X-Chaser-Account``: an account ID, its exact name, or ``personal``).
 """
 
 from __future__ import annotations
@@ -12,19 +14,26 @@ from typing import Any
 import httpx
 
 from chaser import errors
+from chaser._client_accounts import AccountsMixin
 
 
-class Client:
-    def __init__(self, api_url: str | None = None, api_key: str | None = None, timeout: float = 120.0) -> None:
+class Client(AccountsMixin):
+    def __init__(
+        self,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        account: str | None = None,
+    ) -> None:
         api_url = api_url or os.environ.get("CHASER_API_URL")
         api_key = api_key or os.environ.get("CHASER_API_KEY")
+        account = account or os.environ.get("CHASER_ACCOUNT")
         if not api_url or not api_key:
             raise ValueError('set CHASER_API_URL and CHASER_API_KEY (eval "$(chaser up --detach)" does)')
-        self._http = httpx.Client(
-            base_url=api_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout=timeout,
-        )
+        headers = {"Authorization": f"Bearer {api_key}"}
+        if account:
+            headers["X-Chaser-Account"] = account
+        self._http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=timeout)
 
     def __enter__(self) -> Client:
         return self

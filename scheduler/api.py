@@ -12,19 +12,18 @@ import binascii
 import hmac
 import json
 import uuid
-from collections.abc import Awaitable, Callable
-from functools import wraps
 from typing import Annotated, Any, Literal, ParamSpec
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from quart import Response, g, request
+from quart import Response, request
 from quart_trio import QuartTrio
 
 from chaser import errors
 from chaser._quart import install_error_handlers, json_response, parse_body, parse_query
-from scheduler.auth import Principal, authenticate
+from scheduler.access import audit_resource, principal, requires
 from scheduler.config import SchedulerConfig
 from scheduler.sessions import SessionService
+from scheduler.tenancy import install_tenancy
 
 P = ParamSpec("P")
 
@@ -120,24 +119,6 @@ def _session_id(raw: str) -> str:
         raise errors.NotFound(f"session {raw} not found", code="session_not_found") from None
 
 
-def requires(scope: str) -> Callable[[Callable[P, Awaitable[Response]]], Callable[P, Awaitable[Response]]]:
-    """Declare the scope a route needs; the check happens before the handler."""
-
-    def decorate(handler: Callable[P, Awaitable[Response]]) -> Callable[P, Awaitable[Response]]:
-        @wraps(handler)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
-            principal().require(scope)
-            return await handler(*args, **kwargs)
-
-        return wrapper
-
-    return decorate
-
-
-def principal() -> Principal:
-    return g.principal  # type: ignore[no-any-return]
-
-
 def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
     app = QuartTrio("chaser-scheduler")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
@@ -145,10 +126,7 @@ def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
     store = service.store
     cluster_token = config.token.get_secret_value().encode()
 
-    @app.before_request
-    async def _authenticate() -> None:
-        if request.path.startswith("/v1/"):
-            g.principal = await authenticate(store, request.headers.get("Authorization"))
+    install_tenancy(app, config, store)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -164,7 +142,7 @@ def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
         return json_response({"ok": True})
 
     @app.post("/v1/sessions")
-    @requires("sessions.write")
+    @requires("sessions.write", action="session.create")
     async def create_session() -> Response:
         body = await parse_body(CreateSessionBody)
         row = await service.create(
@@ -174,10 +152,11 @@ def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
             workspace=body.workspace,
             image=body.image,
         )
+        audit_resource(row["id"])
         return json_response(service.to_json(row), status=201)
 
     @app.get("/v1/sessions")
-    @requires("sessions.read")
+    @requires("sessions.read", action="session.list")
     async def list_sessions() -> Response:
         query = parse_query(ListSessionsQuery)
         after = _decode_cursor(query.cursor) if query.cursor else None
@@ -189,13 +168,13 @@ def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
         return json_response({"sessions": [service.to_json(r) for r in page], "next_cursor": next_cursor})
 
     @app.get("/v1/sessions/<raw_id>")
-    @requires("sessions.read")
+    @requires("sessions.read", action="session.get")
     async def get_session(raw_id: str) -> Response:
         row = await service.get(principal().account_id, _session_id(raw_id))
         return json_response(service.to_json(row))
 
     @app.delete("/v1/sessions/<raw_id>")
-    @requires("sessions.write")
+    @requires("sessions.write", action="session.terminate")
     async def delete_session(raw_id: str) -> Response:
         force = parse_query(ForceQuery).force in ("true", "1")
         row = await service.terminate(
@@ -204,7 +183,7 @@ def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
         return json_response(service.to_json(row))
 
     @app.post("/v1/exec")
-    @requires("exec.write")
+    @requires("exec.write", action="exec.run", resource="session")
     async def exec_command() -> Response:
         body = await parse_body(ExecBody)
         agent_body = {"command": body.command, "env": body.env, "cwd": body.cwd, "timeout_ms": body.timeout_ms}
@@ -217,6 +196,7 @@ def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
         else:
             row = await service.get(account_id, _session_id(body.session_id or ""))
             result = {**await service.exec_in(row, agent_body, timeout), "session_id": row["id"]}
+        audit_resource(result["session_id"])
         return json_response(result)
 
     return app

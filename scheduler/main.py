@@ -19,6 +19,7 @@ from scheduler.auth import ensure_key
 from scheduler.config import DEFAULT_CONFIG_FILE, SchedulerConfig
 from scheduler.sessions import SessionService
 from scheduler.store import Store
+from scheduler.webhook_delivery import DeliveryWorker
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = 
             # listening; the service needs it only to render responses.
             service = SessionService(store, agents, config, public_url=config.public_url or "")
             await nursery.start(service.run)
+            await nursery.start(DeliveryWorker(store, config).run)
             binds = await nursery.start(partial(hypercorn_serve, create_app(config, service), hypercorn))
             service.public_url = (config.public_url or binds[0]).rstrip("/")
             log.info("scheduler ready at %s", service.public_url)

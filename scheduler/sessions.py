@@ -13,7 +13,6 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,18 +23,13 @@ from scheduler.agents import AgentClient
 from scheduler.config import SchedulerConfig
 from scheduler.placement import HostLoad, candidates
 from scheduler.store import Row, Store
+from scheduler.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = "default"
 # How long a host may take to answer an exec beyond the command's own timeout.
 _EXEC_SLACK = 30.0
-
-
-def rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -195,9 +189,7 @@ class SessionService:
             outcome.error = exc
             log.warning("session create failed: %s", exc.message, extra=ctx)
         else:
-            started = await self.store.run(
-                self.store.transition, session_id, ["creating"], status="running", started_at=time.time()
-            )
+            started = await self.store.run(self.store.mark_running, session_id)
             if not started:  # terminated while we were creating it
                 await self._destroy_quietly(host, session_id)
         finally:

@@ -32,12 +32,22 @@ accounts = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+# Organization names are unique, case-insensitively (they select accounts).
+sa.Index(
+    "ux_accounts_org_name",
+    sa.func.lower(accounts.c.name),
+    unique=True,
+    sqlite_where=accounts.c.kind == "organization",
+    postgresql_where=accounts.c.kind == "organization",
+)
+
 memberships = sa.Table(
     "memberships",
     metadata,
     sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("role", sa.String(16), nullable=False),  # owner | admin | member
+    sa.Column("created_at", sa.Float, nullable=True),
 )
 
 api_keys = sa.Table(
@@ -53,6 +63,14 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("last_used_at", sa.Float, nullable=True),
     sa.Column("revoked_at", sa.Float, nullable=True),
+    # Set for a service account's key (then user_id is null).
+    sa.Column(
+        "service_account_id",
+        sa.String(36),
+        sa.ForeignKey("service_accounts.id", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    sa.Column("created_by", sa.String(36), nullable=True),  # user or service account id
 )
 
 hosts = sa.Table(
@@ -88,4 +106,105 @@ sessions = sa.Table(
     sa.Index("ix_sessions_account_created", "account_id", "created_at"),
     sa.Index("ix_sessions_status", "status"),
     sa.Index("ix_sessions_host", "host_id"),
+)
+
+# -- multi-tenancy: service accounts, identities, audit, webhooks ----------
+
+service_accounts = sa.Table(
+    "service_accounts",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),  # admin | member
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(36), nullable=True),
+)
+sa.Index("ux_service_accounts_name", service_accounts.c.account_id, sa.func.lower(service_accounts.c.name), unique=True)
+
+# A JWT issuer's subject, mapped to one of our users.
+identities = sa.Table(
+    "identities",
+    metadata,
+    sa.Column("issuer", sa.String(512), primary_key=True),
+    sa.Column("subject", sa.String(255), primary_key=True),
+    sa.Column("user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Append-only (triggers refuse UPDATE and DELETE); no foreign keys, so the
+# trail outlives what it describes.
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("time", sa.Float, nullable=False),
+    sa.Column("account_id", sa.String(36), nullable=True),
+    sa.Column("actor_type", sa.String(16), nullable=False),  # user | service_account | anonymous
+    sa.Column("actor_id", sa.String(36), nullable=True),
+    sa.Column("actor_name", sa.String(320), nullable=True),
+    sa.Column("key_id", sa.String(36), nullable=True),
+    sa.Column("auth_method", sa.String(16), nullable=True),  # api_key | jwt
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("resource_type", sa.String(32), nullable=True),
+    sa.Column("resource_id", sa.String(128), nullable=True),
+    sa.Column("method", sa.String(8), nullable=False),
+    sa.Column("path", sa.String(512), nullable=False),
+    sa.Column("source_ip", sa.String(64), nullable=True),
+    sa.Column("result", sa.String(16), nullable=False),  # success | failure | denied
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("error_code", sa.String(64), nullable=True),
+    sa.Index("ix_audit_account_id", "account_id", "id"),
+)
+
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("events", sa.JSON, nullable=False),
+    # The HMAC key must be usable to sign, so it cannot be stored hashed.
+    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("description", sa.String(256), nullable=True),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_webhooks_account", "account_id"),
+)
+
+# The durable outbox: one row per (event, webhook), retried until delivered
+# or out of attempts; ``locked_until`` is a scheduler replica's claim.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("webhook_id", sa.String(36), sa.ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("account_id", sa.String(36), nullable=False),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | succeeded | failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", sa.Float, nullable=True),
+    sa.Column("locked_until", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("delivered_at", sa.Float, nullable=True),
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_deliveries_webhook", "webhook_id", "created_at"),
+)
+
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.String(36), sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index("ix_attempts_delivery", "delivery_id"),
 )
