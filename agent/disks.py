@@ -229,7 +229,8 @@ class DiskManager:
         async with self._locked(*held, wait=self.op_timeout):
             await mounts.unmount(self.mount_point(sandbox_id))
             for disk_id in held:
-                del self._holders[disk_id]
+                if self._holders.get(disk_id) == sandbox_id:  # a concurrent detach may have been first
+                    del self._holders[disk_id]
 
     # -- recovery ---------------------------------------------------------
 

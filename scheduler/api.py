@@ -14,7 +14,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Annotated, Any, Literal, ParamSpec
+from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from quart import Response, g, request
@@ -25,6 +25,9 @@ from chaser._quart import install_error_handlers, json_response, parse_body, par
 from scheduler.auth import Principal, authenticate
 from scheduler.config import SchedulerConfig
 from scheduler.sessions import SessionService
+
+if TYPE_CHECKING:
+    from scheduler.workspaces import WorkspaceService
 
 P = ParamSpec("P")
 
@@ -138,7 +141,10 @@ def principal() -> Principal:
     return g.principal  # type: ignore[no-any-return]
 
 
-def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
+def create_app(config: SchedulerConfig, service: SessionService, workspaces: WorkspaceService) -> QuartTrio:
+    # Imported here: the workspace routes use this module's ``requires``.
+    from scheduler.workspace_api import register_workspace_routes
+
     app = QuartTrio("chaser-scheduler")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     install_error_handlers(app)
@@ -161,6 +167,7 @@ def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
             raise errors.Unauthorized("missing or wrong host token")
         body = await parse_body(HeartbeatBody)
         await service.on_heartbeat(body.model_dump())
+        await workspaces.on_heartbeat(body.host_id, body.storage.model_dump() if body.storage else None)
         return json_response({"ok": True})
 
     @app.post("/v1/sessions")
@@ -213,12 +220,13 @@ def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
         if body.ephemeral:
             result = await service.exec_ephemeral(account_id, body.image, agent_body, timeout)
         elif body.workspace is not None:
-            raise errors.NotFound(f"workspace {body.workspace!r} not found", code="workspace_not_found")
+            result = await workspaces.exec_on(account_id, body.workspace, agent_body, timeout)
         else:
             row = await service.get(account_id, _session_id(body.session_id or ""))
             result = {**await service.exec_in(row, agent_body, timeout), "session_id": row["id"]}
         return json_response(result)
 
+    register_workspace_routes(app, workspaces)
     return app
 
 
@@ -231,6 +239,14 @@ class HeartbeatBody(BaseModel):
         cpus: int = Field(ge=1)
         memory_mb: int = Field(ge=0)
 
+    class Storage(BaseModel):
+        """The host's pool of workspace disks."""
+
+        model_config = ConfigDict(extra="forbid")
+        reflink: bool
+        capacity_bytes: int = Field(ge=0)
+        free_bytes: int = Field(ge=0)
+
     host_id: str = Field(min_length=1, max_length=128)
     url: str = Field(min_length=1, max_length=512)
     runtimes: list[str]
@@ -238,3 +254,4 @@ class HeartbeatBody(BaseModel):
     images: list[str]
     capacity: Capacity
     sandboxes: list[str]
+    storage: Storage | None = None

@@ -19,6 +19,7 @@ from scheduler.auth import ensure_key
 from scheduler.config import DEFAULT_CONFIG_FILE, SchedulerConfig
 from scheduler.sessions import SessionService
 from scheduler.store import Store
+from scheduler.workspaces import WorkspaceService
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,10 @@ async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = 
             # listening; the service needs it only to render responses.
             service = SessionService(store, agents, config, public_url=config.public_url or "")
             await nursery.start(service.run)
-            binds = await nursery.start(partial(hypercorn_serve, create_app(config, service), hypercorn))
+            workspaces = WorkspaceService(service)
+            await nursery.start(workspaces.run)
+            app = create_app(config, service, workspaces)
+            binds = await nursery.start(partial(hypercorn_serve, app, hypercorn))
             service.public_url = (config.public_url or binds[0]).rstrip("/")
             log.info("scheduler ready at %s", service.public_url)
             task_status.started(service.public_url)
