@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
+import os
 
 import trio
 
@@ -11,11 +12,15 @@ from tests.workspace_support import exec_on, ok
 
 
 async def test_files_survive_terminate(ws_system: System) -> None:
-    created = ok(await ws_system.client.post("/v1/workspaces", json={"session_type": "sandbox", "name": "my-project"}), 201)
+    created = ok(
+        await ws_system.client.post("/v1/workspaces", json={"session_type": "sandbox", "name": "my-project"}), 201
+    )
     assert created["name"] == "my-project" and created["status"] == "ready" and created["image"] == "default"
     first = ok(await ws_system.client.post("/v1/sessions", json={"workspace": "my-project"}), 201)
     assert first["workspace"] == created["id"] and first["image"] == "default"
-    wrote = await exec_on(ws_system, {"session_id": first["id"]}, "pwd; echo kept > note; df --output=target . | tail -1")
+    wrote = await exec_on(
+        ws_system, {"session_id": first["id"]}, "pwd; echo kept > note; df --output=target . | tail -1"
+    )
     assert wrote["exit_code"] == 0, wrote
     assert wrote["output"] == "/workspace\n/workspace\n"
     ok(await ws_system.client.delete(f"/v1/sessions/{first['id']}"))
@@ -41,26 +46,32 @@ rm -rf node_modules
 echo 'console.log(require("left")("cached"))' > check.js
 """
 
+# Each line is the seeds' curl example with a body of ours.
 CI_SCRIPT = """
 set -euo pipefail
-api() {{ curl -sS "$CHASER_API_URL$1" -H "Authorization: Bearer $CHASER_API_KEY" \\
-  -H "Content-Type: application/json" "${{@:2}}"; }}
-api /v1/workspaces -d '{{"session_type": "sandbox", "name": "ci-project"}}' | jq -r .name
-api /v1/exec -d {setup} | jq -r .exit_code
-api /v1/exec -d '{{"workspace": "ci-project", "command": "npm ci --offline --no-audit --no-fund --silent && ls node_modules", "timeout_ms": 900000}}' | jq -r .output
-api /v1/exec -d '{{"workspace": "ci-project", "command": "node check.js"}}' | jq -r .output
+api() { curl -sS "$CHASER_API_URL$1" -H "Authorization: Bearer $CHASER_API_KEY" \\
+  -H "Content-Type: application/json" -d "$2"; }
+api /v1/workspaces '{"session_type": "sandbox", "name": "ci-project"}' | jq -r .name
+api /v1/exec "$SETUP" | jq -r .exit_code
+api /v1/exec "$INSTALL" | jq -r .output
+api /v1/exec '{"workspace": "ci-project", "command": "node check.js"}' | jq -r .output
 """
 
 
-async def test_ci_dependency_cache_survives_sessions(ws_sqlite_system: System) -> None:
-    import json
-    import os
-    import shlex
+def _exec_body(command: str) -> str:
+    return json.dumps({"workspace": "ci-project", "command": command, "timeout_ms": 900000})
 
-    setup = shlex.quote(json.dumps({"workspace": "ci-project", "command": CI_SETUP, "timeout_ms": 900000}))
-    env = {**os.environ, "CHASER_API_URL": ws_sqlite_system.api_url, "CHASER_API_KEY": ws_sqlite_system.api_key}
+
+async def test_ci_dependency_cache_survives_sessions(ws_sqlite_system: System) -> None:
+    env = {
+        **os.environ,
+        "CHASER_API_URL": ws_sqlite_system.api_url,
+        "CHASER_API_KEY": ws_sqlite_system.api_key,
+        "SETUP": _exec_body(CI_SETUP),
+        "INSTALL": _exec_body("npm ci --offline --no-audit --no-fund --silent && ls node_modules"),
+    }
     done = await trio.run_process(
-        ["bash", "-c", CI_SCRIPT.format(setup=setup)], env=env, capture_stdout=True, capture_stderr=True, check=False
+        ["bash", "-c", CI_SCRIPT], env=env, capture_stdout=True, capture_stderr=True, check=False
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().splitlines() == ["ci-project", "0", "left", "", "<cached", ""]

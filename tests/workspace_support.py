@@ -78,7 +78,9 @@ async def ws_system(
 
 
 @pytest.fixture
-async def ws_sqlite_system(nursery: trio.Nursery, tmp_path: Path, images_dir: Path, pool: Path) -> AsyncIterator[System]:
+async def ws_sqlite_system(
+    nursery: trio.Nursery, tmp_path: Path, images_dir: Path, pool: Path
+) -> AsyncIterator[System]:
     """The same, on SQLite only: for what the database has no part in."""
     system = await start_workspace_system(nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'chaser.db'}", pool)
     try:
