@@ -76,15 +76,13 @@ async def _git(source: GitSource, env: dict[str, str], *args: str) -> None:
 
 
 async def clone_into(source: GitSource, target: Path) -> None:
-    """Clone ``source`` into ``target``, the root of a freshly made filesystem.
+    """Clone ``source`` into ``target``, the empty root of a fresh filesystem.
 
-    The clone is the directory's whole content (``lost+found`` goes; fsck
-    makes it again if ever needed), so a session finds the repository at
-    the workspace's root.
+    The clone is the directory's whole content, so a session finds the
+    repository at the workspace's root.
     """
     if urlsplit(source.url).scheme not in ("http", "https"):
         raise ImportFailed("only http(s) repository URLs are supported")
-    await trio.to_thread.run_sync(_remove_lost_found, target)
     env = _environment(source)
     checkout = [] if source.ref is None else ["--no-checkout"]
     await _git(source, env, "clone", "--quiet", *checkout, "--", source.url, str(target))
@@ -93,9 +91,3 @@ async def clone_into(source: GitSource, target: Path) -> None:
             await _git(source, env, "-C", str(target), "checkout", "--quiet", source.ref)
         except ImportFailed:
             raise ImportFailed(f"ref {source.ref!r} not found in the repository") from None
-
-
-def _remove_lost_found(target: Path) -> None:
-    lost_found = target / "lost+found"
-    if lost_found.is_dir():
-        lost_found.rmdir()

@@ -106,11 +106,16 @@ class StoragePool:
     # -- making files -----------------------------------------------------
 
     async def make_filesystem(self, path: Path, size_bytes: int) -> None:
-        """Create ``path`` as a sparse file of ``size_bytes`` holding an empty ext4."""
+        """Create ``path`` as a sparse file of ``size_bytes`` holding an empty ext4.
+
+        Empty means empty: ``lost+found`` is removed (fsck makes it again if
+        ever needed), so ``git clone URL .`` works in a fresh workspace.
+        """
         await trio.to_thread.run_sync(_sparse_file, path, size_bytes)
-        done = await trio.run_process([*_MKFS, str(path)], capture_stdout=True, capture_stderr=True, check=False)
-        if done.returncode != 0:
-            raise OSError(f"mkfs.ext4 failed: {done.stderr.decode(errors='replace').strip()}")
+        for argv in ([*_MKFS, str(path)], ["debugfs", "-w", "-R", "rmdir lost+found", str(path)]):
+            done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+            if done.returncode != 0:
+                raise OSError(f"{argv[0]} failed: {done.stderr.decode(errors='replace').strip()}")
 
     async def copy(self, src: Path, dst: Path) -> None:
         """Copy ``src`` to the new file ``dst``: a reflink here, else a sparse copy."""

@@ -112,7 +112,7 @@ def _encode_cursor(name_key: str) -> str:
 
 def _decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor.encode()).decode()
+        return check_name(base64.b64decode(cursor.encode(), altchars=b"-_", validate=True).decode())
     except (ValueError, binascii.Error):
         raise errors.InvalidInput("cursor is not one this API returned", code="invalid_cursor") from None
 
