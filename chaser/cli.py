@@ -23,6 +23,7 @@ import trio
 import vmimages
 from chaser import embedded, errors
 from chaser._signals import run_until_signalled
+from chaser.cli_workspaces import add_workspace_commands
 from chaser.client import Client
 
 _DETACH_TIMEOUT = 120.0
@@ -225,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true")
     run.add_argument("command")
     run.set_defaults(func=cmd_exec)
+
+    add_workspace_commands(sub)
     return parser
 
 

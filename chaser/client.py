@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 
 from chaser import errors
+from chaser._workspaces_client import WorkspacesApi
 
 
-class Client:
+class Client(WorkspacesApi):
     def __init__(self, api_url: str | None = None, api_key: str | None = None, timeout: float = 120.0) -> None:
         api_url = api_url or os.environ.get("CHASER_API_URL")
         api_key = api_key or os.environ.get("CHASER_API_KEY")

@@ -12,6 +12,7 @@ import base64
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ class GitHost:
     private: dict[str, str] = field(default_factory=dict)
     # Authorization headers seen, to check what clients sent
     seen_auth: list[str] = field(default_factory=list)
+    # Set to make every request hang until cleared (a stalled Git host)
+    stalled: threading.Event = field(default_factory=threading.Event)
 
     def create(self, path: str, files: dict[str, str], *, token: str | None = None) -> str:
         """A repository with one commit of ``files`` on ``main``; its commit id."""
@@ -104,6 +107,8 @@ def _handler(host: GitHost) -> type[BaseHTTPRequestHandler]:
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
         def _serve(self) -> None:
+            while host.stalled.is_set():
+                time.sleep(0.05)
             path_info, _, query = self.path.partition("?")
             authorization = self.headers.get("Authorization")
             if authorization:
