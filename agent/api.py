@@ -15,6 +15,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from agent.config import AgentConfig
+from agent.disk_api import register_disk_routes
 from agent.sandboxes import SandboxManager
 from chaser import errors
 from chaser._quart import install_error_handlers, json_response, parse_body
@@ -28,6 +29,7 @@ class CreateSandbox(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     id: SandboxId
     image: str = Field(min_length=1, max_length=256)
+    workspace: SandboxId | None = None  # the workspace disk to mount
 
 
 class ExecBody(BaseModel):
@@ -51,6 +53,7 @@ def host_info(config: AgentConfig, manager: SandboxManager) -> dict[str, object]
             "memory_mb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20),
         },
         "sandboxes": [s.id for s in manager.sandboxes() if s.status == "running"],
+        "storage": manager.disks.info() if manager.disks is not None else None,
     }
 
 
@@ -89,7 +92,7 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
     @app.post("/v1/sandboxes")
     async def create_sandbox() -> Response:
         body = await parse_body(CreateSandbox)
-        sandbox = await manager.create(body.id, body.image)
+        sandbox = await manager.create(body.id, body.image, body.workspace)
         return json_response(sandbox.to_json(), status=201)
 
     @app.get("/v1/sandboxes/<sandbox_id>")
@@ -109,4 +112,6 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
         result = await manager.exec(sandbox_id, argv_of(body.command), body.env, body.cwd, timeout)
         return json_response(result.to_json())
 
+    if manager.disks is not None:
+        register_disk_routes(app, manager.disks)
     return app

@@ -32,6 +32,13 @@ class AgentConfig(FileAndEnvSettings):
     start_timeout: float = Field(default=30.0, gt=0)
     exec_output_limit: int = Field(default=1 << 20, ge=1024)
     init_binary: Path = Path("/usr/bin/tini-static")
+    # The storage pool of workspace disks and snapshots; <state_dir>/storage
+    # if unset. Put it on XFS (reflink=1) or btrfs for O(1) snapshots and clones.
+    storage_dir: Path | None = None
+    # Deadlines of disk operations (a sparse copy where there is no
+    # reflink), and of cloning a repository into a new workspace.
+    disk_op_timeout: float = Field(default=600.0, gt=0)
+    import_timeout: float = Field(default=600.0, gt=0)
     # Embedded mode tears everything down on exit; a host service keeps
     # sandboxes running across agent restarts and re-adopts them.
     destroy_on_shutdown: bool = False

@@ -14,10 +14,12 @@ from hypercorn.trio import serve as hypercorn_serve
 import vmimages
 from agent.api import create_app
 from agent.config import DEFAULT_CONFIG_FILE, AgentConfig
+from agent.disks import DiskManager
 from agent.images import ImageStore
 from agent.registration import heartbeat_loop
 from agent.runtimes.lxc import LxcRuntime
 from agent.sandboxes import SandboxManager
+from agent.storage import StoragePool
 from chaser import _logging
 from chaser._signals import run_until_signalled
 
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """Recover, serve the API, heartbeat; report the agent's URL once ready."""
     runtime = LxcRuntime(config.state_dir / "lxc", config.init_binary)
+    pool = await trio.to_thread.run_sync(StoragePool, config.storage_dir or config.state_dir / "storage")
+    disks = DiskManager(
+        pool, config.state_dir / "mounts", op_timeout=config.disk_op_timeout, import_timeout=config.import_timeout
+    )
     manager = SandboxManager(
         runtime,
         ImageStore(config.images_dir),
@@ -34,6 +40,7 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
         max_sandboxes=config.max_sandboxes,
         start_timeout=config.start_timeout,
         output_limit=config.exec_output_limit,
+        disks=disks,
     )
     await manager.recover()
     hypercorn = HypercornConfig()

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import trio
 
+from agent.disks import DiskManager
 from agent.execution import ExecResult, collect
 from agent.images import ImageStore
-from agent.runtimes.base import ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
+from agent.runtimes.base import WORKSPACE_MOUNT, ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
 from chaser import errors
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Sandbox:
     runtime: str
     status: str  # creating | running | destroying
     created_at: float
+    workspace: str | None = None  # id of the workspace disk it holds
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -55,8 +57,10 @@ class SandboxManager:
         max_sandboxes: int,
         start_timeout: float,
         output_limit: int,
+        disks: DiskManager | None = None,
     ) -> None:
         self.runtime = runtime
+        self.disks = disks
         self.images = images
         self.records_dir = state_dir / "sandboxes"
         self.records_dir.mkdir(parents=True, exist_ok=True)
@@ -106,6 +110,8 @@ class SandboxManager:
                 log.info("removing debris of sandbox %s", sandbox_id, extra={"session_id": sandbox_id})
                 await self.runtime.destroy(sandbox_id)
                 self._forget(sandbox_id)
+        if self.disks is not None:
+            await self.disks.recover({s.id: s.workspace for s in self.sandboxes() if s.workspace is not None})
 
     async def reap(self) -> list[str]:
         """Remove sandboxes that died on their own (OOM, a crash inside, an admin)."""
@@ -119,11 +125,13 @@ class SandboxManager:
             await self._remove(sandbox_id)
         return dead
 
-    async def create(self, sandbox_id: str, image_name: str) -> Sandbox:
+    async def create(self, sandbox_id: str, image_name: str, workspace: str | None = None) -> Sandbox:
         if sandbox_id in self._sandboxes:
             raise errors.Conflict(f"sandbox {sandbox_id} already exists")
         if len(self._sandboxes) >= self.max_sandboxes:
             raise errors.Unavailable("host is at capacity", code="no_capacity")
+        if workspace is not None and self.disks is None:
+            raise errors.Unavailable("this host has no storage pool", code="no_storage")
         image = self.images.resolve(image_name)
         sandbox = Sandbox(
             id=sandbox_id,
@@ -131,6 +139,7 @@ class SandboxManager:
             runtime=self.runtime.name,
             status="creating",
             created_at=time.time(),
+            workspace=workspace,
         )
         self._sandboxes[sandbox_id] = sandbox
         self._save(sandbox)
@@ -138,7 +147,11 @@ class SandboxManager:
         self._creating[sandbox_id] = (scope, settled)
         try:
             with scope, trio.fail_after(self.start_timeout):
-                await self.runtime.create(SandboxSpec(id=sandbox_id, image=image.name, rootfs=image.rootfs))
+                mount = None
+                if workspace is not None and self.disks is not None:
+                    mount = await self.disks.attach(workspace, sandbox_id)
+                spec = SandboxSpec(id=sandbox_id, image=image.name, rootfs=image.rootfs, workspace=mount)
+                await self.runtime.create(spec)
                 await self.runtime.start(sandbox_id)
             if scope.cancelled_caught:
                 raise errors.Conflict(f"sandbox {sandbox_id} was destroyed while starting", code="destroyed")
@@ -160,6 +173,8 @@ class SandboxManager:
     async def _remove(self, sandbox_id: str) -> None:
         try:
             await self.runtime.destroy(sandbox_id)
+            if self.disks is not None:
+                await self.disks.detach(sandbox_id)
         finally:
             self._forget(sandbox_id)
 
@@ -200,7 +215,8 @@ class SandboxManager:
         sandbox = self.get(sandbox_id)
         if sandbox.status != "running":
             raise errors.Conflict(f"sandbox {sandbox_id} is {sandbox.status}")
-        spec = ProcessSpec(argv=argv, env={**DEFAULT_ENV, **env}, cwd=cwd or DEFAULT_CWD)
+        default_cwd = WORKSPACE_MOUNT if sandbox.workspace is not None else DEFAULT_CWD
+        spec = ProcessSpec(argv=argv, env={**DEFAULT_ENV, **env}, cwd=cwd or default_cwd)
         try:
             process = await self.runtime.spawn(sandbox_id, spec)
         except SandboxGone:

@@ -24,6 +24,7 @@ import trio
 import vmimages
 from chaser import cli_accounts, embedded, errors
 from chaser._signals import run_until_signalled
+from chaser.cli_workspaces import add_workspace_commands
 
 _DETACH_TIMEOUT = 120.0
 _DOWN_TIMEOUT = 60.0
@@ -228,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("command")
     run.set_defaults(func=cmd_exec)
     cli_accounts.register(sub)
+
+    add_workspace_commands(sub)
     return parser
 
 

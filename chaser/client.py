@@ -15,9 +15,10 @@ import httpx
 
 from chaser import errors
 from chaser._client_accounts import AccountsMixin
+from chaser._workspaces_client import WorkspacesApi
 
 
-class Client(AccountsMixin):
+class Client(AccountsMixin, WorkspacesApi):
     def __init__(
         self,
         api_url: str | None = None,

@@ -41,10 +41,13 @@ class AgentClient:
             raise errors.from_response(response.status_code, body)
         return body
 
-    async def create_sandbox(self, host_url: str, sandbox_id: str, image: str, timeout: float) -> Any:
-        return await self._call(
-            "POST", f"{host_url}/v1/sandboxes", json={"id": sandbox_id, "image": image}, timeout=timeout
-        )
+    async def create_sandbox(
+        self, host_url: str, sandbox_id: str, image: str, timeout: float, workspace: str | None = None
+    ) -> Any:
+        body = {"id": sandbox_id, "image": image}
+        if workspace is not None:
+            body["workspace"] = workspace
+        return await self._call("POST", f"{host_url}/v1/sandboxes", json=body, timeout=timeout)
 
     async def destroy_sandbox(self, host_url: str, sandbox_id: str) -> None:
         """Destroy; a sandbox the host does not know counts as destroyed."""
@@ -53,3 +56,31 @@ class AgentClient:
 
     async def exec(self, host_url: str, sandbox_id: str, body: dict[str, Any], timeout: float) -> Any:
         return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/exec", json=body, timeout=timeout)
+
+    # -- workspace disks (a git token in ``git`` is sent, never logged) -----
+
+    async def create_disk(self, host_url: str, body: dict[str, Any], timeout: float) -> Any:
+        """``body``: id, size_bytes, and a ``source`` (disk, snapshot, force) or ``git`` (url, ref, token)."""
+        return await self._call("POST", f"{host_url}/v1/disks", json=body, timeout=timeout)
+
+    async def delete_disk(self, host_url: str, disk_id: str, timeout: float) -> None:
+        await self._call("DELETE", f"{host_url}/v1/disks/{disk_id}", timeout=timeout)
+
+    async def reimport_disk(
+        self, host_url: str, disk_id: str, size_bytes: int, git: dict[str, Any], timeout: float
+    ) -> None:
+        body = {"size_bytes": size_bytes, "git": git}
+        await self._call("POST", f"{host_url}/v1/disks/{disk_id}/import", json=body, timeout=timeout)
+
+    async def snapshot_disk(self, host_url: str, disk_id: str, snapshot_id: str, force: bool, timeout: float) -> bool:
+        """Take a snapshot; True if the filesystem was frozen for it."""
+        body = {"id": snapshot_id, "force": force}
+        result = await self._call("POST", f"{host_url}/v1/disks/{disk_id}/snapshots", json=body, timeout=timeout)
+        return bool(result["frozen"])
+
+    async def delete_snapshot(self, host_url: str, disk_id: str, snapshot_id: str, timeout: float) -> None:
+        await self._call("DELETE", f"{host_url}/v1/disks/{disk_id}/snapshots/{snapshot_id}", timeout=timeout)
+
+    async def restore_disk(self, host_url: str, disk_id: str, snapshot_id: str, timeout: float) -> None:
+        body = {"snapshot": snapshot_id}
+        await self._call("POST", f"{host_url}/v1/disks/{disk_id}/restore", json=body, timeout=timeout)

@@ -12,7 +12,7 @@ import binascii
 import hmac
 import json
 import uuid
-from typing import Annotated, Any, Literal, ParamSpec
+from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from quart import Response, request
@@ -24,6 +24,9 @@ from scheduler.access import audit_resource, principal, requires
 from scheduler.config import SchedulerConfig
 from scheduler.sessions import SessionService
 from scheduler.tenancy import install_tenancy
+
+if TYPE_CHECKING:
+    from scheduler.workspaces import WorkspaceService
 
 P = ParamSpec("P")
 
@@ -119,7 +122,9 @@ def _session_id(raw: str) -> str:
         raise errors.NotFound(f"session {raw} not found", code="session_not_found") from None
 
 
-def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
+def create_app(config: SchedulerConfig, service: SessionService, workspaces: WorkspaceService) -> QuartTrio:
+    from scheduler.workspace_api import register_workspace_routes
+
     app = QuartTrio("chaser-scheduler")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     install_error_handlers(app)
@@ -139,6 +144,7 @@ def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
             raise errors.Unauthorized("missing or wrong host token")
         body = await parse_body(HeartbeatBody)
         await service.on_heartbeat(body.model_dump())
+        await workspaces.on_heartbeat(body.host_id, body.storage.model_dump() if body.storage else None)
         return json_response({"ok": True})
 
     @app.post("/v1/sessions")
@@ -192,13 +198,14 @@ def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
         if body.ephemeral:
             result = await service.exec_ephemeral(account_id, body.image, agent_body, timeout)
         elif body.workspace is not None:
-            raise errors.NotFound(f"workspace {body.workspace!r} not found", code="workspace_not_found")
+            result = await workspaces.exec_on(account_id, body.workspace, agent_body, timeout)
         else:
             row = await service.get(account_id, _session_id(body.session_id or ""))
             result = {**await service.exec_in(row, agent_body, timeout), "session_id": row["id"]}
         audit_resource(result["session_id"])
         return json_response(result)
 
+    register_workspace_routes(app, workspaces)
     return app
 
 
@@ -211,6 +218,14 @@ class HeartbeatBody(BaseModel):
         cpus: int = Field(ge=1)
         memory_mb: int = Field(ge=0)
 
+    class Storage(BaseModel):
+        """The host's pool of workspace disks."""
+
+        model_config = ConfigDict(extra="forbid")
+        reflink: bool
+        capacity_bytes: int = Field(ge=0)
+        free_bytes: int = Field(ge=0)
+
     host_id: str = Field(min_length=1, max_length=128)
     url: str = Field(min_length=1, max_length=512)
     runtimes: list[str]
@@ -218,3 +233,4 @@ class HeartbeatBody(BaseModel):
     images: list[str]
     capacity: Capacity
     sandboxes: list[str]
+    storage: Storage | None = None

@@ -74,3 +74,12 @@ class SchedulerConfig(FileAndEnvSettings):
         if not set(self.jwt_algorithms) <= ASYMMETRIC:
             raise ValueError(f"jwt_algorithms must be among {sorted(ASYMMETRIC)} (never 'none' or HMAC)")
         return self
+
+    # Where workspace imports clone from: GitHub, a GitHub Enterprise, or any
+    # smart-HTTP Git server. Repository URLs on other hosts are refused.
+    git_base_url: str = "https://github.com"
+    # A new workspace's disk; sparse, so only what is written takes room.
+    workspace_disk_gb: int = Field(default=10, ge=1, le=16384)
+    # Deadlines of disk operations on a host, and of a repository clone.
+    workspace_op_timeout: float = Field(default=600.0, gt=0)
+    import_timeout: float = Field(default=900.0, gt=0)

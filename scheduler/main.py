@@ -20,6 +20,7 @@ from scheduler.config import DEFAULT_CONFIG_FILE, SchedulerConfig
 from scheduler.sessions import SessionService
 from scheduler.store import Store
 from scheduler.webhook_delivery import DeliveryWorker
+from scheduler.workspaces import WorkspaceService
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,10 @@ async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = 
             service = SessionService(store, agents, config, public_url=config.public_url or "")
             await nursery.start(service.run)
             await nursery.start(DeliveryWorker(store, config).run)
-            binds = await nursery.start(partial(hypercorn_serve, create_app(config, service), hypercorn))
+            workspaces = WorkspaceService(service)
+            await nursery.start(workspaces.run)
+            app = create_app(config, service, workspaces)
+            binds = await nursery.start(partial(hypercorn_serve, app, hypercorn))
             service.public_url = (config.public_url or binds[0]).rstrip("/")
             log.info("scheduler ready at %s", service.public_url)
             task_status.started(service.public_url)

@@ -19,10 +19,12 @@ from urllib.parse import urlsplit
 import trio
 
 from chaser import errors
+from scheduler import workspace_lookup
 from scheduler.agents import AgentClient
 from scheduler.config import SchedulerConfig
 from scheduler.placement import HostLoad, candidates
 from scheduler.store import Row, Store
+from scheduler.store import workspaces as workspace_db
 from scheduler.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
@@ -116,11 +118,19 @@ class SessionService:
         workspace: str | None,
         image: str | None,
     ) -> Row:
+        attached: Row | None = None
         if workspace is not None:
-            raise errors.NotFound(f"workspace {workspace!r} not found", code="workspace_not_found")
+            attached = await workspace_lookup.for_session(self.store, account_id, workspace, session_type)
+            image = attached["image"]
         if session_type == "sandbox":
             image = image or DEFAULT_IMAGE
         hosts = [h for h in await self._hosts() if h.healthy]
+        if attached is not None:  # a workspace's sessions run where its disk is
+            hosts = [h for h in hosts if h.id == attached["host_id"]]
+            if not hosts:
+                raise errors.Unavailable(
+                    f"the host holding workspace {attached['name']!r} is not available", code="workspace_host_down"
+                )
         able = [h for h in hosts if session_type in h.session_types]
         if not able:
             raise errors.Unavailable(f"no host can run {session_type} sessions", code="no_host")
@@ -138,7 +148,7 @@ class SessionService:
             "account_id": account_id,
             "session_type": session_type,
             "ephemeral": ephemeral,
-            "workspace_id": None,
+            "workspace_id": attached["id"] if attached is not None else None,
             "image": image,
             "host_id": options[0].id,
             "status": "creating",
@@ -148,7 +158,10 @@ class SessionService:
             "started_at": None,
             "terminated_at": None,
         }
-        await self.store.run(self.store.insert_session, row)
+        if attached is None:
+            await self.store.run(self.store.insert_session, row)
+        else:
+            await self.store.run(workspace_db.attach_session, self.store, row, attached["name"])
         outcome = _Provisioning()
         self.nursery.start_soon(self._provision, row, options, outcome)
         await outcome.done.wait()
@@ -167,7 +180,9 @@ class SessionService:
                 remaining = row["create_deadline"] - time.time()
                 try:
                     with trio.fail_after(max(remaining, 0)):
-                        await self.agents.create_sandbox(host.url, session_id, row["image"], timeout=remaining)
+                        await self.agents.create_sandbox(
+                            host.url, session_id, row["image"], timeout=remaining, workspace=row["workspace_id"]
+                        )
                 except errors.Unavailable as exc:
                     if exc.code == "no_capacity":
                         continue  # the host filled up since its heartbeat: next one

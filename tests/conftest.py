@@ -29,6 +29,9 @@ from scheduler.config import SchedulerConfig
 from scheduler.main import serve as serve_scheduler
 from scheduler.store import Store
 
+# Workspace fixtures (storage pool on XFS, local Git host) live in their own module.
+pytest_plugins = ["tests.workspace_support"]
+
 IMAGES_DIR = Path(os.environ.get("CHASER_TEST_IMAGES_DIR", "/var/lib/chaser/images"))
 POSTGRES_URL = os.environ.get("CHASER_TEST_POSTGRES_URL")
 

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import trio
 
+# Where a workspace's disk appears inside a sandbox.
+WORKSPACE_MOUNT = "/workspace"
+
 
 class RuntimeFailure(Exception):
     """A runtime operation failed; the message is safe to show a user."""
@@ -38,6 +41,7 @@ class SandboxSpec:
     id: str
     image: str
     rootfs: Path  # read-only lower layer, never written
+    workspace: Path | None = None  # host directory to show at WORKSPACE_MOUNT
 
 
 @dataclass(frozen=True)

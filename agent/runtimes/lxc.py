@@ -26,6 +26,7 @@ import trio
 
 from agent import netns
 from agent.runtimes.base import (
+    WORKSPACE_MOUNT,
     Process,
     ProcessSpec,
     Runtime,
@@ -150,6 +151,8 @@ class LxcRuntime(Runtime):
             init_rel=_INIT_IN_CONTAINER.lstrip("/"),
             log=home / "lxc.log",
         )
+        if spec.workspace is not None:
+            config += f"lxc.mount.entry = {spec.workspace} {WORKSPACE_MOUNT.lstrip('/')} none bind,create=dir 0 0\n"
         (home / "config").write_text(config)
 
     async def start(self, sandbox_id: str) -> None:

@@ -208,3 +208,65 @@ webhook_attempts = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Index("ix_attempts_delivery", "delivery_id"),
 )
+
+
+# -- workspaces (migration 0004_workspaces) ----------------------------------
+
+workspaces = sa.Table(
+    "workspaces",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    # lower(name) while the workspace exists; NULL once deleting, which
+    # frees the name at once (NULLs never collide in a unique index).
+    sa.Column("name_key", sa.String(64), nullable=True),
+    sa.Column("session_type", sa.String(16), nullable=False),  # sandbox | browser
+    sa.Column("image", sa.String(256), nullable=True),
+    sa.Column("host_id", sa.String(128), nullable=False),  # the host holding the disk
+    sa.Column("disk_size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("is_template", sa.Boolean, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # creating | ready | deleting
+    sa.Column("source_repository", sa.String(256), nullable=True),  # owner/repo of an import
+    sa.Column("source_ref", sa.String(255), nullable=True),
+    sa.Column("cloned_from", sa.String(36), nullable=True),
+    sa.Column("cloned_from_snapshot", sa.String(36), nullable=True),
+    sa.Column("create_deadline", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("last_used_at", sa.Float, nullable=True),
+    sa.Index("ux_workspaces_account_name", "account_id", "name_key", unique=True),
+    sa.Index("ix_workspaces_status", "status"),
+)
+
+workspace_snapshots = sa.Table(
+    "workspace_snapshots",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("workspace_id", sa.String(36), sa.ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # creating | ready
+    sa.Column("frozen", sa.Boolean, nullable=False),  # taken with a session attached
+    sa.Column("create_deadline", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_workspace_snapshots_workspace", "workspace_id", "created_at"),
+)
+
+host_storage = sa.Table(
+    "host_storage",
+    metadata,
+    sa.Column("host_id", sa.String(128), primary_key=True),
+    sa.Column("reflink", sa.Boolean, nullable=False),
+    sa.Column("capacity_bytes", sa.BigInteger, nullable=False),
+    sa.Column("free_bytes", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# A workspace has at most one session creating or running on it.
+sa.Index(
+    "ux_sessions_active_workspace",
+    sessions.c.workspace_id,
+    unique=True,
+    sqlite_where=sessions.c.status.in_(("creating", "running")),
+    postgresql_where=sessions.c.status.in_(("creating", "running")),
+)

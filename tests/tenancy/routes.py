@@ -15,7 +15,7 @@ FULL = "full-access"  # only a credential without scopes
 @dataclass(frozen=True)
 class Route:
     method: str
-    path: str  # {session} {key} {webhook} {account} {member} {service_account} are filled in
+    path: str  # {session} {key} {webhook} {account} {member} {service_account} {workspace} {snapshot} are filled in
     scope: str | None  # None: any valid credential
     action: str
 
@@ -55,4 +55,17 @@ ROUTES = [
     Route("DELETE", "/v1/webhooks/{webhook}", "webhooks.write", "webhook.delete"),
     Route("POST", "/v1/webhooks/{webhook}/ping", "webhooks.write", "webhook.ping"),
     Route("GET", "/v1/webhooks/{webhook}/deliveries", "webhooks.read", "webhook.deliveries"),
+    Route("POST", "/v1/workspaces", "workspaces.write", "workspace.create"),
+    Route("GET", "/v1/workspaces", "workspaces.read", "workspace.list"),
+    Route("POST", "/v1/workspaces/import", "workspaces.write", "workspace.import"),
+    Route("GET", "/v1/workspaces/{workspace}", "workspaces.read", "workspace.get"),
+    Route("PATCH", "/v1/workspaces/{workspace}", "workspaces.write", "workspace.update"),
+    Route("DELETE", "/v1/workspaces/{workspace}", "workspaces.write", "workspace.delete"),
+    Route("POST", "/v1/workspaces/{workspace}/clone", "workspaces.write", "workspace.clone"),
+    Route("POST", "/v1/workspaces/{workspace}/bootstrap", "workspaces.write", "workspace.bootstrap"),
+    Route("POST", "/v1/workspaces/{workspace}/snapshots", "workspaces.write", "snapshot.create"),
+    Route("GET", "/v1/workspaces/{workspace}/snapshots", "workspaces.read", "snapshot.list"),
+    Route("GET", "/v1/workspaces/{workspace}/snapshots/{snapshot}", "workspaces.read", "snapshot.get"),
+    Route("POST", "/v1/workspaces/{workspace}/snapshots/{snapshot}/restore", "workspaces.write", "snapshot.restore"),
+    Route("DELETE", "/v1/workspaces/{workspace}/snapshots/{snapshot}", "workspaces.write", "snapshot.delete"),
 ]

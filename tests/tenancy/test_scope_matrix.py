@@ -17,6 +17,7 @@ from scheduler.api import create_app
 from scheduler.auth import SCOPES
 from scheduler.sessions import SessionService
 from scheduler.store import Store
+from scheduler.workspaces import WorkspaceService
 from tests.conftest import scheduler_config
 from tests.tenancy.conftest import Tenants
 from tests.tenancy.routes import FULL, ROUTES, Route
@@ -26,7 +27,7 @@ def fill(route: Route) -> str:
     nobody = str(uuid.uuid4())
     return route.path.format(
         session=nobody, key=nobody, webhook=nobody, account="personal", member="nobody@test.invalid",
-        service_account=nobody,
+        service_account=nobody, workspace=f"nobody-{nobody[:8]}", snapshot=nobody,
     )  # fmt: skip
 
 
@@ -34,7 +35,8 @@ def test_the_table_covers_every_endpoint(tmp_path: Path) -> None:
     config = scheduler_config(f"sqlite:///{tmp_path / 'db'}", "token", "sk_" + "a" * 40)
     store = Store(config.database_url)
     try:
-        app = create_app(config, SessionService(store, AgentClient("token"), config, ""))
+        sessions = SessionService(store, AgentClient("token"), config, "")
+        app = create_app(config, sessions, WorkspaceService(sessions))
     finally:
         store.close()
     served = {
