@@ -63,7 +63,9 @@ async def test_workspaces_cli(cli_system: System, git_server: GitHost) -> None:
         "CHASER_API_KEY": cli_system.api_key,
         "REPO_TOKEN": "tok-123",
     }
-    done = await trio.run_process(["bash", "-c", SCRIPT], env=env, capture_stdout=True, capture_stderr=True, check=False)
+    done = await trio.run_process(
+        ["bash", "-c", SCRIPT], env=env, capture_stdout=True, capture_stderr=True, check=False
+    )
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.decode().splitlines() == [
         "base",
