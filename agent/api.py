@@ -15,7 +15,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from agent.config import AgentConfig
-from agent.disk_api import register_disk_routes
+from agent.disk_api import Uuid, register_disk_routes
 from agent.sandboxes import SandboxManager
 from chaser import errors
 from chaser._quart import install_error_handlers, json_response, parse_body
@@ -29,7 +29,7 @@ class CreateSandbox(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     id: SandboxId
     image: str = Field(min_length=1, max_length=256)
-    workspace: SandboxId | None = None  # the workspace disk to mount
+    workspace: Uuid | None = None  # the workspace disk to mount
 
 
 class ExecBody(BaseModel):

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # A user's disk carries no device nodes or setuid programs the host honours.
 MOUNT_OPTIONS = "loop,nodev,nosuid,noatime"
 _UNMOUNT_ATTEMPTS = 5
+# No mount tool has a reason to take long; one that hangs (a wedged device)
+# must not hang the agent, cleanup under a shield included.
+_TOOL_TIMEOUT = 60.0
 
 
 class MountError(Exception):
@@ -33,7 +36,11 @@ class MountError(Exception):
 
 
 async def _run(*argv: str) -> None:
-    done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+    try:
+        with trio.fail_after(_TOOL_TIMEOUT):
+            done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+    except trio.TooSlowError:
+        raise MountError(f"{' '.join(argv)}: no answer within {_TOOL_TIMEOUT:g}s") from None
     if done.returncode != 0:
         raise MountError(f"{' '.join(argv)}: {done.stderr.decode(errors='replace').strip()}")
 
@@ -60,9 +67,10 @@ def is_mounted(target: Path) -> bool:
 
 async def loops_backed_under(root: Path) -> list[str]:
     """Loop devices whose backing file lies below ``root``."""
-    done = await trio.run_process(
-        ["losetup", "--list", "--json", "--output", "NAME,BACK-FILE"], capture_stdout=True, check=False
-    )
+    with trio.fail_after(_TOOL_TIMEOUT):
+        done = await trio.run_process(
+            ["losetup", "--list", "--json", "--output", "NAME,BACK-FILE"], capture_stdout=True, check=False
+        )
     if done.returncode != 0 or not done.stdout.strip():
         return []
     devices = json.loads(done.stdout).get("loopdevices", [])

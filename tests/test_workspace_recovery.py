@@ -104,3 +104,67 @@ async def test_sessions_go_to_the_host_holding_the_disk(
         await other.stop()
         await stop_workspace_system(system, pool)
     assert not (tmp_path / "other-agent" / "lxc").exists() or list((tmp_path / "other-agent" / "lxc").iterdir()) == []
+
+
+async def test_sweep_finishes_what_a_crashed_scheduler_left(
+    nursery: trio.Nursery, tmp_path: Path, images_dir: Path, pool: Path
+) -> None:
+    """A create never finished, a delete never confirmed, a snapshot never recorded: all undone."""
+    import time
+
+    import sqlalchemy as sa
+
+    from scheduler.store.schema import workspace_snapshots, workspaces
+
+    system = await start_workspace_system(nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'db'}", pool)
+    try:
+        kept = ok(await system.client.post("/v1/workspaces", json={"name": "kept"}), 201)
+        abandoned = ok(await system.client.post("/v1/workspaces", json={"name": "abandoned"}), 201)
+        undeleted = ok(await system.client.post("/v1/workspaces", json={"name": "undeleted"}), 201)
+        stuck = ok(await system.client.post("/v1/workspaces/kept/snapshots", json={}), 201)
+        long_ago = time.time() - 3600
+
+        def crash_states() -> None:
+            store = system.store()
+            try:
+                with store.engine.begin() as conn:
+                    conn.execute(
+                        workspaces.update()
+                        .where(workspaces.c.id == abandoned["id"])
+                        .values(status="creating", create_deadline=long_ago)
+                    )
+                    conn.execute(
+                        workspaces.update()
+                        .where(workspaces.c.id == undeleted["id"])
+                        .values(status="deleting", name_key=None)
+                    )
+                    conn.execute(
+                        workspace_snapshots.update()
+                        .where(workspace_snapshots.c.id == stuck["id"])
+                        .values(status="creating", create_deadline=long_ago)
+                    )
+            finally:
+                store.close()
+
+        await trio.to_thread.run_sync(crash_states)
+
+        def rows() -> tuple[list[str], int]:
+            store = system.store()
+            try:
+                with store.engine.connect() as conn:
+                    names = [r.name for r in conn.execute(sa.select(workspaces.c.name))]
+                    snaps = conn.execute(sa.select(sa.func.count()).select_from(workspace_snapshots)).scalar_one()
+                return names, snaps
+            finally:
+                store.close()
+
+        async def swept() -> bool:
+            files = {p.name for p in (pool / "disks").iterdir()}
+            snapshots = list((pool / "snapshots" / kept["id"]).iterdir())
+            return (files, snapshots, await trio.to_thread.run_sync(rows)) == ({f"{kept['id']}.img"}, [], (["kept"], 0))
+
+        with trio.fail_after(20):
+            while not await swept():
+                await trio.sleep(0.1)
+    finally:
+        await stop_workspace_system(system, pool)

@@ -23,19 +23,15 @@ ws --json create base | jq -r .name
 chaser exec --workspace base "echo v1 > version"
 snap=$(ws --json snapshot base --name first | jq -r .id)
 ws snapshots base | grep -c "$snap.*first"
-chaser exec --workspace base "echo broken > version"
 ws --json restore base "$snap" | jq -r .name
-chaser exec --workspace base "cat version"
 ws --json update base --template | jq -r .is_template
 ws --json clone base copy --snapshot "$snap" | jq -r .cloned_from.snapshot | grep -c "$snap"
-ws list --templates | awk '{print $1}'
 ws --json import acme/app --ref main --token-env REPO_TOKEN | jq -r .source.repository
-chaser exec --workspace app "cat README"
 ws --json bootstrap app --token-env REPO_TOKEN | jq -r .status
 ws delete-snapshot base "$snap"
-ws --json snapshots base | jq '.snapshots | length'
 ws delete copy
 ws list | awk '{print $1}' | paste -sd,
+chaser exec --workspace app "cat README"
 ws get copy 2>&1 || echo "exit=$?"
 ws import acme/app --token-env NOT_SET 2>&1 || echo "exit=$?"
 """
@@ -71,15 +67,12 @@ async def test_workspaces_cli(cli_system: System, git_server: GitHost) -> None:
         "base",
         "1",
         "base",
-        "v1",
         "true",
         "1",
-        "base",
         "acme/app",
-        "from git",
         "ready",
-        "0",
         "app,base",
+        "from git",
         "chaser: workspace_not_found: workspace 'copy' not found",
         "exit=1",
         "chaser: --token-env NOT_SET: that environment variable is not set",
