@@ -25,6 +25,7 @@ import trio
 
 from chaser import errors
 from scheduler import workspace_lookup
+from scheduler.events import publish
 from scheduler.gitsource import GitHost, Repository
 from scheduler.sessions import DEFAULT_IMAGE, SessionService
 from scheduler.store import Row
@@ -248,6 +249,7 @@ class WorkspaceService:
         await self._detached(make)
         created = await self.store.run(workspace_db.get_any, self.store, row["id"])
         assert created is not None
+        await publish(self.store, row["account_id"], "workspace.created", {"workspace": await self.render(created)})
         return created
 
     async def create(self, account_id: str, *, name: str, session_type: str, image: str | None) -> Row:
@@ -340,6 +342,9 @@ class WorkspaceService:
     async def delete(self, account_id: str, selector: str, *, force: bool) -> None:
         row = await self.resolve(account_id, selector)
         holder = await self.store.run(workspace_db.begin_delete, self.store, row, force)
+        # Gone from the API from here on (its name is free): that is the event.
+        gone = {"id": row["id"], "name": row["name"], "session_type": row["session_type"]}
+        await publish(self.store, account_id, "workspace.deleted", {"workspace": gone})
         await self._detached(lambda: self._finish_delete(row, holder))
 
     async def _finish_delete(self, row: Row, holder: Row | None) -> None:
@@ -402,7 +407,9 @@ class WorkspaceService:
 
         frozen = await self._detached(take)
         await self.store.run(workspace_db.finish_snapshot, self.store, row["id"], frozen)
-        return {**row, "status": "ready", "frozen": frozen, "create_deadline": None}
+        ready = {**row, "status": "ready", "frozen": frozen, "create_deadline": None}
+        await publish(self.store, account_id, "snapshot.created", {"snapshot": self.snapshot_json(ready)})
+        return ready
 
     async def _remove_snapshot_quietly(self, url: str, workspace_id: str, snapshot_id: str) -> None:
         try:

@@ -30,7 +30,11 @@ async def build_b(tenants: Tenants) -> dict[str, Any]:
     )
     b_key_api = await tenants.client(key.json()["secret"])
     session = await b_key_api.post("/v1/sessions", json={"ephemeral": True})
-    assert all(r.status_code == 201 for r in (key, service_account, member, webhook, session))
+    workspace = await b_org.post("/v1/workspaces", json={"name": "b-ws"})
+    snap = await b_org.post("/v1/workspaces/b-ws/snapshots", json={})
+    template = await b_org.patch("/v1/workspaces/b-ws", json={"is_template": True})
+    assert all(r.status_code == 201 for r in (key, service_account, member, webhook, session, workspace, snap))
+    assert template.status_code == 200
     return {
         "api": b_org,
         "org": org,
@@ -40,13 +44,15 @@ async def build_b(tenants: Tenants) -> dict[str, Any]:
         "member": member.json()["user_id"],
         "webhook": webhook.json()["id"],
         "session": session.json()["id"],
+        "workspace": workspace.json()["id"],
+        "snapshot": snap.json()["id"],
     }
 
 
 def b_path(route: Route, b: dict[str, Any]) -> str:
     return route.path.format(
         session=b["session"], key=b["key"], webhook=b["webhook"], account=b["org"]["id"], member=b["member"],
-        service_account=b["service_account"],
+        service_account=b["service_account"], workspace=b["workspace"], snapshot=b["snapshot"],
     )  # fmt: skip
 
 
@@ -59,6 +65,10 @@ def body_for(route: Route, b: dict[str, Any]) -> dict[str, Any] | None:
         "PATCH /v1/accounts/{account}/members/{member}": {"role": "owner"},
         "POST /v1/accounts/{account}/service-accounts": {"name": "eve"},
         "PATCH /v1/webhooks/{webhook}": {"url": "http://127.0.0.1:9/eve", "active": True},
+        "PATCH /v1/workspaces/{workspace}": {"name": "pwned"},
+        "POST /v1/workspaces/{workspace}/clone": {"name": "eve-copy"},
+        "POST /v1/workspaces/{workspace}/bootstrap": {},
+        "POST /v1/workspaces/{workspace}/snapshots": {},
     }
     return bodies.get(f"{route.method} {route.path}")
 
@@ -79,6 +89,8 @@ async def snapshot(b: dict[str, Any]) -> dict[str, Any]:
         ],
         "webhooks": (await api.get("/v1/webhooks")).json(),
         "session": (await api.get(f"/v1/sessions/{b['session']}")).json()["status"],
+        "workspaces": (await api.get("/v1/workspaces")).json(),
+        "snapshots": (await api.get(f"/v1/workspaces/{b['workspace']}/snapshots")).json(),
         "files": (await api.post("/v1/exec", json={"session_id": b["session"], "command": "ls /root"})).json()[
             "output"
         ],
@@ -90,7 +102,8 @@ async def test_account_a_cannot_reach_account_b(tenants: Tenants) -> None:
     before = await snapshot(b)
     a_key = tenants.system.client  # the bootstrap user's full-access key (personal account)
     a_jwt = await tenants.user("ann@test.invalid")
-    b_ids = [b[k] for k in ("key", "service_account", "member", "webhook", "session")] + [b["org"]["id"]]
+    keys = ("key", "service_account", "member", "webhook", "session", "workspace", "snapshot")
+    b_ids = [b[k] for k in keys] + [b["org"]["id"]]
 
     for a in (a_key, a_jwt):
         for route in ROUTES:
@@ -111,7 +124,7 @@ async def test_account_a_cannot_reach_account_b(tenants: Tenants) -> None:
             # /v1/accounts/{account}/... the path names it: checked above).
             if "{account}" in route.path:
                 continue
-            path = route.path.format(session="x", key="x", webhook="x")
+            path = route.path.format(session="x", key="x", webhook="x", workspace="x", snapshot="x")
             for selector in (b["org"]["id"], b["org"]["name"]):
                 response = await a.request(route.method, path, headers={"X-Chaser-Account": selector})
                 assert response.status_code == 404, f"{where} as {selector}: {response.text}"
@@ -122,3 +135,4 @@ async def test_account_a_cannot_reach_account_b(tenants: Tenants) -> None:
     b_key = await tenants.client(b["secret"], account="ann@test.invalid")
     assert (await b_key.get("/v1/sessions")).status_code == 404
     await b["api"].delete(f"/v1/sessions/{b['session']}")
+    assert (await b["api"].delete(f"/v1/workspaces/{b['workspace']}")).status_code == 204
