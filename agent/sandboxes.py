@@ -20,7 +20,7 @@ import trio
 
 from agent.execution import ExecResult, collect
 from agent.images import ImageStore
-from agent.runtimes.base import ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
+from agent.runtimes.base import Process, ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
 from chaser import errors
 
 log = logging.getLogger(__name__)
@@ -197,6 +197,10 @@ class SandboxManager:
         cwd: str | None,
         timeout: float | None,
     ) -> ExecResult:
+        return await collect(await self.spawn(sandbox_id, argv, env, cwd), timeout, self.output_limit)
+
+    async def spawn(self, sandbox_id: str, argv: list[str], env: Mapping[str, str], cwd: str | None) -> Process:
+        """Start a process in a running sandbox, with the sandbox's default environment."""
         sandbox = self.get(sandbox_id)
         if sandbox.status != "running":
             raise errors.Conflict(f"sandbox {sandbox_id} is {sandbox.status}")
@@ -207,4 +211,4 @@ class SandboxManager:
             raise errors.Conflict(f"sandbox {sandbox_id} is not running") from None
         except RuntimeFailure as exc:
             raise errors.Unavailable(str(exc), code="exec_failed") from None
-        return await collect(process, timeout, self.output_limit)
+        return process

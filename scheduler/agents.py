@@ -53,3 +53,22 @@ class AgentClient:
 
     async def exec(self, host_url: str, sandbox_id: str, body: dict[str, Any], timeout: float) -> Any:
         return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/exec", json=body, timeout=timeout)
+
+    # -- detached execs (jobs) -------------------------------------------
+
+    async def start_exec(self, host_url: str, sandbox_id: str, body: dict[str, Any], timeout: float) -> Any:
+        """Start (or find, by ``body["id"]``) a command that outlives this request."""
+        return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/execs", json=body, timeout=timeout)
+
+    async def poll_exec(
+        self, host_url: str, sandbox_id: str, exec_id: str, *, wait_ms: int, seen: int | None, timeout: float
+    ) -> Any:
+        query = f"wait_ms={wait_ms}" + (f"&seen={seen}" if seen is not None else "")
+        return await self._call("GET", f"{host_url}/v1/sandboxes/{sandbox_id}/execs/{exec_id}?{query}", timeout=timeout)
+
+    async def kill_exec(self, host_url: str, sandbox_id: str, exec_id: str) -> Any:
+        return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/execs/{exec_id}/kill")
+
+    async def forget_exec(self, host_url: str, sandbox_id: str, exec_id: str) -> None:
+        with contextlib.suppress(errors.NotFound):
+            await self._call("DELETE", f"{host_url}/v1/sandboxes/{sandbox_id}/execs/{exec_id}")
