@@ -14,6 +14,8 @@ from hypercorn.trio import serve as hypercorn_serve
 import vmimages
 from agent.api import create_app
 from agent.config import DEFAULT_CONFIG_FILE, AgentConfig
+from agent.detached import DetachedExecs
+from agent.detached_api import register_detached_routes
 from agent.disks import DiskManager
 from agent.images import ImageStore
 from agent.registration import heartbeat_loop
@@ -49,7 +51,11 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
     hypercorn.graceful_timeout = 1
     try:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(partial(hypercorn_serve, create_app(config, manager), hypercorn))
+            execs = DetachedExecs(manager)
+            await nursery.start(execs.run)
+            app = create_app(config, manager)
+            register_detached_routes(app, execs)
+            binds = await nursery.start(partial(hypercorn_serve, app, hypercorn))
             url = config.advertise_url or binds[0]
             if config.scheduler_url:
                 await nursery.start(heartbeat_loop, config, url, manager)

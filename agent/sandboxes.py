@@ -21,7 +21,7 @@ import trio
 from agent.disks import DiskManager
 from agent.execution import ExecResult, collect
 from agent.images import ImageStore
-from agent.runtimes.base import WORKSPACE_MOUNT, ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
+from agent.runtimes.base import WORKSPACE_MOUNT, Process, ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
 from chaser import errors
 
 log = logging.getLogger(__name__)
@@ -212,6 +212,10 @@ class SandboxManager:
         cwd: str | None,
         timeout: float | None,
     ) -> ExecResult:
+        return await collect(await self.spawn(sandbox_id, argv, env, cwd), timeout, self.output_limit)
+
+    async def spawn(self, sandbox_id: str, argv: list[str], env: Mapping[str, str], cwd: str | None) -> Process:
+        """Start a process in a running sandbox, with the sandbox's default environment."""
         sandbox = self.get(sandbox_id)
         if sandbox.status != "running":
             raise errors.Conflict(f"sandbox {sandbox_id} is {sandbox.status}")
@@ -223,4 +227,4 @@ class SandboxManager:
             raise errors.Conflict(f"sandbox {sandbox_id} is not running") from None
         except RuntimeFailure as exc:
             raise errors.Unavailable(str(exc), code="exec_failed") from None
-        return await collect(process, timeout, self.output_limit)
+        return process

@@ -84,3 +84,22 @@ class AgentClient:
     async def restore_disk(self, host_url: str, disk_id: str, snapshot_id: str, timeout: float) -> None:
         body = {"snapshot": snapshot_id}
         await self._call("POST", f"{host_url}/v1/disks/{disk_id}/restore", json=body, timeout=timeout)
+
+    # -- detached execs (jobs) -------------------------------------------
+
+    async def start_exec(self, host_url: str, sandbox_id: str, body: dict[str, Any], timeout: float) -> Any:
+        """Start (or find, by ``body["id"]``) a command that outlives this request."""
+        return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/execs", json=body, timeout=timeout)
+
+    async def poll_exec(
+        self, host_url: str, sandbox_id: str, exec_id: str, *, wait_ms: int, seen: int | None, timeout: float
+    ) -> Any:
+        query = f"wait_ms={wait_ms}" + (f"&seen={seen}" if seen is not None else "")
+        return await self._call("GET", f"{host_url}/v1/sandboxes/{sandbox_id}/execs/{exec_id}?{query}", timeout=timeout)
+
+    async def kill_exec(self, host_url: str, sandbox_id: str, exec_id: str) -> Any:
+        return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/execs/{exec_id}/kill")
+
+    async def forget_exec(self, host_url: str, sandbox_id: str, exec_id: str) -> None:
+        with contextlib.suppress(errors.NotFound):
+            await self._call("DELETE", f"{host_url}/v1/sandboxes/{sandbox_id}/execs/{exec_id}")

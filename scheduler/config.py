@@ -83,3 +83,15 @@ class SchedulerConfig(FileAndEnvSettings):
     # Deadlines of disk operations on a host, and of a repository clone.
     workspace_op_timeout: float = Field(default=600.0, gt=0)
     import_timeout: float = Field(default=900.0, gt=0)
+
+    # Jobs: how many this scheduler process runs at once, how many one
+    # account may have running across all replicas, how often the queue is
+    # polled (a job submitted here wakes it at once), how long a worker's
+    # claim on a running job lasts unless renewed (a dead replica's jobs are
+    # taken over after that), and how many attempts a job that never got to
+    # start (host full, scheduler stopped) is given before it fails.
+    job_concurrency: int = Field(default=16, ge=1)
+    job_account_concurrency: int = Field(default=8, ge=1)
+    job_poll_interval: float = Field(default=0.5, gt=0)
+    job_lease_timeout: float = Field(default=20.0, gt=0)
+    job_max_attempts: int = Field(default=5, ge=1)

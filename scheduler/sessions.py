@@ -117,7 +117,9 @@ class SessionService:
         ephemeral: bool,
         workspace: str | None,
         image: str | None,
+        session_id: str | None = None,
     ) -> Row:
+        """Provision a session; ``session_id`` lets a caller record the id before it exists."""
         attached: Row | None = None
         if workspace is not None:
             attached = await workspace_lookup.for_session(self.store, account_id, workspace, session_type)
@@ -144,7 +146,7 @@ class SessionService:
             raise errors.Unavailable(f"no host has room for another {session_type} session", code="no_capacity")
         now = time.time()
         row: Row = {
-            "id": str(uuid.uuid4()),
+            "id": session_id or str(uuid.uuid4()),
             "account_id": account_id,
             "session_type": session_type,
             "ephemeral": ephemeral,

@@ -270,3 +270,54 @@ sa.Index(
     sqlite_where=sessions.c.status.in_(("creating", "running")),
     postgresql_where=sessions.c.status.in_(("creating", "running")),
 )
+
+# The job queue (scheduler/jobs): one row per job, one per attempt of it.
+# ``worker_id``/``lease_until`` say which scheduler process runs a job and
+# until when that claim holds unless renewed.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("input", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # queued | scheduled | running | succeeded | failed | canceled
+    sa.Column("idempotency_key", sa.String(255), nullable=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),  # of kind, input and run_at, for idempotency
+    sa.Column("run_at", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("queued_at", sa.Float, nullable=True),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("cancel_requested_at", sa.Float, nullable=True),
+    sa.Column("attempt", sa.Integer, nullable=False),  # attempts begun so far
+    sa.Column("worker_id", sa.String(128), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("error", sa.JSON, nullable=True),
+    sa.Index("ix_jobs_account_created", "account_id", "created_at"),
+    sa.Index("ix_jobs_status_run_at", "status", "run_at"),
+    sa.Index("ix_jobs_account_status", "account_id", "status"),
+    sa.Index("ux_jobs_idempotency", "account_id", "idempotency_key", unique=True),
+)
+
+job_attempts = sa.Table(
+    "job_attempts",
+    metadata,
+    sa.Column("job_id", sa.String(36), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),  # running | succeeded | failed | canceled
+    sa.Column("worker_id", sa.String(128), nullable=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("reattached", sa.Integer, nullable=False),  # times another worker took it over
+    # Where the attempt is (its session, its command on the host), so a
+    # worker taking it over can re-attach or clean up; ``started`` once the
+    # work may have had effects that must not happen twice.
+    sa.Column("checkpoint", sa.JSON, nullable=False),
+    sa.Column("started", sa.Boolean, nullable=False),
+    sa.Column("output", sa.Text, nullable=False),
+    sa.Column("output_truncated", sa.Boolean, nullable=False),
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("error", sa.JSON, nullable=True),
+)

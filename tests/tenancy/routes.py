@@ -15,7 +15,9 @@ FULL = "full-access"  # only a credential without scopes
 @dataclass(frozen=True)
 class Route:
     method: str
-    path: str  # {session} {key} {webhook} {account} {member} {service_account} {workspace} {snapshot} are filled in
+    path: (
+        str  # {session} {key} {webhook} {account} {member} {service_account} {workspace} {snapshot} {job} are filled in
+    )
     scope: str | None  # None: any valid credential
     action: str
 
@@ -68,4 +70,12 @@ ROUTES = [
     Route("GET", "/v1/workspaces/{workspace}/snapshots/{snapshot}", "workspaces.read", "snapshot.get"),
     Route("POST", "/v1/workspaces/{workspace}/snapshots/{snapshot}/restore", "workspaces.write", "snapshot.restore"),
     Route("DELETE", "/v1/workspaces/{workspace}/snapshots/{snapshot}", "workspaces.write", "snapshot.delete"),
+    # Jobs: any valid credential reaches the route; the job kind's own scope
+    # is checked inside (tests/test_jobs_*.py prove those).
+    Route("GET", "/v1/jobs/kinds", None, "job.kinds"),
+    Route("POST", "/v1/jobs", None, "job.create"),
+    Route("GET", "/v1/jobs", None, "job.list"),
+    Route("GET", "/v1/jobs/{job}", None, "job.get"),
+    Route("POST", "/v1/jobs/{job}/cancel", None, "job.cancel"),
+    Route("POST", "/v1/jobs/{job}/retry", None, "job.retry"),
 ]

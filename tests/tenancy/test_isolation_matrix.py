@@ -30,10 +30,11 @@ async def build_b(tenants: Tenants) -> dict[str, Any]:
     )
     b_key_api = await tenants.client(key.json()["secret"])
     session = await b_key_api.post("/v1/sessions", json={"ephemeral": True})
+    job = await b_org.post("/v1/jobs", json={"kind": "sandbox.exec", "input": {"ephemeral": True, "command": "true"}})
     workspace = await b_org.post("/v1/workspaces", json={"name": "b-ws"})
     snap = await b_org.post("/v1/workspaces/b-ws/snapshots", json={})
     template = await b_org.patch("/v1/workspaces/b-ws", json={"is_template": True})
-    assert all(r.status_code == 201 for r in (key, service_account, member, webhook, session, workspace, snap))
+    assert all(r.status_code == 201 for r in (key, service_account, member, webhook, session, workspace, snap, job))
     assert template.status_code == 200
     return {
         "api": b_org,
@@ -46,13 +47,14 @@ async def build_b(tenants: Tenants) -> dict[str, Any]:
         "session": session.json()["id"],
         "workspace": workspace.json()["id"],
         "snapshot": snap.json()["id"],
+        "job": job.json()["id"],
     }
 
 
 def b_path(route: Route, b: dict[str, Any]) -> str:
     return route.path.format(
         session=b["session"], key=b["key"], webhook=b["webhook"], account=b["org"]["id"], member=b["member"],
-        service_account=b["service_account"], workspace=b["workspace"], snapshot=b["snapshot"],
+        service_account=b["service_account"], workspace=b["workspace"], snapshot=b["snapshot"], job=b["job"],
     )  # fmt: skip
 
 
@@ -102,7 +104,7 @@ async def test_account_a_cannot_reach_account_b(tenants: Tenants) -> None:
     before = await snapshot(b)
     a_key = tenants.system.client  # the bootstrap user's full-access key (personal account)
     a_jwt = await tenants.user("ann@test.invalid")
-    keys = ("key", "service_account", "member", "webhook", "session", "workspace", "snapshot")
+    keys = ("key", "service_account", "member", "webhook", "session", "workspace", "snapshot", "job")
     b_ids = [b[k] for k in keys] + [b["org"]["id"]]
 
     for a in (a_key, a_jwt):
@@ -124,7 +126,7 @@ async def test_account_a_cannot_reach_account_b(tenants: Tenants) -> None:
             # /v1/accounts/{account}/... the path names it: checked above).
             if "{account}" in route.path:
                 continue
-            path = route.path.format(session="x", key="x", webhook="x", workspace="x", snapshot="x")
+            path = route.path.format(session="x", key="x", webhook="x", workspace="x", snapshot="x", job="x")
             for selector in (b["org"]["id"], b["org"]["name"]):
                 response = await a.request(route.method, path, headers={"X-Chaser-Account": selector})
                 assert response.status_code == 404, f"{where} as {selector}: {response.text}"

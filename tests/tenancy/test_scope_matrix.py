@@ -15,6 +15,7 @@ from pathlib import Path
 from scheduler.agents import AgentClient
 from scheduler.api import create_app
 from scheduler.auth import SCOPES
+from scheduler.jobs import JobService, register_job_routes
 from scheduler.sessions import SessionService
 from scheduler.store import Store
 from scheduler.workspaces import WorkspaceService
@@ -27,7 +28,7 @@ def fill(route: Route) -> str:
     nobody = str(uuid.uuid4())
     return route.path.format(
         session=nobody, key=nobody, webhook=nobody, account="personal", member="nobody@test.invalid",
-        service_account=nobody, workspace=f"nobody-{nobody[:8]}", snapshot=nobody,
+        service_account=nobody, workspace=f"nobody-{nobody[:8]}", snapshot=nobody, job=nobody,
     )  # fmt: skip
 
 
@@ -37,6 +38,7 @@ def test_the_table_covers_every_endpoint(tmp_path: Path) -> None:
     try:
         sessions = SessionService(store, AgentClient("token"), config, "")
         app = create_app(config, sessions, WorkspaceService(sessions))
+        register_job_routes(app, JobService(sessions, config))  # as scheduler.main does
     finally:
         store.close()
     served = {
