@@ -154,7 +154,7 @@ class JobService:
             if await self.jobs.run(
                 self.jobs.transition, job_id, row["status"], status=Status.CANCELED, finished_at=now, error=CANCELED
             ):
-                await job_finished(job_id, account_id, row["kind"], Status.CANCELED)
+                await job_finished(self.jobs.store, job_id, account_id, row["kind"], Status.CANCELED)
                 return await self.get(account_id, job_id)
         raise errors.Conflict(f"job {job_id} kept changing; try again", code="job_busy")
 

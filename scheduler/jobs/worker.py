@@ -279,4 +279,4 @@ class JobWorker:
         if not await self.jobs.run(self.jobs.finish, run.job_id, run.number, self.worker_id, job=job, attempt=attempt):
             raise LostClaim(run.job_id)
         if status in TERMINAL:
-            await job_finished(run.job_id, run.account_id, run.kind, status)
+            await job_finished(self.jobs.store, run.job_id, run.account_id, run.kind, status)
