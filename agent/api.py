@@ -18,6 +18,7 @@ from agent.config import AgentConfig
 from agent.sandboxes import SandboxManager
 from chaser import errors
 from chaser._quart import install_error_handlers, json_response, parse_body
+from chaser.isolation import EgressAllowList, Limits, NetworkMode
 
 SandboxId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f-]{36}$")]
 
@@ -28,6 +29,9 @@ class CreateSandbox(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     id: SandboxId
     image: str = Field(min_length=1, max_length=256)
+    network: NetworkMode = "egress"
+    egress_allow: EgressAllowList | None = None
+    limits: Limits = Field(default_factory=Limits)
 
 
 class ExecBody(BaseModel):
@@ -51,6 +55,9 @@ def host_info(config: AgentConfig, manager: SandboxManager) -> dict[str, object]
             "memory_mb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20),
         },
         "sandboxes": [s.id for s in manager.sandboxes() if s.status == "running"],
+        # Whether sessions here can reach outside networks at all.
+        "egress": manager.network is not None and manager.network.egress,
+        "limits": {"default": config.limits.default.model_dump(), "max": config.limits.max.model_dump()},
     }
 
 
@@ -89,7 +96,9 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
     @app.post("/v1/sandboxes")
     async def create_sandbox() -> Response:
         body = await parse_body(CreateSandbox)
-        sandbox = await manager.create(body.id, body.image)
+        sandbox = await manager.create(
+            body.id, body.image, network=body.network, egress_allow=body.egress_allow, limits=body.limits
+        )
         return json_response(sandbox.to_json(), status=201)
 
     @app.get("/v1/sandboxes/<sandbox_id>")

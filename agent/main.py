@@ -15,9 +15,11 @@ import vmimages
 from agent.api import create_app
 from agent.config import DEFAULT_CONFIG_FILE, AgentConfig
 from agent.images import ImageStore
+from agent.network.pool import SlotPool
 from agent.registration import heartbeat_loop
 from agent.runtimes.lxc import LxcRuntime
 from agent.sandboxes import SandboxManager
+from agent.storage import ScratchVolume
 from chaser import _logging
 from chaser._signals import run_until_signalled
 
@@ -25,33 +27,54 @@ log = logging.getLogger(__name__)
 
 
 async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-    """Recover, serve the API, heartbeat; report the agent's URL once ready."""
-    runtime = LxcRuntime(config.state_dir / "lxc", config.init_binary)
-    manager = SandboxManager(
-        runtime,
-        ImageStore(config.images_dir),
-        config.state_dir,
-        max_sandboxes=config.max_sandboxes,
-        start_timeout=config.start_timeout,
-        output_limit=config.exec_output_limit,
-    )
-    await manager.recover()
+    """Recover, serve the API, heartbeat; report the agent's URL once ready.
+
+    Set up in order (scratch disk, sandboxes, network pool, API) and torn
+    down in reverse, so sandboxes are destroyed while their network exists.
+    """
+    scratch = ScratchVolume(config.state_dir / "disks", config.state_dir / "disks.btrfs", config.scratch_size_gb)
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    await trio.to_thread.run_sync(scratch.open)
+    try:
+        runtime = LxcRuntime(config.state_dir / "lxc", config.init_binary, scratch=scratch)
+        pool = SlotPool(config.network, remove_on_exit=config.destroy_on_shutdown)
+        manager = SandboxManager(
+            runtime,
+            ImageStore(config.images_dir),
+            config.state_dir,
+            max_sandboxes=config.max_sandboxes,
+            start_timeout=config.start_timeout,
+            output_limit=config.exec_output_limit,
+            network=pool,
+            limits=config.limits,
+        )
+        await manager.recover()
+        async with pool.running(manager.leases()):
+            try:
+                await _serve_api(config, manager, task_status)
+            finally:
+                if config.destroy_on_shutdown:
+                    with trio.CancelScope(shield=True):
+                        await manager.destroy_all()
+    finally:
+        # A host service's sandboxes outlive it, and keep their disks.
+        if config.destroy_on_shutdown:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(partial(scratch.close, remove=True))
+
+
+async def _serve_api(config: AgentConfig, manager: SandboxManager, task_status: trio.TaskStatus[str]) -> None:
     hypercorn = HypercornConfig()
     hypercorn.bind = [config.bind]
     hypercorn.accesslog = None
     hypercorn.graceful_timeout = 1
-    try:
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(partial(hypercorn_serve, create_app(config, manager), hypercorn))
-            url = config.advertise_url or binds[0]
-            if config.scheduler_url:
-                await nursery.start(heartbeat_loop, config, url, manager)
-            log.info("agent %s ready at %s", config.host_id, url)
-            task_status.started(url)
-    finally:
-        if config.destroy_on_shutdown:
-            with trio.CancelScope(shield=True):
-                await manager.destroy_all()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(hypercorn_serve, create_app(config, manager), hypercorn))
+        url = config.advertise_url or binds[0]
+        if config.scheduler_url:
+            await nursery.start(heartbeat_loop, config, url, manager)
+        log.info("agent %s ready at %s", config.host_id, url)
+        task_status.started(url)
 
 
 def main(argv: list[str] | None = None) -> None:

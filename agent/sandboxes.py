@@ -15,13 +15,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
+from agent.config import LimitsConfig
 from agent.execution import ExecResult, collect
 from agent.images import ImageStore
+from agent.network.firewall import FirewallError
+from agent.network.pool import Lease, SlotPool, lease_from_json
 from agent.runtimes.base import ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
 from chaser import errors
+from chaser.isolation import EgressRule, Limits, NetworkMode
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,10 @@ class Sandbox:
     runtime: str
     status: str  # creating | running | destroying
     created_at: float
+    # The network lease (netns path, address, policy: see ``Lease.to_json``)
+    # and the limits in force; None for a sandbox without them.
+    network: dict[str, Any] | None = None
+    limits: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -55,8 +64,14 @@ class SandboxManager:
         max_sandboxes: int,
         start_timeout: float,
         output_limit: int,
+        network: SlotPool | None = None,
+        limits: LimitsConfig | None = None,
     ) -> None:
         self.runtime = runtime
+        # Without a pool, sandboxes get a loopback-only network; without
+        # limits, they run unlimited (both only in tests of the runtime).
+        self.network = network
+        self.limits = limits
         self.images = images
         self.records_dir = state_dir / "sandboxes"
         self.records_dir.mkdir(parents=True, exist_ok=True)
@@ -116,18 +131,37 @@ class SandboxManager:
             await self._remove(sandbox_id)
         return dead
 
-    async def create(self, sandbox_id: str, image_name: str) -> Sandbox:
+    def leases(self) -> list[Lease]:
+        """Network leases of the sandboxes kept, for the pool to re-adopt at start."""
+        if self.network is None:
+            return []
+        plan = self.network.plan
+        return [lease_from_json(plan, s.id, s.network) for s in self._sandboxes.values() if s.network is not None]
+
+    async def create(
+        self,
+        sandbox_id: str,
+        image_name: str,
+        *,
+        network: NetworkMode = "egress",
+        egress_allow: list[EgressRule] | None = None,
+        limits: Limits | None = None,
+    ) -> Sandbox:
         if sandbox_id in self._sandboxes:
             raise errors.Conflict(f"sandbox {sandbox_id} already exists")
         if len(self._sandboxes) >= self.max_sandboxes:
             raise errors.Unavailable("host is at capacity", code="no_capacity")
         image = self.images.resolve(image_name)
+        resolved = (limits or Limits()).resolved(self.limits.default, self.limits.max) if self.limits else None
+        if network == "egress" and self.network is not None and not self.network.egress:
+            network = "none"  # this host gives sessions no way out (no uplink configured)
         sandbox = Sandbox(
             id=sandbox_id,
             image=image.name,
             runtime=self.runtime.name,
             status="creating",
             created_at=time.time(),
+            limits=resolved.model_dump() if resolved else None,
         )
         self._sandboxes[sandbox_id] = sandbox
         self._save(sandbox)
@@ -135,7 +169,14 @@ class SandboxManager:
         self._creating[sandbox_id] = (scope, settled)
         try:
             with scope, trio.fail_after(self.start_timeout):
-                await self.runtime.create(SandboxSpec(id=sandbox_id, image=image.name, rootfs=image.rootfs))
+                netns = None
+                if self.network is not None:
+                    lease = await self.network.acquire(sandbox_id, network, egress_allow)
+                    sandbox.network = lease.to_json()
+                    self._save(sandbox)
+                    netns = lease.slot.netns_path
+                spec = SandboxSpec(id=sandbox_id, image=image.name, rootfs=image.rootfs, netns=netns, limits=resolved)
+                await self.runtime.create(spec)
                 await self.runtime.start(sandbox_id)
             if scope.cancelled_caught:
                 raise errors.Conflict(f"sandbox {sandbox_id} was destroyed while starting", code="destroyed")
@@ -144,7 +185,7 @@ class SandboxManager:
                 await self._remove(sandbox_id)
             if isinstance(exc, trio.TooSlowError):
                 raise errors.Timeout(f"sandbox did not start within {self.start_timeout:g}s") from None
-            if isinstance(exc, RuntimeFailure):
+            if isinstance(exc, RuntimeFailure | FirewallError):
                 raise errors.Unavailable(f"sandbox failed to start: {exc}", code="start_failed") from None
             raise
         finally:
@@ -157,6 +198,8 @@ class SandboxManager:
     async def _remove(self, sandbox_id: str) -> None:
         try:
             await self.runtime.destroy(sandbox_id)
+            if self.network is not None:
+                await self.network.release(sandbox_id)
         finally:
             self._forget(sandbox_id)
 

@@ -40,10 +40,12 @@ class AgentClient:
             raise errors.from_response(response.status_code, body)
         return body
 
-    async def create_sandbox(self, host_url: str, sandbox_id: str, image: str, timeout: float) -> Any:
-        return await self._call(
-            "POST", f"{host_url}/v1/sandboxes", json={"id": sandbox_id, "image": image}, timeout=timeout
-        )
+    async def create_sandbox(
+        self, host_url: str, sandbox_id: str, image: str, isolation: dict[str, Any], timeout: float
+    ) -> Any:
+        """Create and start; ``isolation`` holds ``network``, ``egress_allow`` and ``limits``."""
+        body = {"id": sandbox_id, "image": image, **isolation}
+        return await self._call("POST", f"{host_url}/v1/sandboxes", json=body, timeout=timeout)
 
     async def destroy_sandbox(self, host_url: str, sandbox_id: str) -> None:
         """Destroy; a sandbox the host does not know counts as destroyed."""

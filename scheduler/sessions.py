@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import trio
 
 from chaser import errors
+from chaser.isolation import EgressRule, Limits
 from scheduler.agents import AgentClient
 from scheduler.config import SchedulerConfig
 from scheduler.placement import HostLoad, candidates
@@ -80,6 +81,9 @@ class SessionService:
             "created_at": rfc3339(row["created_at"]),
             "started_at": rfc3339(row["started_at"]),
             "terminated_at": rfc3339(row["terminated_at"]),
+            "network": row["network"],
+            "egress_allow": row["egress_allow"],
+            "limits": row["limits"],
             # Leases are counted once PTY/exec streams exist (session endpoints).
             "active_connection_leases": 0,
             "endpoints": {
@@ -107,6 +111,8 @@ class SessionService:
                 max_sandboxes=h["max_sandboxes"],
                 active=h["active"],
                 healthy=h["last_heartbeat"] > now - self.config.heartbeat_timeout,
+                egress=h["egress"],
+                max_limits=Limits(**h["limits"]["max"]) if h["limits"] else None,
             )
             for h in await self.store.run(self.store.hosts_with_load)
         ]
@@ -121,7 +127,11 @@ class SessionService:
         ephemeral: bool,
         workspace: str | None,
         image: str | None,
+        network: str | None = None,
+        egress_allow: list[EgressRule] | None = None,
+        limits: Limits | None = None,
     ) -> Row:
+        """Place and provision a session; ``network`` None means egress where the host gives it."""
         if workspace is not None:
             raise errors.NotFound(f"workspace {workspace!r} not found", code="workspace_not_found")
         if session_type == "sandbox":
@@ -135,7 +145,9 @@ class SessionService:
             raise errors.InvalidInput(
                 f"unknown image {image!r}; available: {', '.join(known) or 'none'}", code="unknown_image"
             )
-        options = candidates(hosts, session_type, image)
+        needs_egress = network == "egress" or bool(egress_allow)
+        _check_isolation(able, needs_egress, limits)
+        options = candidates(hosts, session_type, image, needs_egress=needs_egress, limits=limits)
         if not options:
             raise errors.Unavailable(f"no host has room for another {session_type} session", code="no_capacity")
         now = time.time()
@@ -153,6 +165,9 @@ class SessionService:
             "create_deadline": now + self.config.create_timeout,
             "started_at": None,
             "terminated_at": None,
+            "network": network,
+            "egress_allow": [r.model_dump() for r in egress_allow] if egress_allow else None,
+            "limits": limits.model_dump() if limits else None,
         }
         await self.store.run(self.store.insert_session, row)
         outcome = _Provisioning()
@@ -172,7 +187,9 @@ class SessionService:
                 remaining = row["create_deadline"] - time.time()
                 try:
                     with trio.fail_after(max(remaining, 0)):
-                        await self.agents.create_sandbox(host.url, session_id, row["image"], timeout=remaining)
+                        sandbox = await self.agents.create_sandbox(
+                            host.url, session_id, row["image"], _isolation_body(row), timeout=remaining
+                        )
                 except errors.Unavailable as exc:
                     if exc.code == "no_capacity":
                         continue  # the host filled up since its heartbeat: next one
@@ -194,8 +211,15 @@ class SessionService:
             outcome.error = exc
             log.warning("session create failed: %s", exc.message, extra=ctx)
         else:
+            granted = sandbox.get("network") or {}
             started = await self.store.run(
-                self.store.transition, session_id, ["creating"], status="running", started_at=time.time()
+                self.store.transition,
+                session_id,
+                ["creating"],
+                status="running",
+                started_at=time.time(),
+                network=granted.get("mode", "none"),
+                limits=sandbox.get("limits"),
             )
             if not started:  # terminated while we were creating it
                 await self._destroy_quietly(host, session_id)
@@ -246,10 +270,27 @@ class SessionService:
         return result
 
     async def exec_ephemeral(
-        self, account_id: str, image: str | None, body: dict[str, Any], timeout: float
+        self,
+        account_id: str,
+        image: str | None,
+        body: dict[str, Any],
+        timeout: float,
+        *,
+        network: str | None = None,
+        egress_allow: list[EgressRule] | None = None,
+        limits: Limits | None = None,
     ) -> dict[str, Any]:
         """Provision, run, and always clean up, whatever ends the call."""
-        row = await self.create(account_id, session_type="sandbox", ephemeral=True, workspace=None, image=image)
+        row = await self.create(
+            account_id,
+            session_type="sandbox",
+            ephemeral=True,
+            workspace=None,
+            image=image,
+            network=network,
+            egress_allow=egress_allow,
+            limits=limits,
+        )
         try:
             result = await self.exec_in(row, body, timeout)
         finally:
@@ -291,3 +332,24 @@ class SessionService:
             except Exception:
                 log.exception("reconcile sweep failed")
             await trio.sleep(self.config.reconcile_interval)
+
+
+def _check_isolation(able: list[HostLoad], needs_egress: bool, limits: Limits | None) -> None:
+    """Refuse what no host able to run the session could ever give it."""
+    if needs_egress and not any(h.egress for h in able):
+        raise errors.Unavailable(
+            'no host gives sessions network egress; ask for network: "none", or configure an uplink on a host',
+            code="no_egress",
+        )
+    if limits is not None and not any(h.fits(limits) for h in able):
+        maxima = [h.max_limits for h in able if h.max_limits is not None]
+        raise errors.InvalidInput("; ".join(limits.exceeding(maxima[0])), code="limit_exceeded")
+
+
+def _isolation_body(row: Row) -> dict[str, Any]:
+    """The session's network policy and limits, as the agent's create takes them."""
+    return {
+        "network": row["network"] or "egress",
+        "egress_allow": row["egress_allow"],
+        "limits": row["limits"] or {},
+    }

@@ -160,6 +160,22 @@ def scheduler_config(database_url: str, token: str, api_key: str, **overrides: A
     return SchedulerConfig.load(None, **{**values, **overrides})
 
 
+def test_network(**overrides: Any) -> dict[str, Any]:
+    """Network settings no other agent on this machine uses: own prefix, subnet and table.
+
+    No uplink unless a test gives one: such agents' sessions reach nothing.
+    """
+    rand = secrets.randbelow(1 << 16)
+    values: dict[str, Any] = {
+        "prefix": f"t{secrets.token_hex(3)}",
+        "subnet": f"10.{200 + (rand >> 8) % 50}.{rand & 0xFF}.0/24",
+        "route_table": 10_000 + secrets.randbelow(50_000),
+        "pool_size": 2,
+        "cooldown": 0.5,
+    }
+    return {**values, **overrides}
+
+
 def agent_config(
     state_dir: Path, images_dir: Path, scheduler_url: str | None, token: str, **overrides: Any
 ) -> AgentConfig:
@@ -172,6 +188,8 @@ def agent_config(
         "token": token,
         "heartbeat_interval": 0.2,
         "destroy_on_shutdown": True,
+        "network": test_network(),
+        "scratch_size_gb": 8,
     }
     return AgentConfig.load(None, **{**values, **overrides})
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import trio
 
+from chaser.isolation import Limits
+
 
 class RuntimeFailure(Exception):
     """A runtime operation failed; the message is safe to show a user."""
@@ -38,6 +40,11 @@ class SandboxSpec:
     id: str
     image: str
     rootfs: Path  # read-only lower layer, never written
+    # A prepared network namespace to run in (lo up, eth0 configured);
+    # None runs with loopback only.
+    netns: Path | None = None
+    # Every field set; None runs unlimited (tests of the runtime alone).
+    limits: Limits | None = None
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,8 @@ class Store:
             "max_sandboxes": info["capacity"]["max_sandboxes"],
             "cpus": info["capacity"]["cpus"],
             "memory_mb": info["capacity"]["memory_mb"],
+            "egress": info.get("egress", False),
+            "limits": info.get("limits"),
             "last_heartbeat": now,
         }
         with self.engine.begin() as conn:
