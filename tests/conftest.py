@@ -160,7 +160,7 @@ def scheduler_config(database_url: str, token: str, api_key: str, **overrides: A
     return SchedulerConfig.load(None, **{**values, **overrides})
 
 
-def test_network(**overrides: Any) -> dict[str, Any]:
+def network_settings(**overrides: Any) -> dict[str, Any]:
     """Network settings no other agent on this machine uses: own prefix, subnet and table.
 
     No uplink unless a test gives one: such agents' sessions reach nothing.
@@ -188,7 +188,7 @@ def agent_config(
         "token": token,
         "heartbeat_interval": 0.2,
         "destroy_on_shutdown": True,
-        "network": test_network(),
+        "network": network_settings(),
         "scratch_size_gb": 8,
     }
     return AgentConfig.load(None, **{**values, **overrides})
