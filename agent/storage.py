@@ -45,7 +45,6 @@ class ScratchVolume:
         self.mountpoint = mountpoint
         self.image = image
         self.size_gb = size_gb
-        self.made_mount = False
 
     def open(self) -> None:
         """Mount (making the filesystem first if needed) and enable quotas; idempotent."""
@@ -60,19 +59,17 @@ class ScratchVolume:
                     self.image.unlink()
                     raise
             _run("mount", "-o", "loop", str(self.image), str(self.mountpoint))
-            self.made_mount = True
         _run("btrfs", "quota", "enable", str(self.mountpoint))
 
     def close(self, *, remove: bool) -> None:
-        """Unmount what ``open`` mounted; with ``remove``, delete the backing file too."""
-        if self.made_mount and _mounted(self.mountpoint):
+        """Unmount (whichever run mounted it); with ``remove``, delete the backing file too."""
+        if _mounted(self.mountpoint):
             # A container's monitor may still be exiting: the mount can be busy for a moment.
             give_up = time.monotonic() + _UNMOUNT_PATIENCE
             while subprocess.run(["umount", str(self.mountpoint)], capture_output=True).returncode != 0:
                 if time.monotonic() > give_up:
                     _run("umount", str(self.mountpoint))
                 time.sleep(0.05)
-        self.made_mount = False
         if remove:
             self.image.unlink(missing_ok=True)
 

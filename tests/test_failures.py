@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from agent.images import ImageStore
 from agent.runtimes.lxc import LxcRuntime
@@ -105,7 +106,8 @@ async def test_destroy_during_create_cancels_it(tmp_path: Path, images_dir: Path
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(create)
-        await trio.sleep(0)  # let the create register itself
+        # Tasks start in random order: wait until the create is under way (blocked in a thread).
+        await trio.testing.wait_all_tasks_blocked()
         await manager.destroy(sandbox_id)
     assert outcome and isinstance(outcome[0], errors.Conflict)
     assert await runtime.leftovers() == set()
