@@ -24,6 +24,8 @@ import trio
 import vmimages
 from agent.config import AgentConfig
 from agent.main import serve as serve_agent
+from agent.network import links
+from agent.network.addressing import SlotPlan
 from scheduler.auth import hash_secret, lookup_prefix, new_secret
 from scheduler.config import SchedulerConfig
 from scheduler.main import serve as serve_scheduler
@@ -220,6 +222,25 @@ async def stop_system(system: System) -> None:
     await system.scheduler.stop()
     assert system.containers() == set(), "containers left running"
     assert system.leftovers() == set(), "sandbox directories left behind"
+    if system.agent.config.destroy_on_shutdown:
+        assert await network_debris(system.agent.config) == [], "network objects left behind"
+        assert not os.path.ismount(system.lxc_path.parent / "disks"), "disks left mounted"
+
+
+async def network_debris(config: AgentConfig) -> list[str]:
+    """What exists of the agent's network: namespaces, links, nftables table, rules, routes."""
+    plan = SlotPlan(config.network.prefix, config.network.subnet)
+    namespaces, host_links = await trio.to_thread.run_sync(links.own_objects, plan.index_of)
+    tables = await trio.run_process(["nft", "list", "tables"], capture_stdout=True)
+    rules = await trio.run_process(["ip", "rule"], capture_stdout=True)
+    routes = await trio.run_process(
+        ["ip", "route", "show", "table", str(config.network.route_table)], capture_stdout=True
+    )
+    found = sorted(namespaces | host_links)
+    found += [t for t in tables.stdout.decode().splitlines() if t.split()[-1:] == [config.network.prefix]]
+    found += [r for r in rules.stdout.decode().splitlines() if str(config.network.subnet) in r]
+    found += routes.stdout.decode().splitlines()
+    return found
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import AsyncIterator
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ import httpx
 import pytest
 import trio
 
-from tests.conftest import System, network_settings, start_system, stop_system, wait_until
+from agent.network import links
+from agent.network.addressing import SlotPlan
+from tests.conftest import System, network_debris, network_settings, start_system, stop_system, wait_until
 from tests.world import METADATA, OTHER_WEB, WEB, World, connect_inside, open_world
 
 # Connects to argv[1]:argv[2] from inside a session; prints "open" or "blocked <why>".
@@ -194,3 +197,24 @@ async def test_slots_are_reused_after_cool_down(net_system: System) -> None:
         return bool(again)
 
     await wait_until(reused, timeout=30)
+
+
+async def test_agent_removes_network_debris_at_start_and_all_it_made_at_stop(
+    nursery: trio.Nursery, tmp_path: Path, images_dir: Path
+) -> None:
+    """Left over by a crash: a slot and a stale firewall table; the next start clears them."""
+    network = network_settings(pool_size=1)
+    plan = SlotPlan(network["prefix"], IPv4Network(network["subnet"]))
+    await trio.to_thread.run_sync(links.create_slot, plan.slot(7))
+    stale = f"table inet {network['prefix']} {{\n chain forward {{\n type filter hook forward priority 0;\n }}\n}}\n"
+    await trio.run_process(["nft", "-f", "-"], stdin=stale.encode())
+    system = await start_system(
+        nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'db'}", agent_overrides={"network": network}
+    )
+    try:
+        assert plan.slot(7).name not in (await network_debris(system.agent.config))
+        session = await new_session(system)
+        assert address_of(session, system)["netns"].startswith(f"/run/netns/{network['prefix']}-")
+    finally:
+        await stop_system(system)  # checks that nothing of the agent's network remains
+    assert await network_debris(system.agent.config) == []
