@@ -156,6 +156,7 @@ class LxcRuntime(Runtime):
         self.init_binary = init_binary
         # Where sandbox directories get a disk quota; None: no disk limit.
         self.scratch = scratch
+        self._own_cgroups = _cgroup_dirs_of_self()
         self._limiter = trio.CapacityLimiter(max_threads)
         lxc_path.mkdir(parents=True, exist_ok=True)
 
@@ -211,9 +212,11 @@ class LxcRuntime(Runtime):
         if not container.defined:
             raise SandboxGone(f"sandbox {sandbox_id} does not exist")
         if not container.start():
+            _move_self_to(self._own_cgroups)
             raise RuntimeFailure(f"container failed to start: {self._log_tail(sandbox_id)}")
         if not container.wait("RUNNING", _START_TIMEOUT):
             raise RuntimeFailure("container did not reach RUNNING")
+        _move_self_to(self._own_cgroups)
         return int(container.init_pid)
 
     def _log_tail(self, sandbox_id: str) -> str:
@@ -306,3 +309,31 @@ def _remove_cgroups(sandbox_id: str, deadline: float = 2.0) -> None:
                 if time.monotonic() > give_up:
                     break
                 time.sleep(0.01)
+
+
+def _cgroup_dirs_of_self() -> list[Path]:
+    """The directory of each cgroup hierarchy this process belongs to."""
+    mounts: list[tuple[str, set[str], Path]] = []  # fstype, super options, mount point
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        fstype = fields[fields.index("-") + 1]
+        if fstype in ("cgroup", "cgroup2"):
+            mounts.append((fstype, set(fields[-1].split(",")), Path(fields[4])))
+    dirs = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for fstype, options, point in mounts:
+            wanted = set(controllers.split(",")) if controllers else set()
+            if (fstype == "cgroup2" and not wanted) or (fstype == "cgroup" and wanted and wanted <= options):
+                dirs.append(point / path.lstrip("/"))
+                break
+    return dirs
+
+
+def _move_self_to(dirs: list[Path]) -> None:
+    """Put this process back where it was: python-lxc's start leaves its caller in the
+    container's ``lxc.monitor.<name>`` cgroups, where it would keep them alive (and
+    be accounted) until the next start."""
+    for directory in dirs:
+        with contextlib.suppress(OSError):
+            (directory / "cgroup.procs").write_text(str(os.getpid()))
