@@ -7,6 +7,7 @@ another one) and the host still work.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import System
@@ -97,6 +98,8 @@ async def test_fork_bomb_stays_inside(sqlite_system: System) -> None:
     # The session can be terminated, bomb and all.
     ended = await sqlite_system.client.delete(f"/v1/sessions/{session['id']}")
     assert ended.json()["status"] == "terminated"
+    # And its cgroups (LXC's monitor's included) are gone with it.
+    assert not [*Path("/sys/fs/cgroup").glob(f"*/lxc.*.{session['id']}*")]
 
 
 async def test_full_disk_fails_writes_inside_the_session_only(sqlite_system: System) -> None:
