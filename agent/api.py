@@ -19,6 +19,7 @@ from agent.disk_api import Uuid, register_disk_routes
 from agent.sandboxes import SandboxManager
 from chaser import errors
 from chaser._quart import install_error_handlers, json_response, parse_body
+from chaser.isolation import EgressAllowList, Limits, NetworkMode
 
 SandboxId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f-]{36}$")]
 
@@ -30,6 +31,9 @@ class CreateSandbox(BaseModel):
     id: SandboxId
     image: str = Field(min_length=1, max_length=256)
     workspace: Uuid | None = None  # the workspace disk to mount
+    network: NetworkMode = "egress"
+    egress_allow: EgressAllowList | None = None
+    limits: Limits = Field(default_factory=Limits)
 
 
 class ExecBody(BaseModel):
@@ -54,6 +58,9 @@ def host_info(config: AgentConfig, manager: SandboxManager) -> dict[str, object]
         },
         "sandboxes": [s.id for s in manager.sandboxes() if s.status == "running"],
         "storage": manager.disks.info() if manager.disks is not None else None,
+        # Whether sessions here can reach outside networks at all.
+        "egress": manager.network is not None and manager.network.egress,
+        "limits": {"default": config.limits.default.model_dump(), "max": config.limits.max.model_dump()},
     }
 
 
@@ -92,7 +99,14 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
     @app.post("/v1/sandboxes")
     async def create_sandbox() -> Response:
         body = await parse_body(CreateSandbox)
-        sandbox = await manager.create(body.id, body.image, body.workspace)
+        sandbox = await manager.create(
+            body.id,
+            body.image,
+            body.workspace,
+            network=body.network,
+            egress_allow=body.egress_allow,
+            limits=body.limits,
+        )
         return json_response(sandbox.to_json(), status=201)
 
     @app.get("/v1/sandboxes/<sandbox_id>")

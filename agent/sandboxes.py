@@ -15,14 +15,19 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
+from agent.config import LimitsConfig
 from agent.disks import DiskManager
 from agent.execution import ExecResult, collect
 from agent.images import ImageStore
+from agent.network.firewall import FirewallError
+from agent.network.pool import Lease, SlotPool, lease_from_json
 from agent.runtimes.base import WORKSPACE_MOUNT, Process, ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
 from chaser import errors
+from chaser.isolation import EgressRule, Limits, NetworkMode
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,10 @@ class Sandbox:
     status: str  # creating | running | destroying
     created_at: float
     workspace: str | None = None  # id of the workspace disk it holds
+    # The network lease (netns path, address, policy: see ``Lease.to_json``)
+    # and the limits in force; None for a sandbox without them.
+    network: dict[str, Any] | None = None
+    limits: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -58,9 +67,15 @@ class SandboxManager:
         start_timeout: float,
         output_limit: int,
         disks: DiskManager | None = None,
+        network: SlotPool | None = None,
+        limits: LimitsConfig | None = None,
     ) -> None:
         self.runtime = runtime
         self.disks = disks
+        # Without a pool, sandboxes get a loopback-only network; without
+        # limits, they run unlimited (both only in tests of the runtime).
+        self.network = network
+        self.limits = limits
         self.images = images
         self.records_dir = state_dir / "sandboxes"
         self.records_dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +140,23 @@ class SandboxManager:
             await self._remove(sandbox_id)
         return dead
 
-    async def create(self, sandbox_id: str, image_name: str, workspace: str | None = None) -> Sandbox:
+    def leases(self) -> list[Lease]:
+        """Network leases of the sandboxes kept, for the pool to re-adopt at start."""
+        if self.network is None:
+            return []
+        plan = self.network.plan
+        return [lease_from_json(plan, s.id, s.network) for s in self._sandboxes.values() if s.network is not None]
+
+    async def create(
+        self,
+        sandbox_id: str,
+        image_name: str,
+        workspace: str | None = None,
+        *,
+        network: NetworkMode = "egress",
+        egress_allow: list[EgressRule] | None = None,
+        limits: Limits | None = None,
+    ) -> Sandbox:
         if sandbox_id in self._sandboxes:
             raise errors.Conflict(f"sandbox {sandbox_id} already exists")
         if len(self._sandboxes) >= self.max_sandboxes:
@@ -133,6 +164,9 @@ class SandboxManager:
         if workspace is not None and self.disks is None:
             raise errors.Unavailable("this host has no storage pool", code="no_storage")
         image = self.images.resolve(image_name)
+        resolved = (limits or Limits()).resolved(self.limits.default, self.limits.max) if self.limits else None
+        if network == "egress" and self.network is not None and not self.network.egress:
+            network = "none"  # this host gives sessions no way out (no uplink configured)
         sandbox = Sandbox(
             id=sandbox_id,
             image=image.name,
@@ -140,6 +174,7 @@ class SandboxManager:
             status="creating",
             created_at=time.time(),
             workspace=workspace,
+            limits=resolved.model_dump() if resolved else None,
         )
         self._sandboxes[sandbox_id] = sandbox
         self._save(sandbox)
@@ -150,7 +185,20 @@ class SandboxManager:
                 mount = None
                 if workspace is not None and self.disks is not None:
                     mount = await self.disks.attach(workspace, sandbox_id)
-                spec = SandboxSpec(id=sandbox_id, image=image.name, rootfs=image.rootfs, workspace=mount)
+                netns = None
+                if self.network is not None:
+                    lease = await self.network.acquire(sandbox_id, network, egress_allow)
+                    sandbox.network = lease.to_json()
+                    self._save(sandbox)
+                    netns = lease.slot.netns_path
+                spec = SandboxSpec(
+                    id=sandbox_id,
+                    image=image.name,
+                    rootfs=image.rootfs,
+                    workspace=mount,
+                    netns=netns,
+                    limits=resolved,
+                )
                 await self.runtime.create(spec)
                 await self.runtime.start(sandbox_id)
             if scope.cancelled_caught:
@@ -160,7 +208,7 @@ class SandboxManager:
                 await self._remove(sandbox_id)
             if isinstance(exc, trio.TooSlowError):
                 raise errors.Timeout(f"sandbox did not start within {self.start_timeout:g}s") from None
-            if isinstance(exc, RuntimeFailure):
+            if isinstance(exc, RuntimeFailure | FirewallError):
                 raise errors.Unavailable(f"sandbox failed to start: {exc}", code="start_failed") from None
             raise
         finally:
@@ -175,6 +223,8 @@ class SandboxManager:
             await self.runtime.destroy(sandbox_id)
             if self.disks is not None:
                 await self.disks.detach(sandbox_id)
+            if self.network is not None:
+                await self.network.release(sandbox_id)
         finally:
             self._forget(sandbox_id)
 

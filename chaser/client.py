@@ -61,8 +61,10 @@ class Client(AccountsMixin, WorkspacesApi):
         ephemeral: bool = False,
         workspace: str | None = None,
         image: str | None = None,
+        isolation: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"session_type": session_type, "ephemeral": ephemeral}
+        """``isolation`` may hold ``network``, ``egress_allow`` and ``limits``, as the API takes them."""
+        body: dict[str, Any] = {"session_type": session_type, "ephemeral": ephemeral, **(isolation or {})}
         if workspace is not None:
             body["workspace"] = workspace
         if image is not None:
@@ -97,8 +99,9 @@ class Client(AccountsMixin, WorkspacesApi):
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         timeout_ms: int | None = None,
+        isolation: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"command": command}
+        body: dict[str, Any] = {"command": command, **(isolation or {})}
         optional = {
             "session_id": session_id,
             "workspace": workspace,

@@ -74,9 +74,14 @@ async def serve(
     *,
     port: int = DEFAULT_PORT,
     images_dir: Path = DEFAULT_IMAGES_DIR,
+    uplink: str | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run scheduler and agent; report the API URL once the agent is registered."""
+    """Run scheduler and agent; report the API URL once the agent is registered.
+
+    Sessions get egress only with ``uplink`` (or ``CHASER_AGENT_NETWORK__UPLINK``):
+    NATing them out of this machine's network is the user's decision.
+    """
     from agent.config import AgentConfig
     from agent.main import serve as serve_agent
     from scheduler.config import SchedulerConfig
@@ -104,6 +109,8 @@ async def serve(
             token=creds.token,
             destroy_on_shutdown=True,
         )
+        if uplink is not None:
+            agent_config.network.uplink = uplink
         await nursery.start(serve_agent, agent_config)
         paths.ready.write_text(json.dumps({"api_url": url, "pid": os.getpid()}))
         try:

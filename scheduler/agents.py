@@ -42,9 +42,16 @@ class AgentClient:
         return body
 
     async def create_sandbox(
-        self, host_url: str, sandbox_id: str, image: str, timeout: float, workspace: str | None = None
+        self,
+        host_url: str,
+        sandbox_id: str,
+        image: str,
+        isolation: dict[str, Any],
+        timeout: float,
+        workspace: str | None = None,
     ) -> Any:
-        body = {"id": sandbox_id, "image": image}
+        """Create and start; ``isolation`` holds ``network``, ``egress_allow`` and ``limits``."""
+        body = {"id": sandbox_id, "image": image, **isolation}
         if workspace is not None:
             body["workspace"] = workspace
         return await self._call("POST", f"{host_url}/v1/sandboxes", json=body, timeout=timeout)

@@ -20,6 +20,7 @@ from quart_trio import QuartTrio
 
 from chaser import errors
 from chaser._quart import install_error_handlers, json_response, parse_body, parse_query
+from chaser.isolation import EgressAllowList, Limits, NetworkMode
 from scheduler.access import audit_resource, principal, requires
 from scheduler.config import SchedulerConfig
 from scheduler.sessions import SessionService
@@ -41,7 +42,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class CreateSessionBody(_Strict):
+class IsolationFields(_Strict):
+    """Network policy and limits of a new session (absent: the host's defaults)."""
+
+    network: NetworkMode | None = None
+    egress_allow: EgressAllowList | None = None
+    limits: Limits | None = None
+
+    @model_validator(mode="after")
+    def _allow_list_needs_egress(self) -> IsolationFields:
+        if self.network == "none" and self.egress_allow:
+            raise ValueError('egress_allow needs network "egress"; a session with network "none" reaches nothing')
+        return self
+
+    def given(self) -> bool:
+        return self.network is not None or self.egress_allow is not None or self.limits is not None
+
+
+class CreateSessionBody(IsolationFields):
     session_type: Literal["sandbox", "browser"] = "sandbox"
     workspace: Selector | None = None
     ephemeral: bool = False
@@ -67,7 +85,7 @@ def check_session_rules(session_type: str, ephemeral: bool, workspace: str | Non
         )
 
 
-class ExecBody(_Strict):
+class ExecBody(IsolationFields):
     command: str | Annotated[list[str], Field(min_length=1)] = Field(min_length=1)
     session_id: str | None = None
     workspace: Selector | None = None
@@ -84,6 +102,8 @@ class ExecBody(_Strict):
             raise ValueError("give exactly one of session_id, workspace, or ephemeral: true")
         if self.image is not None and not self.ephemeral:
             raise ValueError("image is accepted only when ephemeral is true")
+        if self.given() and not self.ephemeral:
+            raise ValueError("network, egress_allow and limits are accepted only when ephemeral is true")
         return self
 
 
@@ -157,6 +177,9 @@ def create_app(config: SchedulerConfig, service: SessionService, workspaces: Wor
             ephemeral=body.ephemeral,
             workspace=body.workspace,
             image=body.image,
+            network=body.network,
+            egress_allow=body.egress_allow,
+            limits=body.limits,
         )
         audit_resource(row["id"])
         return json_response(service.to_json(row), status=201)
@@ -196,7 +219,15 @@ def create_app(config: SchedulerConfig, service: SessionService, workspaces: Wor
         timeout = body.timeout_ms / 1000
         account_id = principal().account_id
         if body.ephemeral:
-            result = await service.exec_ephemeral(account_id, body.image, agent_body, timeout)
+            result = await service.exec_ephemeral(
+                account_id,
+                body.image,
+                agent_body,
+                timeout,
+                network=body.network,
+                egress_allow=body.egress_allow,
+                limits=body.limits,
+            )
         elif body.workspace is not None:
             result = await workspaces.exec_on(account_id, body.workspace, agent_body, timeout)
         else:
@@ -234,3 +265,5 @@ class HeartbeatBody(BaseModel):
     capacity: Capacity
     sandboxes: list[str]
     storage: Storage | None = None
+    egress: bool = False
+    limits: dict[str, Limits] | None = None

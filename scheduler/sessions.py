@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import trio
 
 from chaser import errors
+from chaser.isolation import EgressRule, Limits
 from scheduler import workspace_lookup
 from scheduler.agents import AgentClient
 from scheduler.config import SchedulerConfig
@@ -76,6 +77,9 @@ class SessionService:
             "created_at": rfc3339(row["created_at"]),
             "started_at": rfc3339(row["started_at"]),
             "terminated_at": rfc3339(row["terminated_at"]),
+            "network": row["network"],
+            "egress_allow": row["egress_allow"],
+            "limits": row["limits"],
             # Leases are counted once PTY/exec streams exist (session endpoints).
             "active_connection_leases": 0,
             "endpoints": {
@@ -103,6 +107,8 @@ class SessionService:
                 max_sandboxes=h["max_sandboxes"],
                 active=h["active"],
                 healthy=h["last_heartbeat"] > now - self.config.heartbeat_timeout,
+                egress=h["egress"],
+                max_limits=Limits(**h["limits"]["max"]) if h["limits"] else None,
             )
             for h in await self.store.run(self.store.hosts_with_load)
         ]
@@ -118,8 +124,14 @@ class SessionService:
         workspace: str | None,
         image: str | None,
         session_id: str | None = None,
+        network: str | None = None,
+        egress_allow: list[EgressRule] | None = None,
+        limits: Limits | None = None,
     ) -> Row:
-        """Provision a session; ``session_id`` lets a caller record the id before it exists."""
+        """Place and provision a session; ``session_id`` lets a caller record the id before it exists.
+
+        ``network`` None means egress where the host gives it.
+        """
         attached: Row | None = None
         if workspace is not None:
             attached = await workspace_lookup.for_session(self.store, account_id, workspace, session_type)
@@ -141,7 +153,9 @@ class SessionService:
             raise errors.InvalidInput(
                 f"unknown image {image!r}; available: {', '.join(known) or 'none'}", code="unknown_image"
             )
-        options = candidates(hosts, session_type, image)
+        needs_egress = network == "egress" or bool(egress_allow)
+        _check_isolation(able, needs_egress, limits)
+        options = candidates(hosts, session_type, image, needs_egress=needs_egress, limits=limits)
         if not options:
             raise errors.Unavailable(f"no host has room for another {session_type} session", code="no_capacity")
         now = time.time()
@@ -159,6 +173,9 @@ class SessionService:
             "create_deadline": now + self.config.create_timeout,
             "started_at": None,
             "terminated_at": None,
+            "network": network,
+            "egress_allow": [r.model_dump() for r in egress_allow] if egress_allow else None,
+            "limits": limits.model_dump() if limits else None,
         }
         if attached is None:
             await self.store.run(self.store.insert_session, row)
@@ -182,8 +199,13 @@ class SessionService:
                 remaining = row["create_deadline"] - time.time()
                 try:
                     with trio.fail_after(max(remaining, 0)):
-                        await self.agents.create_sandbox(
-                            host.url, session_id, row["image"], timeout=remaining, workspace=row["workspace_id"]
+                        sandbox = await self.agents.create_sandbox(
+                            host.url,
+                            session_id,
+                            row["image"],
+                            _isolation_body(row),
+                            timeout=remaining,
+                            workspace=row["workspace_id"],
                         )
                 except errors.Unavailable as exc:
                     if exc.code == "no_capacity":
@@ -206,7 +228,13 @@ class SessionService:
             outcome.error = exc
             log.warning("session create failed: %s", exc.message, extra=ctx)
         else:
-            started = await self.store.run(self.store.mark_running, session_id)
+            granted = sandbox.get("network") or {}
+            started = await self.store.run(
+                self.store.mark_running,
+                session_id,
+                network=granted.get("mode", "none"),
+                limits=sandbox.get("limits"),
+            )
             if not started:  # terminated while we were creating it
                 await self._destroy_quietly(host, session_id)
         finally:
@@ -256,10 +284,27 @@ class SessionService:
         return result
 
     async def exec_ephemeral(
-        self, account_id: str, image: str | None, body: dict[str, Any], timeout: float
+        self,
+        account_id: str,
+        image: str | None,
+        body: dict[str, Any],
+        timeout: float,
+        *,
+        network: str | None = None,
+        egress_allow: list[EgressRule] | None = None,
+        limits: Limits | None = None,
     ) -> dict[str, Any]:
         """Provision, run, and always clean up, whatever ends the call."""
-        row = await self.create(account_id, session_type="sandbox", ephemeral=True, workspace=None, image=image)
+        row = await self.create(
+            account_id,
+            session_type="sandbox",
+            ephemeral=True,
+            workspace=None,
+            image=image,
+            network=network,
+            egress_allow=egress_allow,
+            limits=limits,
+        )
         try:
             result = await self.exec_in(row, body, timeout)
         finally:
@@ -301,3 +346,24 @@ class SessionService:
             except Exception:
                 log.exception("reconcile sweep failed")
             await trio.sleep(self.config.reconcile_interval)
+
+
+def _check_isolation(able: list[HostLoad], needs_egress: bool, limits: Limits | None) -> None:
+    """Refuse what no host able to run the session could ever give it."""
+    if needs_egress and not any(h.egress for h in able):
+        raise errors.Unavailable(
+            'no host gives sessions network egress; ask for network: "none", or configure an uplink on a host',
+            code="no_egress",
+        )
+    if limits is not None and not any(h.fits(limits) for h in able):
+        maxima = [h.max_limits for h in able if h.max_limits is not None]
+        raise errors.InvalidInput("; ".join(limits.exceeding(maxima[0])), code="limit_exceeded")
+
+
+def _isolation_body(row: Row) -> dict[str, Any]:
+    """The session's network policy and limits, as the agent's create takes them."""
+    return {
+        "network": row["network"] or "egress",
+        "egress_allow": row["egress_allow"],
+        "limits": row["limits"] or {},
+    }

@@ -140,6 +140,8 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
             "max_sandboxes": info["capacity"]["max_sandboxes"],
             "cpus": info["capacity"]["cpus"],
             "memory_mb": info["capacity"]["memory_mb"],
+            "egress": info.get("egress", False),
+            "limits": info.get("limits"),
             "last_heartbeat": now,
         }
         with self.engine.begin() as conn:
@@ -231,9 +233,9 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
         values = {"status": "terminated", "status_reason": reason, "terminated_at": _now()}
         return self._transition_with_event(session_id, ACTIVE_STATUSES, values, "session.terminated")
 
-    def mark_running(self, session_id: str) -> bool:
-        """A created session is up: queue ``session.created`` in the same transaction."""
-        values = {"status": "running", "started_at": _now()}
+    def mark_running(self, session_id: str, **granted: Any) -> bool:
+        """A created session is up, with what its host granted: queue ``session.created`` in one transaction."""
+        values = {"status": "running", "started_at": _now(), **granted}
         return self._transition_with_event(session_id, ["creating"], values, "session.created")
 
     def _transition_with_event(

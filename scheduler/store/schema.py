@@ -85,6 +85,10 @@ hosts = sa.Table(
     sa.Column("memory_mb", sa.Integer, nullable=False),
     sa.Column("last_heartbeat", sa.Float, nullable=False),
     sa.Column("registered_at", sa.Float, nullable=False),
+    # Whether its sessions can reach outside networks; its limits'
+    # defaults and maxima ({"default": {...}, "max": {...}}). (0005)
+    sa.Column("egress", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("limits", sa.JSON, nullable=True),
 )
 
 sessions = sa.Table(
@@ -103,6 +107,11 @@ sessions = sa.Table(
     sa.Column("create_deadline", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("terminated_at", sa.Float, nullable=True),
+    # "egress" | "none" (as granted by its host), the egress allow-list,
+    # and the resource limits in force. (0005)
+    sa.Column("network", sa.String(16), nullable=True),
+    sa.Column("egress_allow", sa.JSON, nullable=True),
+    sa.Column("limits", sa.JSON, nullable=True),
     sa.Index("ix_sessions_account_created", "account_id", "created_at"),
     sa.Index("ix_sessions_status", "status"),
     sa.Index("ix_sessions_host", "host_id"),
