@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
@@ -56,7 +56,7 @@ class Lease:
         }
 
 
-def _overlapping_routes(subnet: IPv4Network, is_own: Any) -> list[str]:
+def _overlapping_routes(subnet: IPv4Network, is_own: Callable[[str], int | None]) -> list[str]:
     """Main-table routes into ``subnet`` through interfaces that are not ours."""
     found = []
     with IPRoute() as ipr:
@@ -90,13 +90,6 @@ class SlotPool:
     def egress(self) -> bool:
         """Whether sessions here can reach anything outside at all."""
         return self.config.uplink is not None
-
-    @property
-    def free(self) -> int:
-        return len(self._free)
-
-    def lease(self, sandbox_id: str) -> Lease | None:
-        return self._leases.get(sandbox_id)
 
     # -- lifecycle ---------------------------------------------------------
 
