@@ -56,7 +56,7 @@ async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = 
             await nursery.start(DeliveryWorker(store, config).run)
             workspaces = WorkspaceService(service)
             await nursery.start(workspaces.run)
-            jobs = JobService(service, config)
+            jobs = JobService(service, config, workspaces)
             await nursery.start(jobs.run)
             app = create_app(config, service, workspaces)
             register_job_routes(app, jobs)

@@ -105,7 +105,15 @@ async def test_kinds_catalogue_is_generated_from_the_input_models(system: System
     response = await system.client.get("/v1/jobs/kinds")
     assert response.status_code == 200
     kinds = {k["kind"]: k for k in response.json()["kinds"]}
-    assert set(kinds) == {"sandbox.exec", "pipeline.run", "session.terminate", "session.bulk_terminate"}
+    assert set(kinds) == {
+        "sandbox.exec",
+        "pipeline.run",
+        "session.terminate",
+        "session.bulk_terminate",
+        "workspace.delete",
+        "workspace.bulk_delete",
+    }
+    assert kinds["workspace.delete"]["scope"] == "workspaces.write"
     assert kinds["sandbox.exec"]["scope"] == "exec.write" and kinds["session.terminate"]["scope"] == "sessions.write"
     for name, entry in kinds.items():
         kind = registered()[name]
