@@ -48,7 +48,7 @@ def _nothing_made(system: System) -> None:
     pool = system.lxc_path.parent.parent / "pool"
     assert list((pool / "disks").iterdir()) == []
     assert list((pool / "staging").iterdir()) == []
-    assert mounts.mounts_under(system.lxc_path.parent) == []
+    assert mounts.mounts_under(system.lxc_path.parent / "mounts") == []  # workspace mounts
 
 
 async def test_import_public_repository(git_system: System, git_server: GitHost) -> None:

@@ -50,7 +50,7 @@ async def test_agent_restart_keeps_workspace_mount_and_removes_debris(
 
         system.agent.config.destroy_on_shutdown = True
         await system.agent.start(nursery)
-        assert mounts.mounts_under(state) == [kept_mount]
+        assert mounts.mounts_under(state / "mounts") == [kept_mount]
         assert loops_of(pool) != [] and stray_loop not in loops_of(pool)
         assert len(loops_of(pool)) == 1
         assert list((pool / "staging").iterdir()) == []
