@@ -3,6 +3,7 @@
 eval "$(chaser up --detach)"     # start scheduler + agent here, export creds
 chaser exec --ephemeral "uname -a"
 chaser sessions list
+chaser jobs exec --ephemeral "npm test" --wait --json
 chaser down
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 import trio
 
 import vmimages
-from chaser import embedded, errors
+from chaser import _jobs_cli, embedded, errors
 from chaser._signals import run_until_signalled
 from chaser.client import Client
 
@@ -225,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true")
     run.add_argument("command")
     run.set_defaults(func=cmd_exec)
+
+    _jobs_cli.add_parser(sub)
     return parser
 
 
