@@ -4,6 +4,7 @@ eval "$(chaser up --detach)"     # start scheduler + agent here, export creds
 chaser exec --ephemeral "uname -a"
 chaser sessions list
 chaser --account "Acme Engineering" keys create --name ci --scope sessions.read
+chaser jobs exec --ephemeral "npm test" --wait --json
 chaser down
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 import trio
 
 import vmimages
-from chaser import cli_accounts, embedded, errors
+from chaser import _jobs_cli, cli_accounts, embedded, errors
 from chaser._signals import run_until_signalled
 from chaser.cli_workspaces import add_workspace_commands
 
@@ -278,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_accounts.register(sub)
 
     add_workspace_commands(sub)
+
+    _jobs_cli.add_parser(sub)
     return parser
 
 

@@ -9,6 +9,8 @@ given them, and raises the same error types the servers use
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -117,3 +119,63 @@ class Client(AccountsMixin, WorkspacesApi):
         if timeout_ms is not None:
             timeout = max(timeout, timeout_ms / 1000 + 60)
         return self._request("POST", "/v1/exec", json=body, timeout=timeout)  # type: ignore[no-any-return]
+
+    # -- jobs -------------------------------------------------------------
+
+    def create_job(
+        self,
+        kind: str,
+        job_input: dict[str, Any],
+        *,
+        run_at: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"kind": kind, "input": job_input}
+        if run_at is not None:
+            body["run_at"] = run_at
+        if idempotency_key is not None:
+            body["idempotency_key"] = idempotency_key
+        return self._request("POST", "/v1/jobs", json=body)  # type: ignore[no-any-return]
+
+    def list_jobs(
+        self, *, kind: str | None = None, status: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        optional = {"kind": kind, "status": status, "cursor": cursor}
+        params.update({k: v for k, v in optional.items() if v is not None})
+        return self._request("GET", "/v1/jobs", params=params)  # type: ignore[no-any-return]
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}")  # type: ignore[no-any-return]
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/jobs/{job_id}/cancel")  # type: ignore[no-any-return]
+
+    def retry_job(self, job_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/jobs/{job_id}/retry")  # type: ignore[no-any-return]
+
+    def job_kinds(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/jobs/kinds")  # type: ignore[no-any-return]
+
+    def wait_job(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll: float = 0.25,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job has succeeded, failed or been canceled; ``on_change`` sees each new state."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = None
+        while True:
+            job = self.get_job(job_id)
+            if (job["status"], job["attempt"]) != seen:
+                seen = (job["status"], job["attempt"])
+                if on_change is not None:
+                    on_change(job)
+            if job["status"] in ("succeeded", "failed", "canceled"):
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise errors.Timeout(f"job {job_id} is still {job['status']} after {timeout:g}s", code="wait_timeout")
+            time.sleep(poll)

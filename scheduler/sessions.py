@@ -48,6 +48,7 @@ class SessionService:
         self.config = config
         self.public_url = public_url.rstrip("/")
         self._nursery: trio.Nursery | None = None
+        self._up_since = time.time()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the background work (provisioning, cleanup, the reconcile sweep)."""
@@ -336,6 +337,8 @@ class SessionService:
         for row in await self.store.run(self.store.overdue_creates, now):
             await self._terminate_row(row, f"did not start within {self.config.create_timeout:g}s")
         silent_since = now - 2 * self.config.heartbeat_timeout
+        if silent_since < self._up_since:
+            return  # too soon after our own start to tell a silent host from one we were not there to hear
         for row in await self.store.run(self.store.active_sessions_on_silent_hosts, silent_since):
             await self.store.run(self.store.terminate, row["id"], "its host stopped responding")
 

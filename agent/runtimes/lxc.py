@@ -46,6 +46,8 @@ Ts = TypeVarTuple("Ts")
 _INIT_IN_CONTAINER = "/.chaser-init"
 
 _START_TIMEOUT = 10
+_STOP_TIMEOUT = 10.0
+_STOP_POLL = 0.005
 
 _CONFIG_TEMPLATE = """\
 lxc.include = /usr/share/lxc/config/common.conf
@@ -136,8 +138,14 @@ class LxcProcess(Process):
 
 
 def _exec_in_container(spec: ProcessSpec) -> int:
-    """Runs in the attached child: own session (for group kill), then exec."""
+    """Runs in the attached child: own session (for group kill), no fd of ours, then exec.
+
+    Servers in this process (the agent's API, the scheduler's in embedded
+    mode) keep inheritable listening sockets; closing every descriptor past
+    stderr keeps them, and any pipe of the agent, out of the sandbox.
+    """
     try:
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         os.setsid()
         if spec.cwd:
             os.chdir(spec.cwd)
@@ -268,15 +276,32 @@ class LxcRuntime(Runtime):
     def _destroy_sync(self, sandbox_id: str) -> None:
         home = self._dir(sandbox_id)
         if (home / "config").exists():
-            container = self._container(sandbox_id)
-            if container.running and not container.stop():
-                raise RuntimeFailure(f"container {sandbox_id} would not stop")
+            self._kill_sync(self._container(sandbox_id))
         disk = self._disk(sandbox_id)
         for path in (home, disk):
             with contextlib.suppress(FileNotFoundError):
                 if path is not None:
                     shutil.rmtree(path)
         _remove_cgroups(sandbox_id)
+
+    def _kill_sync(self, container: lxc.Container) -> None:
+        """Kill the container's init and wait until it has stopped.
+
+        Not ``Container.stop()``: it waits holding the GIL, and a dying
+        container's init waits in turn for the agent to reap the processes
+        it attached (children of this process), which needs the GIL: the
+        agent would hang whenever a sandbox is destroyed under a running
+        exec. Sleeping here releases the GIL while the loop reaps them.
+        """
+        deadline = time.monotonic() + _STOP_TIMEOUT
+        while container.running:
+            init_pid = container.init_pid  # -1 once stopped: never signal that (it means every process)
+            if init_pid > 1:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(init_pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(f"container {container.name} would not stop")
+            time.sleep(_STOP_POLL)
 
     async def running(self) -> set[str]:
         names = await self._run(_running_names, str(self.lxc_path))
