@@ -279,9 +279,8 @@ class LxcRuntime(Runtime):
             self._kill_sync(self._container(sandbox_id))
         disk = self._disk(sandbox_id)
         for path in (home, disk):
-            with contextlib.suppress(FileNotFoundError):
-                if path is not None:
-                    shutil.rmtree(path)
+            if path is not None:
+                _remove_tree(path)
         _remove_cgroups(sandbox_id)
 
     def _kill_sync(self, container: lxc.Container) -> None:
@@ -365,3 +364,22 @@ def _move_self_to(dirs: list[Path]) -> None:
     for directory in dirs:
         with contextlib.suppress(OSError):
             (directory / "cgroup.procs").write_text(str(os.getpid()))
+
+
+def _remove_tree(path: Path) -> None:
+    """``rmtree``, retried until the stop deadline.
+
+    Right after init dies, the container's monitor may still be tearing
+    down below ``path``; rmtree then meets an entry changing under it.
+    """
+    deadline = time.monotonic() + _STOP_TIMEOUT
+    while True:
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
