@@ -22,7 +22,7 @@ from typing import Any
 import trio
 
 import vmimages
-from chaser import _jobs_cli, embedded, errors
+from chaser import cli_jobs, embedded, errors
 from chaser._signals import run_until_signalled
 from chaser.client import Client
 
@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("command")
     run.set_defaults(func=cmd_exec)
 
-    _jobs_cli.add_parser(sub)
+    cli_jobs.add_job_commands(sub)
     return parser
 
 
