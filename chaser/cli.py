@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 import vmimages
-from chaser import _jobs_cli, cli_accounts, embedded, errors
+from chaser import cli_accounts, cli_jobs, embedded, errors
 from chaser._signals import run_until_signalled
 from chaser.cli_workspaces import add_workspace_commands
 
@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_workspace_commands(sub)
 
-    _jobs_cli.add_parser(sub)
+    cli_jobs.add_job_commands(sub)
     return parser
 
 

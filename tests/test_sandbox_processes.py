@@ -8,6 +8,8 @@ init waits for the agent to reap the command).
 
 from __future__ import annotations
 
+import os
+
 import trio
 
 from tests.conftest import System
@@ -21,6 +23,20 @@ async def test_commands_get_only_stdio(sqlite_system: System) -> None:
     listed = [line.split()[8] for line in result["output"].splitlines()[1:]]
     assert listed == ["0", "1", "2", "3"], result["output"]
     assert "socket:" not in result["output"]
+
+
+async def test_loopback_is_up_and_the_agent_keeps_its_namespace(sqlite_system: System) -> None:
+    script = (
+        "import socket; s = socket.create_server(('127.0.0.1', 0)); "
+        "socket.create_connection(s.getsockname()); print('lo up')"
+    )
+    for _ in range(3):  # every create brings up its own sandbox's loopback, and only that
+        body = {"ephemeral": True, "command": ["python3", "-c", script]}
+        result = (await sqlite_system.client.post("/v1/exec", json=body)).json()
+        assert result["output"] == "lo up\n", result
+    # Every thread of this process (the agent's workers included) is back in our own namespace.
+    ours = os.readlink("/proc/self/ns/net")
+    assert {os.readlink(f"/proc/self/task/{tid}/ns/net") for tid in os.listdir("/proc/self/task")} == {ours}
 
 
 async def test_terminating_a_session_under_running_commands(sqlite_system: System) -> None:

@@ -168,4 +168,4 @@ def register_job_routes(app: QuartTrio, jobs: JobService) -> None:
         if kind is None:
             raise errors.Conflict(f"job kind {row['kind']!r} is not offered here any more", code="unknown_kind")
         principal().require(kind.scope)
-        return json_response(await render(await jobs.retry(principal().account_id, row["id"])))
+        return json_response(await jobs.retry(principal().account_id, row["id"]))

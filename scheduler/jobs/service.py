@@ -166,8 +166,12 @@ class JobService:
             return row
         return await self.get(account_id, job_id)
 
-    async def retry(self, account_id: str, job_id: str) -> Row:
-        """Queue a failed or canceled job again: a new attempt, the earlier ones kept."""
+    async def retry(self, account_id: str, job_id: str) -> dict[str, Any]:
+        """Queue a failed or canceled job again: a new attempt, the earlier ones kept.
+
+        Returns the job as the retry left it (queued), rendered before the
+        worker is woken to take it.
+        """
         for _ in range(_RACES):
             row = await self.get(account_id, job_id)
             JobStateMachine(Status(row["status"])).apply(Retry())  # 409 unless failed or canceled
@@ -184,8 +188,9 @@ class JobService:
                 result=None,
                 error=None,
             ):
+                queued = self.to_json(await self.get(account_id, job_id), await self.attempts(job_id))
                 self.worker.notify()
-                return await self.get(account_id, job_id)
+                return queued
         raise errors.Conflict(f"job {job_id} kept changing; try again", code="job_busy")
 
     # -- presentation -----------------------------------------------------

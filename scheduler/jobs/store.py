@@ -113,12 +113,12 @@ class JobStore:
 
     def promote_due(self, now: float) -> int:
         """Scheduled jobs whose time has come join the queue, in the order they were due."""
+        due = (jobs.c.status == Status.SCHEDULED) & (jobs.c.run_at <= now)
+        with self.engine.connect() as conn:  # a read first: most polls find nothing, and need no write lock
+            if conn.execute(sa.select(jobs.c.id).where(due).limit(1)).first() is None:
+                return 0
         with self.engine.begin() as conn:
-            result = conn.execute(
-                jobs.update()
-                .where(jobs.c.status == Status.SCHEDULED, jobs.c.run_at <= now)
-                .values(status=Status.QUEUED, queued_at=jobs.c.run_at)
-            )
+            result = conn.execute(jobs.update().where(due).values(status=Status.QUEUED, queued_at=jobs.c.run_at))
         return result.rowcount
 
     def claim(self, worker_id: str, now: float, lease_until: float, account_limit: int) -> tuple[Row, Row] | None:

@@ -114,7 +114,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         return 0
 
 
-def add_parser(sub: Any) -> None:
+def add_job_commands(sub: Any) -> None:
     """Add ``jobs`` to the CLI's subcommands."""
     jobs = sub.add_parser("jobs", help="queue commands as jobs; list, inspect, cancel and retry them")
     actions = jobs.add_subparsers(dest="action", required=True)
