@@ -7,9 +7,10 @@ import socket
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+import vmimages
 from agent.network.addressing import PREFIX_PATTERN
 from chaser._config import FileAndEnvSettings
 from chaser.isolation import Limits
@@ -79,6 +80,9 @@ class AgentConfig(FileAndEnvSettings):
     start_timeout: float = Field(default=30.0, gt=0)
     exec_output_limit: int = Field(default=1 << 20, ge=1024)
     init_binary: Path = Path("/usr/bin/tini-static")
+    # Operator names for built images, e.g. {"node:20": "debian:bookworm"}:
+    # the names a team's pipelines already use, mapped to images this host has.
+    image_aliases: dict[str, str] = Field(default_factory=dict)
     # The storage pool of workspace disks and snapshots; <state_dir>/storage
     # if unset. Put it on XFS (reflink=1) or btrfs for O(1) snapshots and clones.
     storage_dir: Path | None = None
@@ -94,3 +98,13 @@ class AgentConfig(FileAndEnvSettings):
     # Sandboxes' writable layers live on a btrfs filesystem in this sparse
     # file (made on first start), one quota-limited subvolume each.
     scratch_size_gb: int = Field(default=256, ge=1)
+
+    @field_validator("image_aliases")
+    @classmethod
+    def _aliases_name_known_images(cls, aliases: dict[str, str]) -> dict[str, str]:
+        for alias, target in aliases.items():
+            if not alias.strip() or vmimages.resolve(alias) is not None:
+                raise ValueError(f"image alias {alias!r} is empty or already an image name")
+            if vmimages.resolve(target) is None:
+                raise ValueError(f"image alias {alias!r} names unknown image {target!r}")
+        return aliases

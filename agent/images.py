@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,17 +23,22 @@ class ImageStore:
     minute, far too long to do inside a session create.
     """
 
-    def __init__(self, images_dir: Path) -> None:
+    def __init__(self, images_dir: Path, aliases: Mapping[str, str] | None = None) -> None:
         self.images_dir = images_dir
+        # The operator's names first resolve to an image name, then as usual.
+        self.aliases = dict(aliases or {})
 
     def names(self) -> list[str]:
         """Every name that resolves here, aliases included."""
         built = [r.name for r in vmimages.RECIPES.values() if vmimages.is_built(self.images_dir, r)]
         aliases = [alias for alias, target in vmimages.ALIASES.items() if target in built]
-        return sorted(built + aliases)
+        operators = [
+            alias for alias, target in self.aliases.items() if getattr(vmimages.resolve(target), "name", None) in built
+        ]
+        return sorted(built + aliases + operators)
 
     def resolve(self, name: str) -> Image:
-        recipe = vmimages.resolve(name)
+        recipe = vmimages.resolve(self.aliases.get(name, name))
         if recipe is None or not vmimages.is_built(self.images_dir, recipe):
             raise errors.InvalidInput(
                 f"unknown image {name!r}; available: {', '.join(self.names()) or 'none'}",

@@ -51,7 +51,7 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
         pool = SlotPool(config.network, remove_on_exit=config.destroy_on_shutdown)
         manager = SandboxManager(
             runtime,
-            ImageStore(config.images_dir),
+            ImageStore(config.images_dir, config.image_aliases),
             config.state_dir,
             max_sandboxes=config.max_sandboxes,
             start_timeout=config.start_timeout,

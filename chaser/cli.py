@@ -80,6 +80,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                     port=args.port,
                     images_dir=args.images_dir,
                     uplink=args.uplink,
+                    image_aliases=dict(args.image_alias),
                     task_status=task_status,
                 )
             )
@@ -94,6 +95,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_alias(value: str) -> tuple[str, str]:
+    alias, sep, image = value.rpartition("=")
+    if not sep or not alias or not image:
+        raise argparse.ArgumentTypeError(f"expected NAME=IMAGE, got {value!r}")
+    if vmimages.resolve(image) is None or vmimages.resolve(alias) is not None:
+        raise argparse.ArgumentTypeError(f"{value!r}: {image!r} is not an image, or {alias!r} already is one")
+    return alias, image
+
+
 def _detach(args: argparse.Namespace, paths: embedded.Paths) -> int:
     paths.ready.unlink(missing_ok=True)
     command = [
@@ -102,6 +112,7 @@ def _detach(args: argparse.Namespace, paths: embedded.Paths) -> int:
         "--images-dir", str(args.images_dir),
         "--port", str(args.port),
         *(["--uplink", args.uplink] if args.uplink else []),
+        *(f"--image-alias={alias}={image}" for alias, image in args.image_alias),
     ]  # fmt: skip
     with open(paths.log, "ab") as log:
         child = subprocess.Popen(
@@ -238,6 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--state-dir", type=Path, default=embedded.DEFAULT_STATE_DIR)
     up.add_argument("--images-dir", type=Path, default=embedded.DEFAULT_IMAGES_DIR)
     up.add_argument("--uplink", metavar="IFACE", help="give sessions egress, NATed out of IFACE (default: none)")
+    up.add_argument(
+        "--image-alias",
+        type=_image_alias,
+        action="append",
+        default=[],
+        metavar="NAME=IMAGE",
+        help="let sessions ask for IMAGE by NAME too, e.g. node:20=debian:bookworm",
+    )
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="stop the embedded system and remove its sandboxes")

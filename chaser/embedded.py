@@ -75,6 +75,7 @@ async def serve(
     port: int = DEFAULT_PORT,
     images_dir: Path = DEFAULT_IMAGES_DIR,
     uplink: str | None = None,
+    image_aliases: dict[str, str] | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run scheduler and agent; report the API URL once the agent is registered.
@@ -108,6 +109,7 @@ async def serve(
             scheduler_url=url,
             token=creds.token,
             destroy_on_shutdown=True,
+            image_aliases=image_aliases or {},
         )
         if uplink is not None:
             agent_config.network.uplink = uplink

@@ -181,6 +181,11 @@ def network_settings(**overrides: Any) -> dict[str, Any]:
     return {**values, **overrides}
 
 
+# The seeds' examples name images this machine cannot pull; test agents map
+# them to the default image, as an operator would, so the examples run as written.
+SEED_IMAGE_ALIASES = {"node:20": "debian:bookworm", "ghcr.io/example/dev:latest": "debian:bookworm"}
+
+
 def agent_config(
     state_dir: Path, images_dir: Path, scheduler_url: str | None, token: str, **overrides: Any
 ) -> AgentConfig:
@@ -195,6 +200,7 @@ def agent_config(
         "destroy_on_shutdown": True,
         "network": network_settings(),
         "scratch_size_gb": 8,
+        "image_aliases": SEED_IMAGE_ALIASES,
     }
     return AgentConfig.load(None, **{**values, **overrides})
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
+import pydantic
 import pytest
 
+from agent.config import AgentConfig
 from tests.conftest import System
 
 CASES = [
@@ -122,12 +126,27 @@ async def test_seed_session_rules(system: System, body: dict[str, object], fragm
 
 
 async def test_unknown_image_is_named(system: System) -> None:
-    response = await system.client.post("/v1/sessions", json={"ephemeral": True, "image": "ghcr.io/example/dev:latest"})
+    response = await system.client.post("/v1/sessions", json={"ephemeral": True, "image": "ghcr.io/acme/none:1"})
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "unknown_image"
-    assert "ghcr.io/example/dev:latest" in error["message"] and "debian:bookworm" in error["message"]
+    assert "ghcr.io/acme/none:1" in error["message"] and "debian:bookworm" in error["message"]
+    assert "node:20" in error["message"]  # the operator's aliases are offered too
     assert (await system.client.get("/v1/sessions")).json()["sessions"] == []
+
+
+@pytest.mark.parametrize(
+    "aliases",
+    [
+        {"node:20": "ghcr.io/acme/none:1"},
+        {"debian:bookworm": "debian:bookworm"},
+        {"default": "debian:bookworm"},
+        {" ": "default"},
+    ],
+)
+def test_image_alias_must_name_an_image_and_not_shadow_one(tmp_path: Path, aliases: dict[str, str]) -> None:
+    with pytest.raises(pydantic.ValidationError, match="image alias"):
+        AgentConfig.load(None, state_dir=tmp_path, token="t", image_aliases=aliases)
 
 
 async def test_workspace_that_names_nothing(system: System) -> None:

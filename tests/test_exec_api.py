@@ -10,15 +10,15 @@ import trio
 
 from tests.conftest import System, wait_until
 
-# The seeds' "One-shot stateless execution" example, with "image" set to
-# the embedded default image.
+# The seeds' "One-shot stateless execution" example, as written (the test
+# agent maps its image name to the default image: SEED_IMAGE_ALIASES).
 SEEDS_EXAMPLE = """
 curl -sS "$CHASER_API_URL/v1/exec" \\
   -H "Authorization: Bearer $CHASER_API_KEY" \\
   -H "Content-Type: application/json" \\
   -d '{
     "ephemeral": true,
-    "image": "default",
+    "image": "ghcr.io/example/dev:latest",
     "command": "npm ci && npm test",
     "timeout_ms": 900000
   }' | jq

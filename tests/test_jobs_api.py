@@ -1,10 +1,10 @@
 """``/v1/jobs``: the seeds' curl examples (000 CI/CD and 001 Jobs) run as written.
 
-Two edits, as for ``/v1/exec``: ``"image"`` names the default image (the
-only one there is), and the manage examples, whose job id the seed page
-lost (``/v1/jobs/``, ``/v1/jobs//cancel``), get it back as ``$JOB_ID``.
-Workspace examples are accepted and then fail with the workspace lookup's
-404, since no workspace exists (workspaces come with their own issue).
+The seeds' image names resolve through the test agent's image aliases
+(``SEED_IMAGE_ALIASES``). One edit: the manage examples, whose job id the
+seed page lost (``/v1/jobs/``, ``/v1/jobs//cancel``), get it back as
+``$JOB_ID``. Workspace examples here find no workspace and fail with the
+lookup's 404; ``test_jobs_seed_pipeline`` runs them on a real one.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ curl -sS "$CHASER_API_URL/v1/jobs" \\
     "kind": "sandbox.exec",
     "input": {
       "ephemeral": true,
-      "image": "default",
+      "image": "ghcr.io/example/dev:latest",
       "command": "npm ci && npm test"
     }
   }' | jq
@@ -63,7 +63,7 @@ curl -sS "$CHASER_API_URL/v1/jobs" \\
   -H "Content-Type: application/json" \\
   -d '{
     "kind": "sandbox.exec",
-    "input": {"ephemeral": true, "image": "default", "command": "node -v"}
+    "input": {"ephemeral": true, "image": "node:20", "command": "node -v"}
   }' | jq
 """
 
@@ -145,6 +145,7 @@ async def test_jobs_ephemeral_example(system: System) -> None:
     done = await wait_for_job(system.client, str(job["id"]))
     assert done["status"] == "succeeded", done
     assert done["result"]["exit_code"] == 0 and done["error"] is None
+    # node:20 is only an alias of the default image here, whose node is Debian's 18
     assert done["output"].startswith("v18.")
     assert done["started_at"] >= done["created_at"] and done["finished_at"] >= done["started_at"]
     assert system.containers() == set()

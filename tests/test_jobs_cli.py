@@ -1,4 +1,4 @@
-"""``chaser jobs``: the seeds' CLI lines as written (image ``default``), exit codes, progress on a terminal."""
+"""``chaser jobs``: the seeds' CLI lines as written, exit codes, progress on a terminal."""
 
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ from pathlib import Path
 
 import trio
 
-from tests.conftest import System
+from tests.conftest import SEED_IMAGE_ALIASES, System
 from tests.test_cli import CHASER, free_port
 
 SEED_LINES = f"""
 # Direct exec
-{CHASER} jobs exec --ephemeral --image default \\
+{CHASER} jobs exec --ephemeral --image ghcr.io/example/dev:latest \\
   "npm ci && npm test" --wait --json > ci.json; echo "ci=$?"
 
 # On a persistent workspace (for cached dependencies)
 {CHASER} jobs exec --workspace ci-project "npm test" --wait --json > workspace.json; echo "workspace=$?"
 
 {CHASER} jobs exec --workspace my-project "npm test" --wait --json > my-project.json; echo "my-project=$?"
-{CHASER} jobs exec --ephemeral --image default "node -v" --wait --json > node.json; echo "node=$?"
+{CHASER} jobs exec --ephemeral --image node:20 "node -v" --wait --json > node.json; echo "node=$?"
 {CHASER} jobs kinds --json > kinds.json; echo "kinds=$?"
 """
 
@@ -29,6 +29,7 @@ SEED_LINES = f"""
 def test_seed_cli_lines_in_embedded_mode(tmp_path: Path, images_dir: Path) -> None:
     state = tmp_path / "embedded"
     up = f"{CHASER} up --detach --state-dir {state} --images-dir {images_dir} --port {free_port()}"
+    up += "".join(f" --image-alias {alias}={image}" for alias, image in SEED_IMAGE_ALIASES.items())
     script = f'set -uo pipefail\ncd {tmp_path}\neval "$({up})"\n{SEED_LINES}'
     try:
         done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300)

@@ -131,7 +131,7 @@ BAD = [
     ("POST", "/v1/workspaces", {"name": "ok", "extra": 1}, 422, "invalid_request"),
     ("POST", "/v1/workspaces", {"name": "ok", "session_type": "vm"}, 422, "invalid_request"),
     ("POST", "/v1/workspaces", {"name": "ok", "session_type": "browser", "image": "default"}, 422, "invalid_request"),
-    ("POST", "/v1/workspaces", {"name": "ok", "image": "ghcr.io/example/dev:latest"}, 422, "unknown_image"),
+    ("POST", "/v1/workspaces", {"name": "ok", "image": "ghcr.io/acme/none:1"}, 422, "unknown_image"),
     ("PATCH", "/v1/workspaces/nope", {"name": "x"}, 404, "workspace_not_found"),
     ("GET", "/v1/workspaces/nope", None, 404, "workspace_not_found"),
     ("GET", "/v1/workspaces/" + "x" * 300, None, 404, "workspace_not_found"),
