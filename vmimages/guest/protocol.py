@@ -1,0 +1,129 @@
+"""The guest channel's wire format: msgpack messages in length-prefixed frames.
+
+The host agent and the guest agent speak over one byte stream (a
+virtio-serial port). That stream is cut and re-joined under both of them:
+the host agent restarts, or the VM is paused into a file and resumed by a
+new QEMU. Half a frame can be left in a buffer on either side. So a receiver
+starts out *hunting*: it skips bytes up to ``SYNC``, a 16-byte marker sent
+before every ``hello``, and decodes frames from there on; a malformed frame
+sends it hunting again. The first four bytes of ``SYNC`` read as a length
+far over ``MAX_FRAME``, so a marker that arrives where a frame header is
+expected is itself seen as malformed, and then found.
+
+A message is a msgpack map with a ``type`` (``bytes`` stay bytes):
+
+host → guest
+    hello    nonce, time (UNIX seconds), entropy (bytes), session (id):
+             a new host session. The guest detaches every process of the
+             previous one, sets its clock, reseeds its RNG, answers hello.
+    exec     id, argv, env, cwd, merge_stderr: start a process.
+    kill     id, signal: signal the process group.
+    credit   id, fd, bytes: the host consumed that much of a stream.
+    close    id: the host is done with the process's streams.
+guest → host
+    hello    nonce (echoed), boot_id.
+    started  id, pid.
+    output   id, fd (1 or 2), data.
+    eof      id, fd.
+    exit     id, code (128+N when killed by signal N), once its output
+             read so far has been sent.
+
+Output is flow-controlled per stream: the guest sends at most ``WINDOW``
+bytes the host has not credited back, so a reader that stops reading stops
+the process (its pipe fills) rather than filling the host's memory.
+
+No I/O here: ``FrameDecoder`` is fed bytes and returns messages (as h11
+does), so both sides and the tests share this code.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+SYNC = b"\xfe\xedCHASER\x00SYNC\x00\x01\x02"
+MAX_FRAME = 2 << 20
+WINDOW = 256 << 10
+HEADER = struct.Struct(">I")
+
+Message = dict[str, Any]
+
+assert len(SYNC) == 16 and HEADER.unpack_from(SYNC)[0] > MAX_FRAME
+
+
+def encode(message: Message) -> bytes:
+    """One frame: the payload's length, then the msgpack payload."""
+    payload: bytes = msgpack.packb(message, use_bin_type=True)
+    if len(payload) > MAX_FRAME:
+        raise ValueError(f"message of {len(payload)} bytes is over the {MAX_FRAME}-byte frame limit")
+    return HEADER.pack(len(payload)) + payload
+
+
+def encode_sync(message: Message) -> bytes:
+    """A frame preceded by SYNC, where a receiver can find its footing."""
+    return SYNC + encode(message)
+
+
+class FrameDecoder:
+    """Bytes in, messages out; re-synchronises on ``SYNC`` after garbage."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.synced = False
+        # How many times a malformed frame sent it hunting (for logs and tests).
+        self.resyncs = 0
+
+    def reset(self) -> None:
+        """Forget buffered bytes and hunt for ``SYNC`` (after a reconnection)."""
+        self._buf.clear()
+        self.synced = False
+
+    def feed(self, data: bytes) -> list[Message]:
+        self._buf += data
+        messages: list[Message] = []
+        while True:
+            if not self.synced and not self._hunt():
+                return messages
+            if len(self._buf) < HEADER.size:
+                return messages
+            (length,) = HEADER.unpack_from(self._buf)
+            if length > MAX_FRAME:
+                self._lose_sync()
+                continue
+            end = HEADER.size + length
+            if len(self._buf) < end:
+                return messages
+            message = _decode(bytes(self._buf[HEADER.size : end]))
+            if message is None:
+                self._lose_sync()
+                continue
+            del self._buf[:end]
+            messages.append(message)
+
+    def _hunt(self) -> bool:
+        """Drop bytes up to and including ``SYNC``; False if it is not there yet."""
+        found = self._buf.find(SYNC)
+        if found < 0:
+            # Keep a tail that may be the start of a marker split across reads.
+            del self._buf[: max(0, len(self._buf) - (len(SYNC) - 1))]
+            return False
+        del self._buf[: found + len(SYNC)]
+        self.synced = True
+        return True
+
+    def _lose_sync(self) -> None:
+        # Hunt from here: the marker may sit inside what looked like a frame.
+        self.synced = False
+        self.resyncs += 1
+
+
+def _decode(payload: bytes) -> Message | None:
+    try:
+        message = msgpack.unpackb(payload, raw=False)
+    except Exception:  # msgpack raises several unrelated types for bad input
+        return None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return None
+    return message
