@@ -40,9 +40,12 @@ class ExecBody(BaseModel):
 
 def host_info(config: AgentConfig, manager: SandboxManager) -> dict[str, object]:
     """What the scheduler needs to place sessions here."""
+    runtimes = manager.runtime.describe()
     return {
         "host_id": config.host_id,
-        "runtimes": [manager.runtime.name],
+        "runtimes": sorted(runtimes),
+        # What each runtime found out about the host (the VM accelerator).
+        "runtime_info": runtimes,
         "session_types": ["sandbox"],
         "images": manager.images.names(),
         "capacity": {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -32,6 +33,15 @@ class AgentConfig(FileAndEnvSettings):
     start_timeout: float = Field(default=30.0, gt=0)
     exec_output_limit: int = Field(default=1 << 20, ge=1024)
     init_binary: Path = Path("/usr/bin/tini-static")
+    # The runtimes this agent runs; each image says which one it needs
+    # (debian:bookworm is a container, debian:bookworm-vm a microVM).
+    runtimes: tuple[Literal["lxc", "qemu"], ...] = ("lxc", "qemu")
+    qemu_binary: str = "qemu-system-x86_64"
+    vm_memory_mb: int = Field(default=256, ge=64)
+    vm_vcpus: int = Field(default=1, ge=1)
+    # Short paths for VM sockets (a unix socket path has at most 108 bytes)
+    # and the cached accelerator probe; a tmpfs, so the probe reruns at boot.
+    run_dir: Path = Path("/run/chaser")
     # Embedded mode tears everything down on exit; a host service keeps
     # sandboxes running across agent restarts and re-adopts them.
     destroy_on_shutdown: bool = False

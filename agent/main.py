@@ -16,7 +16,7 @@ from agent.api import create_app
 from agent.config import DEFAULT_CONFIG_FILE, AgentConfig
 from agent.images import ImageStore
 from agent.registration import heartbeat_loop
-from agent.runtimes.lxc import LxcRuntime
+from agent.runtimes.setup import start_runtimes
 from agent.sandboxes import SandboxManager
 from chaser import _logging
 from chaser._signals import run_until_signalled
@@ -26,22 +26,23 @@ log = logging.getLogger(__name__)
 
 async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """Recover, serve the API, heartbeat; report the agent's URL once ready."""
-    runtime = LxcRuntime(config.state_dir / "lxc", config.init_binary)
-    manager = SandboxManager(
-        runtime,
-        ImageStore(config.images_dir),
-        config.state_dir,
-        max_sandboxes=config.max_sandboxes,
-        start_timeout=config.start_timeout,
-        output_limit=config.exec_output_limit,
-    )
-    await manager.recover()
     hypercorn = HypercornConfig()
     hypercorn.bind = [config.bind]
     hypercorn.accesslog = None
     hypercorn.graceful_timeout = 1
+    manager: SandboxManager | None = None
     try:
         async with trio.open_nursery() as nursery:
+            runtime = await start_runtimes(config, nursery)
+            manager = SandboxManager(
+                runtime,
+                ImageStore(config.images_dir, runtimes=runtime.runtimes),
+                config.state_dir,
+                max_sandboxes=config.max_sandboxes,
+                start_timeout=config.start_timeout,
+                output_limit=config.exec_output_limit,
+            )
+            await manager.recover()
             binds = await nursery.start(partial(hypercorn_serve, create_app(config, manager), hypercorn))
             url = config.advertise_url or binds[0]
             if config.scheduler_url:
@@ -49,7 +50,7 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
             log.info("agent %s ready at %s", config.host_id, url)
             task_status.started(url)
     finally:
-        if config.destroy_on_shutdown:
+        if config.destroy_on_shutdown and manager is not None:
             with trio.CancelScope(shield=True):
                 await manager.destroy_all()
 

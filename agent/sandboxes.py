@@ -128,7 +128,7 @@ class SandboxManager:
         sandbox = Sandbox(
             id=sandbox_id,
             image=image.name,
-            runtime=self.runtime.name,
+            runtime=image.runtime,
             status="creating",
             created_at=time.time(),
         )

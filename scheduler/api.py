@@ -234,6 +234,7 @@ class HeartbeatBody(BaseModel):
     host_id: str = Field(min_length=1, max_length=128)
     url: str = Field(min_length=1, max_length=512)
     runtimes: list[str]
+    runtime_info: dict[str, dict[str, Any]] = Field(default_factory=dict)
     session_types: list[str]
     images: list[str]
     capacity: Capacity

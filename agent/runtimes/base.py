@@ -106,3 +106,8 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def leftovers(self) -> set[str]:
         """Ids with anything on the host (running or debris)."""
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        """For the host info: each runtime this stands for, with what it found out
+        about the host (a VM runtime reports its accelerator)."""
+        return {self.name: {}}

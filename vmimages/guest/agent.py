@@ -225,6 +225,11 @@ class GuestAgent:
         kind = message["type"]
         if kind == "hello":
             self.hello(message)
+        elif kind == "bye":
+            # Nothing half-read stays behind: the next session starts clean.
+            self.detach_all()
+            self.decoder.reset()
+            self.outbuf += encode({"type": "bye"})
         elif kind == "exec":
             self.exec(message)
         elif kind == "kill":
@@ -260,8 +265,7 @@ class GuestAgent:
         session = message.get("session")
         if isinstance(session, str):
             SESSION_FILE.write_text(session + "\n")
-        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        self.outbuf += encode_sync({"type": "hello", "nonce": message["nonce"], "boot_id": boot_id})
+        self.outbuf += encode_sync({"type": "hello", "nonce": message["nonce"]})
 
     def exec(self, message: Message) -> None:
         request_id = int(message["id"])

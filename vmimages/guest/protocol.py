@@ -3,30 +3,43 @@
 The host agent and the guest agent speak over one byte stream (a
 virtio-serial port). That stream is cut and re-joined under both of them:
 the host agent restarts, or the VM is paused into a file and resumed by a
-new QEMU. Half a frame can be left in a buffer on either side. So a receiver
-starts out *hunting*: it skips bytes up to ``SYNC``, a 16-byte marker sent
-before every ``hello``, and decodes frames from there on; a malformed frame
-sends it hunting again. The first four bytes of ``SYNC`` read as a length
-far over ``MAX_FRAME``, so a marker that arrives where a frame header is
-expected is itself seen as malformed, and then found.
+new QEMU; half a frame can be left in a buffer on either side. So:
+
+- A receiver starts out *hunting*: it skips bytes up to ``SYNC``, a 16-byte
+  marker sent before every ``hello``, and decodes frames from there on; a
+  malformed frame sends it hunting again. The first four bytes of ``SYNC``
+  read as a length far over ``MAX_FRAME``, so a marker that arrives where a
+  frame header is expected is itself seen as malformed, and then found.
+- The host, on a new connection, skips everything up to the exact bytes of
+  the answer to *its* hello (which echoes a fresh random nonce), so nothing
+  stale can pass for the start of the session.
+- A guest that kept half a frame from an earlier session waits for the rest
+  of it; ``flush_padding`` (zeros, one maximal frame long) completes any such
+  frame, which then fails to decode, and the guest hunts again. The host
+  sends it when a reconnection's hello goes unanswered.
+- Before a pause the host says ``bye`` and waits for the answer, so the
+  snapshot holds a guest with nothing half-read or half-sent.
 
 A message is a msgpack map with a ``type`` (``bytes`` stay bytes):
 
 host → guest
     hello    nonce, time (UNIX seconds), entropy (bytes), session (id):
              a new host session. The guest detaches every process of the
-             previous one, sets its clock, reseeds its RNG, answers hello.
+             previous one, sets its clock, reseeds its RNG, answers
+             ``hello`` with the same nonce (and nothing else).
     exec     id, argv, env, cwd, merge_stderr: start a process.
     kill     id, signal: signal the process group.
     credit   id, fd, bytes: the host consumed that much of a stream.
     close    id: the host is done with the process's streams.
+    bye      the host is about to disconnect: detach every process, answer.
 guest → host
-    hello    nonce (echoed), boot_id.
+    hello    nonce (echoed).
     started  id, pid.
     output   id, fd (1 or 2), data.
     eof      id, fd.
-    exit     id, code (128+N when killed by signal N), once its output
-             read so far has been sent.
+    exit     id, code (128+N when killed by signal N), sent once the
+             output read before it has been sent.
+    bye      nothing more follows on this connection.
 
 Output is flow-controlled per stream: the guest sends at most ``WINDOW``
 bytes the host has not credited back, so a reader that stops reading stops
@@ -66,11 +79,22 @@ def encode_sync(message: Message) -> bytes:
     return SYNC + encode(message)
 
 
-class FrameDecoder:
-    """Bytes in, messages out; re-synchronises on ``SYNC`` after garbage."""
+def flush_padding() -> bytes:
+    """Zeros enough to complete any half-received frame (see the module doc)."""
+    return bytes(HEADER.size + MAX_FRAME)
 
-    def __init__(self) -> None:
+
+class FrameDecoder:
+    """Bytes in, messages out; re-synchronises on ``SYNC`` after garbage.
+
+    ``first`` is what to hunt for at the start (``SYNC`` unless given): the
+    host passes the exact frame that answers its hello. It is consumed, not
+    returned.
+    """
+
+    def __init__(self, first: bytes = SYNC) -> None:
         self._buf = bytearray()
+        self._marker = first
         self.synced = False
         # How many times a malformed frame sent it hunting (for logs and tests).
         self.resyncs = 0
@@ -78,9 +102,10 @@ class FrameDecoder:
     def reset(self) -> None:
         """Forget buffered bytes and hunt for ``SYNC`` (after a reconnection)."""
         self._buf.clear()
+        self._marker = SYNC
         self.synced = False
 
-    def feed(self, data: bytes) -> list[Message]:
+    def feed(self, data: bytes | bytearray) -> list[Message]:
         self._buf += data
         messages: list[Message] = []
         while True:
@@ -103,18 +128,20 @@ class FrameDecoder:
             messages.append(message)
 
     def _hunt(self) -> bool:
-        """Drop bytes up to and including ``SYNC``; False if it is not there yet."""
-        found = self._buf.find(SYNC)
+        """Drop bytes up to and including the marker; False if it is not there yet."""
+        found = self._buf.find(self._marker)
         if found < 0:
             # Keep a tail that may be the start of a marker split across reads.
-            del self._buf[: max(0, len(self._buf) - (len(SYNC) - 1))]
+            del self._buf[: max(0, len(self._buf) - (len(self._marker) - 1))]
             return False
-        del self._buf[: found + len(SYNC)]
+        del self._buf[: found + len(self._marker)]
+        self._marker = SYNC
         self.synced = True
         return True
 
     def _lose_sync(self) -> None:
         # Hunt from here: the marker may sit inside what looked like a frame.
+        self._marker = SYNC
         self.synced = False
         self.resyncs += 1
 

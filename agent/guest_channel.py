@@ -1,0 +1,286 @@
+"""The host end of a VM's guest channel: processes multiplexed over one stream.
+
+``GuestChannel.serve`` owns the connection (QEMU's end of the virtio-serial
+port, a unix socket): it says hello, reports itself started once the guest
+agent answered (that is *exec-ready*), then reads frames and routes them to
+the ``GuestProcess`` they concern until the connection ends. Writes go
+through a queue and one writer task, so ``Process.kill`` (synchronous by
+contract) can send too. The wire format is ``vmimages.guest.protocol``.
+
+When the connection ends (QEMU died, the VM was paused, the agent shuts
+down) every process still open ends with it: its output reads EOF and its
+``wait`` raises ``SandboxGone``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import signal
+import time
+from collections import deque
+from typing import Any
+
+import trio
+
+from agent.runtimes.base import Process, ProcessSpec, SandboxGone
+from vmimages.guest.protocol import WINDOW, FrameDecoder, Message, encode, encode_sync, flush_padding
+
+log = logging.getLogger(__name__)
+
+# How often an unanswered hello is repeated while the guest boots.
+_HELLO_EVERY = 0.5
+# On a reconnection, how long before suspecting half a frame in the guest.
+_FLUSH_AFTER = 1.0
+# Credit is returned in batches of this many bytes consumed.
+_CREDIT_BATCH = WINDOW // 4
+
+
+class GuestOutput(trio.abc.ReceiveStream):
+    """One output stream (stdout or stderr) of a process in the guest."""
+
+    def __init__(self, channel: GuestChannel, process_id: int, fd: int) -> None:
+        self._channel = channel
+        self._process_id = process_id
+        self._fd = fd
+        self._chunks: deque[bytes] = deque()
+        self._ended = False
+        self._wakeup = trio.Event()
+        self._unacknowledged = 0
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._wakeup.set()
+
+    def end(self) -> None:
+        self._ended = True
+        self._wakeup.set()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        while not self._chunks and not self._ended:
+            self._wakeup = trio.Event()
+            await self._wakeup.wait()
+        if not self._chunks:
+            return b""
+        chunk = self._chunks.popleft()
+        if max_bytes is not None and len(chunk) > max_bytes:
+            chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
+            self._chunks.appendleft(rest)
+        self._unacknowledged += len(chunk)
+        if self._unacknowledged >= _CREDIT_BATCH:
+            self._channel.send(
+                {"type": "credit", "id": self._process_id, "fd": self._fd, "bytes": self._unacknowledged}
+            )
+            self._unacknowledged = 0
+        return chunk
+
+    async def aclose(self) -> None:
+        self.end()
+        self._chunks.clear()
+        await trio.lowlevel.checkpoint()
+
+
+class GuestProcess(Process):
+    """A process the guest agent started; its id is the channel's, not a pid."""
+
+    def __init__(self, channel: GuestChannel, process_id: int, merge_stderr: bool) -> None:
+        self._channel = channel
+        self.id = process_id
+        self.pid: int | None = None
+        self._outputs = {1: GuestOutput(channel, process_id, 1)}
+        if not merge_stderr:
+            self._outputs[2] = GuestOutput(channel, process_id, 2)
+        self.stdout = self._outputs[1]
+        self.stderr = self._outputs.get(2)
+        self._code: int | None = None
+        self._lost: str | None = None
+        self._exited = trio.Event()
+
+    def output(self, fd: int) -> GuestOutput | None:
+        return self._outputs.get(fd)
+
+    def exited(self, code: int) -> None:
+        self._code = code
+        self._exited.set()
+
+    def lost(self, reason: str) -> None:
+        self._lost = reason
+        for output in self._outputs.values():
+            output.end()
+        self._exited.set()
+
+    async def wait(self) -> int:
+        await self._exited.wait()
+        if self._code is None:
+            raise SandboxGone(f"the process's VM went away: {self._lost}")
+        return self._code
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if not self._exited.is_set():
+            self._channel.send({"type": "kill", "id": self.id, "signal": int(sig)})
+
+    async def aclose(self) -> None:
+        self._channel.release(self)
+        for output in self._outputs.values():
+            await output.aclose()
+
+
+class GuestChannel:
+    """One connection to a guest agent; see the module docstring."""
+
+    def __init__(self, stream: trio.abc.Stream, name: str) -> None:
+        self._stream = stream
+        self.name = name
+        self._outgoing_send, self._outgoing = trio.open_memory_channel[bytes](math.inf)
+        self._processes: dict[int, GuestProcess] = {}
+        self._ids = itertools.count(1)
+        self._closed: str | None = None
+        self._bye = trio.Event()
+        self._scope: trio.CancelScope | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    async def serve(
+        self,
+        session: str,
+        *,
+        reconnecting: bool,
+        task_status: trio.TaskStatus[GuestChannel] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Handshake, report started (exec-ready), then route frames until the end.
+
+        ``reconnecting``: the guest ran before (agent restart, resume), so it
+        may hold half a frame; pad if the hello goes unanswered.
+        """
+        nonce = os.urandom(16)
+        decoder = FrameDecoder(first=encode_sync({"type": "hello", "nonce": nonce}))
+        reason = "the connection closed"
+        ready = False
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                nursery.start_soon(self._write_loop)
+                greeter = trio.CancelScope()
+                nursery.start_soon(self._greet, greeter, nonce, session, reconnecting)
+                while True:
+                    try:
+                        data = await self._stream.receive_some(65536)
+                    except trio.BrokenResourceError as exc:
+                        reason = f"the connection broke ({exc})"
+                        break
+                    if not data:
+                        break
+                    was_synced = decoder.synced
+                    messages = decoder.feed(data)
+                    if decoder.synced and not was_synced and not ready:
+                        ready = True
+                        greeter.cancel()
+                        task_status.started(self)
+                    for message in messages:
+                        self._dispatch(message)
+                nursery.cancel_scope.cancel()
+        finally:
+            if self._closed is None:
+                self._end(reason)
+            with trio.CancelScope(shield=True):
+                await self._stream.aclose()
+        if not ready:
+            raise SandboxGone(f"the guest agent did not answer: {self._closed}")
+
+    async def _greet(self, scope: trio.CancelScope, nonce: bytes, session: str, reconnecting: bool) -> None:
+        started = trio.current_time()
+        flushed = not reconnecting
+        with scope:
+            while True:
+                if not flushed and trio.current_time() - started > _FLUSH_AFTER:
+                    self._outgoing_send.send_nowait(flush_padding())
+                    flushed = True
+                hello = {
+                    "type": "hello",
+                    "nonce": nonce,
+                    "time": time.time(),
+                    "entropy": os.urandom(64),
+                    "session": session,
+                }
+                self._outgoing_send.send_nowait(encode_sync(hello))
+                await trio.sleep(_HELLO_EVERY)
+
+    async def _write_loop(self) -> None:
+        async for data in self._outgoing:
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+
+    def _dispatch(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "bye":
+            self._bye.set()
+            return
+        process = self._processes.get(message.get("id", -1))
+        if process is None:
+            return  # released by the host, or an answer to an earlier hello
+        if kind == "started":
+            process.pid = int(message["pid"])
+        elif kind == "output":
+            stream = process.output(int(message["fd"]))
+            if stream is not None:
+                stream.feed(bytes(message["data"]))
+        elif kind == "eof":
+            stream = process.output(int(message["fd"]))
+            if stream is not None:
+                stream.end()
+        elif kind == "exit":
+            process.exited(int(message["code"]))
+
+    def _end(self, reason: str) -> None:
+        self._closed = reason
+        self._bye.set()
+        self._outgoing_send.close()
+        for process in self._processes.values():
+            process.lost(reason)
+        self._processes.clear()
+
+    def send(self, message: Message) -> None:
+        """Queue a message; a no-op once the channel is closed."""
+        if self._closed is None:
+            self._outgoing_send.send_nowait(encode(message))
+
+    async def spawn(self, spec: ProcessSpec) -> GuestProcess:
+        if self._closed is not None:
+            raise SandboxGone(f"no guest agent connection: {self._closed}")
+        process = GuestProcess(self, next(self._ids), spec.merge_stderr)
+        self._processes[process.id] = process
+        request: dict[str, Any] = {
+            "type": "exec",
+            "id": process.id,
+            "argv": list(spec.argv),
+            "env": dict(spec.env),
+            "cwd": spec.cwd,
+            "merge_stderr": spec.merge_stderr,
+        }
+        self.send(request)
+        await trio.lowlevel.checkpoint()
+        return process
+
+    def release(self, process: GuestProcess) -> None:
+        if self._processes.pop(process.id, None) is not None:
+            self.send({"type": "close", "id": process.id})
+
+    async def say_bye(self) -> None:
+        """Leave the guest with nothing half-sent (before a snapshot), then close."""
+        self.send({"type": "bye"})
+        if self._closed is None:
+            await self._bye.wait()
+        self.close("the host said bye")
+
+    def close(self, reason: str) -> None:
+        if self._closed is None:
+            self._end(reason)
+        if self._scope is not None:
+            self._scope.cancel()

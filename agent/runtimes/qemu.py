@@ -1,0 +1,309 @@
+"""Sandboxes as QEMU microVMs, driven over QMP and a guest agent channel.
+
+A sandbox is ``<state>/<id>/``: ``vm.json`` (what the VM is made of, see
+``qemu_command``), ``disk.qcow2`` (its writable disk, a copy-on-write
+overlay over the image's blank scratch disk: the guest mounts it as the
+upper layer of an overlayfs over the image's read-only erofs disk),
+``console.log`` and QEMU's pid file; its QMP and guest sockets live in the
+short run dir. QEMU daemonizes, so VMs keep running across agent restarts;
+a live VM is recognised by its ``-name`` in ``/proc/<pid>/cmdline``.
+
+Booting is done when the guest agent answers its hello (exec-ready). A VM
+that dies first (a kernel panic ends QEMU: ``panic=-1`` and ``-no-reboot``)
+is reported with the console's last words; one that hangs is cut off by the
+caller's deadline. Either way ``start`` kills QEMU before it raises, and
+``destroy`` removes every file and socket.
+
+The guest channels' reader tasks run in the runtime's own nursery
+(``run``); a channel lost with its agent (a restart) is opened again on
+first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections import defaultdict
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from agent.guest_channel import GuestChannel
+from agent.runtimes.base import Process, ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
+from agent.runtimes.machine import Machine
+from agent.runtimes.qemu_command import VmConfig, VmPaths, qemu_argv
+from vmimages.vm import VmImageFiles
+
+log = logging.getLogger(__name__)
+
+# How long QEMU may take to set up and daemonize, and to die once killed.
+_LAUNCH_TIMEOUT = 30.0
+_KILL_TIMEOUT = 10.0
+# After the guest connection drops during boot, how long to wait for QEMU's
+# exit, which explains it better than the dropped connection does.
+_EXIT_GRACE = 3.0
+_CONSOLE_TAIL = 40
+_TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s*")
+
+
+class QemuRuntime(Runtime):
+    name = "qemu"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        run_dir: Path,
+        machine: Machine,
+        *,
+        memory_mb: int,
+        vcpus: int,
+        qemu: str = "qemu-system-x86_64",
+        connect_timeout: float = 30.0,
+    ) -> None:
+        self.state_dir = state_dir
+        self.run_dir = run_dir
+        self.machine = machine
+        self.memory_mb = memory_mb
+        self.vcpus = vcpus
+        self.qemu = qemu
+        self.connect_timeout = connect_timeout
+        state_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._channels: dict[str, GuestChannel] = {}
+        self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
+        self._nursery: trio.Nursery | None = None
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        return {self.name: {"accel": self.machine.accel, "machine": self.machine.machine}}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the guest channels' tasks until cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            for channel in self._channels.values():
+                channel.close("the agent is stopping")
+            self._channels.clear()
+
+    def paths(self, sandbox_id: str) -> VmPaths:
+        return VmPaths(self.state_dir, self.run_dir, sandbox_id)
+
+    # -- create and boot ---------------------------------------------------
+
+    async def create(self, spec: SandboxSpec) -> None:
+        paths = self.paths(spec.id)
+        image = VmImageFiles(spec.rootfs)
+        paths.home.mkdir(mode=0o700)
+        config = VmConfig(
+            image=spec.image,
+            image_disk=str(image.disk),
+            kernel=str(image.kernel),
+            initrd=str(image.initrd),
+            memory_mb=self.memory_mb,
+            vcpus=self.vcpus,
+            machine=self.machine,
+        )
+        paths.config.write_text(config.to_json())
+        await _qemu_img("create", "-q", "-f", "qcow2", "-b", str(image.scratch), "-F", "raw", str(paths.disk))
+
+    async def start(self, sandbox_id: str) -> None:
+        paths = self.paths(sandbox_id)
+        if not paths.config.exists():
+            raise SandboxGone(f"sandbox {sandbox_id} does not exist")
+        await self._boot(paths, incoming=False)
+
+    async def _boot(self, paths: VmPaths, *, incoming: bool) -> None:
+        """Launch QEMU and connect to the guest agent; on any failure, kill QEMU."""
+        config = VmConfig.from_json(paths.config.read_text())
+        pid = await self._launch(config, paths, incoming=incoming)
+        try:
+            await self._connect(paths, pid, reconnecting=False)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                self._drop_channel(paths.id, "the boot failed")
+                await _kill(pid, paths.name)
+            raise
+
+    async def _launch(self, config: VmConfig, paths: VmPaths, *, incoming: bool) -> int:
+        """Start QEMU; returns once it has daemonized (its devices and sockets exist).
+
+        Shielded: cut off half-way, QEMU's daemon child could outlive the
+        parent trio kills, unknown to us. It takes tens of milliseconds.
+        """
+        paths.pidfile.unlink(missing_ok=True)
+        argv = qemu_argv(self.qemu, config, paths, incoming=incoming)
+        with trio.CancelScope(shield=True), trio.move_on_after(_LAUNCH_TIMEOUT):
+            done = await trio.run_process(
+                argv, capture_stderr=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, check=False
+            )
+            pid = _qemu_pid(paths)
+            if done.returncode == 0 and pid is not None:
+                return pid
+            error = done.stderr.decode(errors="replace").strip().splitlines()
+            raise RuntimeFailure(f"QEMU did not start: {error[-1] if error else f'exit status {done.returncode}'}")
+        raise RuntimeFailure(f"QEMU did not start within {_LAUNCH_TIMEOUT:g}s")
+
+    async def _connect(self, paths: VmPaths, pid: int, *, reconnecting: bool) -> GuestChannel:
+        """Open the guest channel and wait for the hello, or for QEMU to die first."""
+        if self._nursery is None:
+            raise RuntimeFailure("the qemu runtime is not running")
+        nursery = self._nursery
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            raise RuntimeFailure(_explain_exit(paths)) from None
+        try:
+            stream = await trio.open_unix_socket(str(paths.guest))
+            channel = GuestChannel(stream, paths.id)
+            died = trio.Event()
+            lost: SandboxGone | None = None
+            async with trio.open_nursery() as race:
+
+                async def watch_qemu() -> None:
+                    await trio.lowlevel.wait_readable(pidfd)
+                    died.set()
+                    race.cancel_scope.cancel()
+
+                race.start_soon(watch_qemu)
+                try:
+                    await nursery.start(partial(channel.serve, paths.id, reconnecting=reconnecting))
+                except SandboxGone as exc:
+                    lost = exc
+                    with trio.move_on_after(_EXIT_GRACE):
+                        await died.wait()
+                race.cancel_scope.cancel()
+            if died.is_set():
+                channel.close("QEMU exited")
+                raise RuntimeFailure(_explain_exit(paths))
+            if lost is not None:
+                raise RuntimeFailure(f"the guest agent went away while connecting: {lost}")
+        finally:
+            os.close(pidfd)
+        self._channels[paths.id] = channel
+        return channel
+
+    def _drop_channel(self, sandbox_id: str, reason: str) -> None:
+        channel = self._channels.pop(sandbox_id, None)
+        if channel is not None:
+            channel.close(reason)
+
+    async def _channel(self, sandbox_id: str) -> GuestChannel:
+        """The live channel to the sandbox's guest agent, reconnecting if needed."""
+        channel = self._channels.get(sandbox_id)
+        if channel is not None and not channel.closed:
+            return channel
+        async with self._locks[sandbox_id]:
+            channel = self._channels.get(sandbox_id)
+            if channel is not None and not channel.closed:
+                return channel
+            paths = self.paths(sandbox_id)
+            pid = await trio.to_thread.run_sync(_qemu_pid, paths)
+            if pid is None:
+                raise SandboxGone(f"sandbox {sandbox_id} is not running")
+            try:
+                with trio.fail_after(self.connect_timeout):
+                    return await self._connect(paths, pid, reconnecting=True)
+            except trio.TooSlowError:
+                raise RuntimeFailure(
+                    f"the guest agent of {sandbox_id} did not answer within {self.connect_timeout:g}s"
+                ) from None
+
+    # -- processes -----------------------------------------------------------
+
+    async def spawn(self, sandbox_id: str, spec: ProcessSpec) -> Process:
+        channel = await self._channel(sandbox_id)
+        return await channel.spawn(spec)
+
+    # -- teardown and inventory ---------------------------------------------
+
+    async def destroy(self, sandbox_id: str) -> None:
+        paths = self.paths(sandbox_id)
+        self._drop_channel(sandbox_id, "the sandbox was destroyed")
+        pid = await trio.to_thread.run_sync(_qemu_pid, paths)
+        if pid is not None:
+            await _kill(pid, paths.name)
+        for sock in paths.sockets:
+            sock.unlink(missing_ok=True)
+        await trio.to_thread.run_sync(partial(shutil.rmtree, paths.home, ignore_errors=True))
+        self._locks.pop(sandbox_id, None)
+
+    async def running(self) -> set[str]:
+        ids = [p.name for p in self.state_dir.iterdir() if p.is_dir()]
+        alive = await trio.to_thread.run_sync(lambda: [i for i in ids if _qemu_pid(self.paths(i)) is not None])
+        return set(alive)
+
+    async def leftovers(self) -> set[str]:
+        homes = {p.name for p in self.state_dir.iterdir() if p.is_dir()}
+        sockets = {p.name.rsplit(".", 1)[0] for p in self.run_dir.iterdir()}
+        return homes | sockets
+
+
+async def _qemu_img(*args: str) -> None:
+    done = await trio.run_process(["qemu-img", *args], capture_stderr=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeFailure(f"qemu-img {args[0]} failed: {done.stderr.decode(errors='replace').strip()}")
+
+
+def _is_ours(pid: int, name: str) -> bool:
+    """True if ``pid`` is a live (not zombie) QEMU started with ``-name name``."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return name.encode() in argv
+
+
+def _qemu_pid(paths: VmPaths) -> int | None:
+    """The pid of the sandbox's live QEMU, by pid file or, failing that, by name."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(paths.pidfile.read_text())
+        if _is_ours(pid, paths.name):
+            return pid
+    # A QEMU whose pid file was lost or never written (an agent killed as
+    # it launched one) is still found by its -name.
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _is_ours(int(entry.name), paths.name):
+            return int(entry.name)
+    return None
+
+
+async def _kill(pid: int, name: str) -> None:
+    """SIGKILL the QEMU and wait until it has exited (through a pidfd: no pid reuse)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if not _is_ours(pid, name):
+            return
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        with trio.move_on_after(_KILL_TIMEOUT) as waited:
+            await trio.lowlevel.wait_readable(pidfd)
+        if waited.cancelled_caught:
+            raise RuntimeFailure(f"QEMU {pid} did not exit after SIGKILL")
+    finally:
+        os.close(pidfd)
+
+
+def _explain_exit(paths: VmPaths) -> str:
+    """Why QEMU ended during boot, from the guest console's last lines."""
+    try:
+        lines = paths.console.read_text(errors="replace").splitlines()[-_CONSOLE_TAIL:]
+    except OSError:
+        lines = []
+    lines = [_TIMESTAMP.sub("", line).strip() for line in lines if line.strip()]
+    said = [line for line in lines if line.startswith("chaser-init:")]
+    panics = [line for line in lines if "Kernel panic" in line]
+    if panics:
+        return f"the guest kernel panicked: {panics[-1]}" + (f" ({said[-1]})" if said else "")
+    return "QEMU exited while the guest booted: " + (" | ".join(lines[-3:]) or "no console output")
