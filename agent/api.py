@@ -28,6 +28,8 @@ class CreateSandbox(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     id: SandboxId
     image: str = Field(min_length=1, max_length=256)
+    # Start from this paused sandbox's snapshot instead of booting the image.
+    fork_from: SandboxId | None = None
 
 
 class ExecBody(BaseModel):
@@ -53,7 +55,10 @@ def host_info(config: AgentConfig, manager: SandboxManager) -> dict[str, object]
             "cpus": os.cpu_count() or 1,
             "memory_mb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20),
         },
-        "sandboxes": [s.id for s in manager.sandboxes() if s.status == "running"],
+        # Sandboxes that exist here and are not paused (resuming and pausing
+        # ones included: they are not lost), and the paused ones.
+        "sandboxes": [s.id for s in manager.sandboxes() if s.status in ("running", "pausing", "resuming")],
+        "paused": [s.id for s in manager.sandboxes() if s.status == "paused"],
     }
 
 
@@ -92,7 +97,7 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
     @app.post("/v1/sandboxes")
     async def create_sandbox() -> Response:
         body = await parse_body(CreateSandbox)
-        sandbox = await manager.create(body.id, body.image)
+        sandbox = await manager.create(body.id, body.image, fork_from=body.fork_from)
         return json_response(sandbox.to_json(), status=201)
 
     @app.get("/v1/sandboxes/<sandbox_id>")
@@ -104,6 +109,14 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
         await manager.destroy(sandbox_id)
         # An explicit empty body: quart-trio cannot send Quart's default one.
         return Response(b"", status=204)
+
+    @app.post("/v1/sandboxes/<sandbox_id>/pause")
+    async def pause_sandbox(sandbox_id: str) -> Response:
+        return json_response((await manager.pause(sandbox_id)).to_json())
+
+    @app.post("/v1/sandboxes/<sandbox_id>/resume")
+    async def resume_sandbox(sandbox_id: str) -> Response:
+        return json_response((await manager.resume(sandbox_id)).to_json())
 
     @app.post("/v1/sandboxes/<sandbox_id>/exec")
     async def exec_in_sandbox(sandbox_id: str) -> Response:

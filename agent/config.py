@@ -39,6 +39,9 @@ class AgentConfig(FileAndEnvSettings):
     qemu_binary: str = "qemu-system-x86_64"
     vm_memory_mb: int = Field(default=256, ge=64)
     vm_vcpus: int = Field(default=1, ge=1)
+    # Start VM sessions from a snapshot of a booted guest of their image
+    # (built in the background after the image's first cold boot).
+    vm_warm_start: bool = True
     # Short paths for VM sockets (a unix socket path has at most 108 bytes)
     # and the cached accelerator probe; a tmpfs, so the probe reruns at boot.
     run_dir: Path = Path("/run/chaser")

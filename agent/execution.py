@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 
 import trio
 
-from agent.runtimes.base import Process
+from agent.runtimes.base import Process, RuntimeFailure
 
 # After the main process exits, how long to keep reading output that a
 # background child may still hold open before giving up on it.
@@ -88,7 +89,9 @@ async def collect(process: Process, timeout: float | None, output_limit: int) ->
     finally:
         if exit_code is None:
             process.kill()
-            with trio.CancelScope(shield=True), trio.move_on_after(_REAP_DEADLINE):
+            # A process whose sandbox is gone (a VM paused or dead) raises here
+            # too; the error that ended the wait above is the one to report.
+            with trio.CancelScope(shield=True), trio.move_on_after(_REAP_DEADLINE), suppress(RuntimeFailure):
                 exit_code = await process.wait()
         with trio.CancelScope(shield=True):
             await process.aclose()

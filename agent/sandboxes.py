@@ -2,8 +2,10 @@
 
 A record per sandbox is written to ``<state_dir>/sandboxes/<id>.json``
 *before* the runtime touches anything, so whatever a crash interrupts is
-known on the next start: ``recover`` re-adopts sandboxes that still run and
-destroys the debris of all others.
+known on the next start: ``recover`` re-adopts sandboxes that still run (or
+sit paused, their snapshot complete) and destroys the debris of all others.
+Pause, resume and destroy of one sandbox take its lock, so they never
+overlap.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import trio
 
 from agent.execution import ExecResult, collect
 from agent.images import ImageStore
-from agent.runtimes.base import ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
+from agent.runtimes.base import ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec, Unsupported
 from chaser import errors
 
 log = logging.getLogger(__name__)
@@ -38,7 +41,7 @@ class Sandbox:
     id: str
     image: str
     runtime: str
-    status: str  # creating | running | destroying
+    status: str  # creating | running | pausing | paused | resuming | destroying
     created_at: float
 
     def to_json(self) -> dict[str, object]:
@@ -66,6 +69,7 @@ class SandboxManager:
         self._sandboxes: dict[str, Sandbox] = {}
         # Creates in flight, so a destroy can cancel one and wait for its rollback.
         self._creating: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
+        self._lifecycle: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
 
     # -- persistence -----------------------------------------------------
 
@@ -97,9 +101,13 @@ class SandboxManager:
             known[record.id] = record
         for path in self.records_dir.glob("*.tmp"):
             path.unlink(missing_ok=True)
-        for sandbox_id in known.keys() | await self.runtime.leftovers():
+        leftovers = await self.runtime.leftovers()
+        for sandbox_id in known.keys() | leftovers:
             sandbox = known.get(sandbox_id)
-            if sandbox is not None and sandbox.status == "running" and sandbox_id in running:
+            if sandbox is not None and (
+                (sandbox.status == "running" and sandbox_id in running)
+                or (sandbox.status == "paused" and sandbox_id in leftovers and sandbox_id not in running)
+            ):
                 self._sandboxes[sandbox_id] = sandbox
                 log.info("re-adopted sandbox %s", sandbox_id, extra={"session_id": sandbox_id})
             else:
@@ -119,11 +127,17 @@ class SandboxManager:
             await self._remove(sandbox_id)
         return dead
 
-    async def create(self, sandbox_id: str, image_name: str) -> Sandbox:
+    async def create(self, sandbox_id: str, image_name: str, *, fork_from: str | None = None) -> Sandbox:
+        """Create and start a sandbox: booted from its image, or forked from a paused one."""
         if sandbox_id in self._sandboxes:
             raise errors.Conflict(f"sandbox {sandbox_id} already exists")
         if len(self._sandboxes) >= self.max_sandboxes:
             raise errors.Unavailable("host is at capacity", code="no_capacity")
+        if fork_from is not None:
+            source = self.get(fork_from)
+            if source.status != "paused":
+                raise errors.Conflict(f"sandbox {fork_from} is {source.status}; only a paused one can be forked")
+            image_name = source.image
         image = self.images.resolve(image_name)
         sandbox = Sandbox(
             id=sandbox_id,
@@ -138,8 +152,13 @@ class SandboxManager:
         self._creating[sandbox_id] = (scope, settled)
         try:
             with scope, trio.fail_after(self.start_timeout):
-                await self.runtime.create(SandboxSpec(id=sandbox_id, image=image.name, rootfs=image.rootfs))
-                await self.runtime.start(sandbox_id)
+                spec = SandboxSpec(id=sandbox_id, image=image.name, rootfs=image.rootfs)
+                if fork_from is not None:
+                    async with self._lifecycle[fork_from]:
+                        await self.runtime.fork(fork_from, spec)
+                else:
+                    await self.runtime.create(spec)
+                    await self.runtime.start(sandbox_id)
             if scope.cancelled_caught:
                 raise errors.Conflict(f"sandbox {sandbox_id} was destroyed while starting", code="destroyed")
         except BaseException as exc:
@@ -147,6 +166,8 @@ class SandboxManager:
                 await self._remove(sandbox_id)
             if isinstance(exc, trio.TooSlowError):
                 raise errors.Timeout(f"sandbox did not start within {self.start_timeout:g}s") from None
+            if isinstance(exc, Unsupported):
+                raise errors.Conflict(str(exc), code="unsupported") from None
             if isinstance(exc, RuntimeFailure):
                 raise errors.Unavailable(f"sandbox failed to start: {exc}", code="start_failed") from None
             raise
@@ -171,9 +192,55 @@ class SandboxManager:
             scope.cancel()
             await settled.wait()
             return
-        sandbox.status = "destroying"
-        self._save(sandbox)
-        await self._remove(sandbox_id)
+        async with self._lifecycle[sandbox_id]:
+            sandbox.status = "destroying"
+            self._save(sandbox)
+            await self._remove(sandbox_id)
+        self._lifecycle.pop(sandbox_id, None)
+
+    async def pause(self, sandbox_id: str) -> Sandbox:
+        """Save the sandbox whole to its host's disk and stop it; ``resume`` continues it."""
+        return await self._transition(sandbox_id, "running", "pausing", "paused", self.runtime.pause)
+
+    async def resume(self, sandbox_id: str) -> Sandbox:
+        """Continue a paused sandbox; returns once it answers (exec-ready)."""
+        return await self._transition(sandbox_id, "paused", "resuming", "running", self.runtime.resume)
+
+    async def _transition(
+        self, sandbox_id: str, before: str, during: str, after: str, step: Callable[[str], Awaitable[None]]
+    ) -> Sandbox:
+        """Run ``step`` under the sandbox's lock, moving ``before`` -> ``during`` -> ``after``.
+
+        On failure the record goes back to ``before`` if the runtime left the
+        sandbox as it was; if the sandbox is gone, so is the record.
+        """
+        sandbox = self.get(sandbox_id)
+        async with self._lifecycle[sandbox_id]:
+            if sandbox.status != before:
+                raise errors.Conflict(f"sandbox {sandbox_id} is {sandbox.status}, not {before}", code="wrong_state")
+            sandbox.status = during
+            self._save(sandbox)
+            try:
+                with trio.fail_after(self.start_timeout):
+                    await step(sandbox_id)
+            except SandboxGone as exc:
+                await self._remove(sandbox_id)
+                raise errors.Conflict(f"sandbox {sandbox_id} is gone: {exc}", code="sandbox_gone") from None
+            except BaseException as exc:
+                sandbox.status = before
+                self._save(sandbox)
+                if isinstance(exc, Unsupported):
+                    raise errors.Conflict(str(exc), code="unsupported") from None
+                if isinstance(exc, trio.TooSlowError):
+                    raise errors.Timeout(f"sandbox did not become {after} within {self.start_timeout:g}s") from None
+                if isinstance(exc, RuntimeFailure):
+                    raise errors.Unavailable(
+                        f"sandbox could not become {after}: {exc}", code=f"{during}_failed"
+                    ) from None
+                raise
+            sandbox.status = after
+            self._save(sandbox)
+        return sandbox
 
     async def destroy_all(self) -> None:
         for sandbox_id in list(self._sandboxes):
@@ -207,4 +274,8 @@ class SandboxManager:
             raise errors.Conflict(f"sandbox {sandbox_id} is not running") from None
         except RuntimeFailure as exc:
             raise errors.Unavailable(str(exc), code="exec_failed") from None
-        return await collect(process, timeout, self.output_limit)
+        try:
+            return await collect(process, timeout, self.output_limit)
+        except* SandboxGone as gone:
+            # The VM was paused, or died, while the command ran.
+            raise errors.Conflict(str(gone.exceptions[0]), code="sandbox_stopped") from None

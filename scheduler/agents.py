@@ -41,10 +41,19 @@ class AgentClient:
             raise errors.from_response(response.status_code, body)
         return body
 
-    async def create_sandbox(self, host_url: str, sandbox_id: str, image: str, timeout: float) -> Any:
-        return await self._call(
-            "POST", f"{host_url}/v1/sandboxes", json={"id": sandbox_id, "image": image}, timeout=timeout
-        )
+    async def create_sandbox(
+        self, host_url: str, sandbox_id: str, image: str, timeout: float, *, fork_from: str | None = None
+    ) -> Any:
+        body = {"id": sandbox_id, "image": image}
+        if fork_from is not None:
+            body["fork_from"] = fork_from
+        return await self._call("POST", f"{host_url}/v1/sandboxes", json=body, timeout=timeout)
+
+    async def pause_sandbox(self, host_url: str, sandbox_id: str, timeout: float) -> Any:
+        return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/pause", timeout=timeout)
+
+    async def resume_sandbox(self, host_url: str, sandbox_id: str, timeout: float) -> Any:
+        return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/resume", timeout=timeout)
 
     async def destroy_sandbox(self, host_url: str, sandbox_id: str) -> None:
         """Destroy; a sandbox the host does not know counts as destroyed."""

@@ -24,6 +24,7 @@ from chaser import errors
 from chaser._quart import install_error_handlers, json_response, parse_body, parse_query
 from scheduler.auth import Principal, authenticate
 from scheduler.config import SchedulerConfig
+from scheduler.lifecycle import SessionLifecycle, install_routes
 from scheduler.sessions import SessionService
 
 P = ParamSpec("P")
@@ -92,7 +93,7 @@ class _Query(BaseModel):
 
 
 class ListSessionsQuery(_Query):
-    status: Literal["creating", "running", "terminated"] | None = None
+    status: Literal["creating", "running", "paused", "terminated"] | None = None
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = None
 
@@ -219,6 +220,13 @@ def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
             result = {**await service.exec_in(row, agent_body, timeout), "session_id": row["id"]}
         return json_response(result)
 
+    install_routes(
+        app,
+        SessionLifecycle(service),
+        requires=requires,
+        account_id=lambda: principal().account_id,
+        session_id=_session_id,
+    )
     return app
 
 
@@ -239,3 +247,4 @@ class HeartbeatBody(BaseModel):
     images: list[str]
     capacity: Capacity
     sandboxes: list[str]
+    paused: list[str] = Field(default_factory=list)

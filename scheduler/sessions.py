@@ -80,6 +80,7 @@ class SessionService:
             "created_at": rfc3339(row["created_at"]),
             "started_at": rfc3339(row["started_at"]),
             "terminated_at": rfc3339(row["terminated_at"]),
+            "forked_from": row.get("forked_from"),
             # Leases are counted once PTY/exec streams exist (session endpoints).
             "active_connection_leases": 0,
             "endpoints": {
@@ -154,13 +155,17 @@ class SessionService:
             "started_at": None,
             "terminated_at": None,
         }
+        return await self.provision(row, options)
+
+    async def provision(self, row: Row, options: list[HostLoad]) -> Row:
+        """Insert the session and start it on the first of ``options`` that can."""
         await self.store.run(self.store.insert_session, row)
         outcome = _Provisioning()
         self.nursery.start_soon(self._provision, row, options, outcome)
         await outcome.done.wait()
         if outcome.error is not None:
             raise outcome.error
-        return await self.get(account_id, row["id"])
+        return await self.get(row["account_id"], row["id"])
 
     async def _provision(self, row: Row, options: list[HostLoad], outcome: _Provisioning) -> None:
         session_id = row["id"]
@@ -173,7 +178,9 @@ class SessionService:
                 remaining = row["create_deadline"] - time.time()
                 try:
                     with trio.fail_after(max(remaining, 0)):
-                        await self.agents.create_sandbox(host.url, session_id, row["image"], timeout=remaining)
+                        await self.agents.create_sandbox(
+                            host.url, session_id, row["image"], timeout=remaining, fork_from=row.get("forked_from")
+                        )
                 except errors.Unavailable as exc:
                     if exc.code == "no_capacity":
                         continue  # the host filled up since its heartbeat: next one
@@ -263,10 +270,15 @@ class SessionService:
         """Record the host and repair sessions from what really runs there."""
         await self.store.run(self.store.upsert_host, info)
         host_id = info["host_id"]
-        running = set(info["sandboxes"])
+        # Paused sandboxes are present too: only their processes are stopped.
+        running = set(info["sandboxes"]) | set(info.get("paused", ()))
         settled_before = time.time() - self.config.heartbeat_timeout
         for row in await self.store.run(self.store.active_sessions_on_host, host_id):
-            if row["status"] == "running" and row["id"] not in running and row["started_at"] < settled_before:
+            if (
+                row["status"] in ("running", "paused")
+                and row["id"] not in running
+                and row["started_at"] < settled_before
+            ):
                 await self.store.run(self.store.terminate, row["id"], "the sandbox stopped on its host")
                 log.warning("session lost on its host", extra={"session_id": row["id"], "host_id": host_id})
         known = await self.store.run(self.store.sessions_by_ids, running)

@@ -169,7 +169,7 @@ class System:
 
     def leftovers(self) -> set[str]:
         found = set()
-        for path in (self.lxc_path, self.qemu_path, self.qemu_run_dir):
+        for path in (self.lxc_path, self.qemu_path / "sandboxes", self.qemu_path / "bases", self.qemu_run_dir):
             if path.exists():
                 found |= {p.name for p in path.iterdir()}
         return found
@@ -205,6 +205,8 @@ def agent_config(
         "token": token,
         "heartbeat_interval": 0.2,
         "destroy_on_shutdown": True,
+        # A template build is a background VM boot: only the tests about it.
+        "vm_warm_start": False,
     }
     return AgentConfig.load(None, **{**values, **overrides})
 

@@ -44,7 +44,8 @@ async def runtime(nursery: trio.Nursery, tmp_path: Path, image: SandboxSpec) -> 
             for sandbox_id in await qemu.leftovers():
                 await qemu.destroy(sandbox_id)
         assert live_qemus(run_dir) == [], "QEMU left running"
-        assert list(run_dir.iterdir()) == [] and list((tmp_path / "qemu").iterdir()) == []
+        for leftover in (run_dir, tmp_path / "qemu/sandboxes", tmp_path / "qemu/bases"):
+            assert list(leftover.iterdir()) == [], leftover
         run_dir.rmdir()
 
 

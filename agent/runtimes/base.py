@@ -7,9 +7,10 @@ way httpcore's connection logic is written once against NetworkBackend.
 A runtime manages *sandboxes*: one per session, named by the session id.
 Operations present now: create, start, spawn (a process, streamed), destroy,
 and the listing used to re-adopt sandboxes after an agent restart. PTYs,
-file transfer, port connections, snapshot and restore are added here as
-further abstract methods when their issues land, so every runtime has to
-answer for them.
+file transfer and port connections are added here as further abstract
+methods when their issues land, so every runtime has to answer for them.
+Pause, resume and fork (memory snapshots) only make sense for some
+runtimes: the others inherit an ``Unsupported`` answer.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class RuntimeFailure(Exception):
 
 class SandboxGone(RuntimeFailure):
     """The sandbox does not exist (any more) on this host."""
+
+
+class Unsupported(RuntimeFailure):
+    """The runtime cannot do this at all (pause an LXC container, say)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,19 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def leftovers(self) -> set[str]:
         """Ids with anything on the host (running or debris)."""
+
+    async def pause(self, sandbox_id: str) -> None:
+        """Save the running sandbox whole (memory, devices, disk) to its files and stop it."""
+        raise Unsupported(f"the {self.name} runtime cannot pause sandboxes")
+
+    async def resume(self, sandbox_id: str) -> None:
+        """Continue a paused sandbox where it stopped; returns once it can spawn."""
+        raise Unsupported(f"the {self.name} runtime cannot resume sandboxes")
+
+    async def fork(self, source_id: str, spec: SandboxSpec) -> None:
+        """Create and start ``spec.id`` from the paused ``source_id``'s saved state,
+        with its own copy-on-write disk; the source stays paused."""
+        raise Unsupported(f"the {self.name} runtime cannot fork sandboxes")
 
     def describe(self) -> dict[str, dict[str, object]]:
         """For the host info: each runtime this stands for, with what it found out

@@ -48,6 +48,17 @@ class RuntimeSet(Runtime):
     async def spawn(self, sandbox_id: str, spec: ProcessSpec) -> Process:
         return await self.owner(sandbox_id).spawn(sandbox_id, spec)
 
+    async def pause(self, sandbox_id: str) -> None:
+        await self.owner(sandbox_id).pause(sandbox_id)
+
+    async def resume(self, sandbox_id: str) -> None:
+        await self.owner(sandbox_id).resume(sandbox_id)
+
+    async def fork(self, source_id: str, spec: SandboxSpec) -> None:
+        runtime = self.owner(source_id)
+        self._owner[spec.id] = runtime
+        await runtime.fork(source_id, spec)
+
     async def destroy(self, sandbox_id: str) -> None:
         owner = self._owner.get(sandbox_id)
         for runtime in [owner] if owner is not None else self.runtimes.values():

@@ -1,12 +1,14 @@
 """Sandboxes as QEMU microVMs, driven over QMP and a guest agent channel.
 
-A sandbox is ``<state>/<id>/``: ``vm.json`` (what the VM is made of, see
-``qemu_command``), ``disk.qcow2`` (its writable disk, a copy-on-write
-overlay over the image's blank scratch disk: the guest mounts it as the
-upper layer of an overlayfs over the image's read-only erofs disk),
-``console.log`` and QEMU's pid file; its QMP and guest sockets live in the
-short run dir. QEMU daemonizes, so VMs keep running across agent restarts;
-a live VM is recognised by its ``-name`` in ``/proc/<pid>/cmdline``.
+Under ``root``: ``sandboxes/<id>/`` holds a sandbox's ``vm.json`` (what the
+VM is made of, see ``qemu_command``), ``disk.qcow2`` (its writable disk, a
+copy-on-write overlay: the guest mounts it as the upper layer of an overlayfs
+over the image's read-only erofs disk), ``console.log``, QEMU's pid file and,
+while paused, ``memory.snap``; ``bases/`` the frozen disks forks share (see
+``qemu_disks``); ``templates/<key>/`` the snapshots of freshly booted guests
+that warm starts fork from. QMP and guest sockets live in the short run dir.
+QEMU daemonizes, so VMs keep running across agent restarts; a live VM is
+recognised by its ``-name`` in ``/proc/<pid>/cmdline``.
 
 Booting is done when the guest agent answers its hello (exec-ready). A VM
 that dies first (a kernel panic ends QEMU: ``panic=-1`` and ``-no-reboot``)
@@ -14,20 +16,29 @@ is reported with the console's last words; one that hangs is cut off by the
 caller's deadline. Either way ``start`` kills QEMU before it raises, and
 ``destroy`` removes every file and socket.
 
-The guest channels' reader tasks run in the runtime's own nursery
-(``run``); a channel lost with its agent (a restart) is opened again on
-first use.
+Pause says bye to the guest agent (so nothing is left half-sent), saves the
+VM's state to ``memory.snap`` and ends QEMU; the disk stays as it is. Resume
+starts an identical QEMU with ``-incoming`` and loads the file. A fork gets
+an overlay over the paused sandbox's frozen disk and a link to its memory
+file, and resumes from there as a new sandbox: the hello gives it its own
+identity (session id, clock, a reseeded RNG).
+
+The guest channels' reader tasks, and template builds, run in the runtime's
+own nursery (``run``); a channel lost with its agent (a restart) is opened
+again on first use.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
 import shutil
 import signal
 import subprocess
+import uuid
 from collections import defaultdict
 from functools import partial
 from pathlib import Path
@@ -35,9 +46,12 @@ from pathlib import Path
 import trio
 
 from agent.guest_channel import GuestChannel
+from agent.qmp import QmpClient, QmpError
+from agent.runtimes import qemu_snapshot
 from agent.runtimes.base import Process, ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
 from agent.runtimes.machine import Machine
 from agent.runtimes.qemu_command import VmConfig, VmPaths, qemu_argv
+from agent.runtimes.qemu_disks import Bases, backing_file, overlay
 from vmimages.vm import VmImageFiles
 
 log = logging.getLogger(__name__)
@@ -48,6 +62,12 @@ _KILL_TIMEOUT = 10.0
 # After the guest connection drops during boot, how long to wait for QEMU's
 # exit, which explains it better than the dropped connection does.
 _EXIT_GRACE = 3.0
+# How long the guest agent may take to say bye before a pause goes on without.
+_BYE_TIMEOUT = 5.0
+# How long QEMU may take to exit after "quit" once its state is saved.
+_QUIT_TIMEOUT = 10.0
+# A template is a whole boot plus a pause.
+_TEMPLATE_TIMEOUT = 300.0
 _CONSOLE_TAIL = 40
 _TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s*")
 
@@ -57,7 +77,7 @@ class QemuRuntime(Runtime):
 
     def __init__(
         self,
-        state_dir: Path,
+        root: Path,
         run_dir: Path,
         machine: Machine,
         *,
@@ -65,22 +85,30 @@ class QemuRuntime(Runtime):
         vcpus: int,
         qemu: str = "qemu-system-x86_64",
         connect_timeout: float = 30.0,
+        warm_start: bool = False,
     ) -> None:
-        self.state_dir = state_dir
+        self.sandboxes_dir = root / "sandboxes"
+        self.templates_dir = root / "templates"
+        self.bases = Bases(root / "bases")
         self.run_dir = run_dir
         self.machine = machine
         self.memory_mb = memory_mb
         self.vcpus = vcpus
         self.qemu = qemu
         self.connect_timeout = connect_timeout
-        state_dir.mkdir(parents=True, exist_ok=True)
+        self.warm_start = warm_start
+        for path in (self.sandboxes_dir, self.templates_dir):
+            path.mkdir(parents=True, exist_ok=True)
         run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._channels: dict[str, GuestChannel] = {}
         self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
+        self._building: set[str] = set()
         self._nursery: trio.Nursery | None = None
 
     def describe(self) -> dict[str, dict[str, object]]:
-        return {self.name: {"accel": self.machine.accel, "machine": self.machine.machine}}
+        return {
+            self.name: {"accel": self.machine.accel, "machine": self.machine.machine, "warm_start": self.warm_start}
+        }
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the guest channels' tasks until cancelled."""
@@ -96,14 +124,14 @@ class QemuRuntime(Runtime):
             self._channels.clear()
 
     def paths(self, sandbox_id: str) -> VmPaths:
-        return VmPaths(self.state_dir, self.run_dir, sandbox_id)
+        return VmPaths(self.sandboxes_dir, self.run_dir, sandbox_id)
 
     # -- create and boot ---------------------------------------------------
 
     async def create(self, spec: SandboxSpec) -> None:
+        """Prepare the sandbox: from the image's template when there is one, else for a cold boot."""
         paths = self.paths(spec.id)
         image = VmImageFiles(spec.rootfs)
-        paths.home.mkdir(mode=0o700)
         config = VmConfig(
             image=spec.image,
             image_disk=str(image.disk),
@@ -113,26 +141,52 @@ class QemuRuntime(Runtime):
             vcpus=self.vcpus,
             machine=self.machine,
         )
+        paths.home.mkdir(mode=0o700)
         paths.config.write_text(config.to_json())
-        await _qemu_img("create", "-q", "-f", "qcow2", "-b", str(image.scratch), "-F", "raw", str(paths.disk))
+        template = self.templates_dir / self._template_key(config)
+        if self.warm_start and (template / "memory.snap").exists():
+            await overlay(template / "disk.qcow2", paths.disk)
+            os.link(template / "memory.snap", paths.memory)
+            return
+        await overlay(image.scratch, paths.disk)
+        if self.warm_start:
+            self._ensure_template(config)
 
     async def start(self, sandbox_id: str) -> None:
+        """Boot, or, for a sandbox made from a snapshot (a template, a fork), restore."""
         paths = self.paths(sandbox_id)
         if not paths.config.exists():
             raise SandboxGone(f"sandbox {sandbox_id} does not exist")
-        await self._boot(paths, incoming=False)
+        if paths.memory.exists():
+            await self._restore(paths)
+        else:
+            await self._boot(paths, incoming=False)
 
     async def _boot(self, paths: VmPaths, *, incoming: bool) -> None:
-        """Launch QEMU and connect to the guest agent; on any failure, kill QEMU."""
+        """Launch QEMU (loading ``memory.snap`` if ``incoming``) and connect to the
+        guest agent; on any failure, kill QEMU."""
         config = VmConfig.from_json(paths.config.read_text())
         pid = await self._launch(config, paths, incoming=incoming)
         try:
-            await self._connect(paths, pid, reconnecting=False)
+            if incoming:
+                qmp = await QmpClient.connect(paths.qmp)
+                try:
+                    await qemu_snapshot.load(qmp, paths.memory)
+                finally:
+                    qmp.close()
+            await self._connect(paths, pid, reconnecting=incoming)
         except BaseException:
             with trio.CancelScope(shield=True):
                 self._drop_channel(paths.id, "the boot failed")
                 await _kill(pid, paths.name)
             raise
+
+    async def _restore(self, paths: VmPaths) -> None:
+        """Run the sandbox from its ``memory.snap``, which then goes: its state moves on."""
+        await self._boot(paths, incoming=True)
+        paths.memory.unlink()
+        # The disk is written from now on: a later fork needs a new base.
+        paths.frozen.unlink(missing_ok=True)
 
     async def _launch(self, config: VmConfig, paths: VmPaths, *, incoming: bool) -> int:
         """Start QEMU; returns once it has daemonized (its devices and sockets exist).
@@ -218,6 +272,94 @@ class QemuRuntime(Runtime):
                     f"the guest agent of {sandbox_id} did not answer within {self.connect_timeout:g}s"
                 ) from None
 
+    # -- snapshots -------------------------------------------------------------
+
+    async def pause(self, sandbox_id: str) -> None:
+        paths = self.paths(sandbox_id)
+        pid = await trio.to_thread.run_sync(_qemu_pid, paths)
+        if pid is None:
+            raise SandboxGone(f"sandbox {sandbox_id} is not running")
+        channel = self._channels.get(sandbox_id)
+        if channel is not None and not channel.closed:
+            with trio.move_on_after(_BYE_TIMEOUT):
+                await channel.say_bye()
+        self._drop_channel(sandbox_id, "the sandbox was paused")
+        qmp = await QmpClient.connect(paths.qmp)
+        try:
+            size = await qemu_snapshot.save(qmp, paths.memory)
+            with contextlib.suppress(QmpError):  # the monitor may close before it answers
+                await qmp.execute("quit")
+        finally:
+            qmp.close()
+        await _wait_exit(pid, paths.name, _QUIT_TIMEOUT)
+        for sock in paths.sockets:
+            sock.unlink(missing_ok=True)
+        log.info("paused sandbox into %d MiB", size >> 20, extra={"session_id": sandbox_id})
+
+    async def resume(self, sandbox_id: str) -> None:
+        paths = self.paths(sandbox_id)
+        if not paths.memory.exists():
+            raise RuntimeFailure(f"sandbox {sandbox_id} is not paused")
+        await self._restore(paths)
+
+    async def fork(self, source_id: str, spec: SandboxSpec) -> None:
+        source, paths = self.paths(source_id), self.paths(spec.id)
+        if not source.memory.exists():
+            raise RuntimeFailure(f"sandbox {source_id} is not paused")
+        async with self.bases.lock:
+            # Freeze the paused disk once; forks made while it stays paused share the base.
+            base = backing_file(source.disk) if source.frozen.exists() else None
+            if base is None:
+                base = await self.bases.freeze(source.disk)
+                source.frozen.touch()
+            paths.home.mkdir(mode=0o700)
+            shutil.copyfile(source.config, paths.config)
+            await overlay(base, paths.disk)
+        os.link(source.memory, paths.memory)
+        await self._restore(paths)
+
+    # -- warm start templates -----------------------------------------------
+
+    def _template_key(self, config: VmConfig) -> str:
+        """Templates fit exactly one machine: same image, kernel, size, accelerator, QEMU."""
+        qemu = shutil.which(self.qemu) or self.qemu
+        stat = os.stat(qemu)
+        material = f"{config.to_json()}|{qemu}|{stat.st_size}|{stat.st_mtime_ns}"
+        return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+    def _ensure_template(self, config: VmConfig) -> None:
+        key = self._template_key(config)
+        if key not in self._building and self._nursery is not None:
+            self._building.add(key)
+            self._nursery.start_soon(self._build_template, config, key)
+
+    async def _build_template(self, config: VmConfig, key: str) -> None:
+        """Boot a guest, pause it, keep its memory and frozen disk as ``templates/<key>``."""
+        paths = self.paths(f"template-{uuid.uuid4()}")
+        staging = self.templates_dir / f".{key}.partial"
+        try:
+            with trio.fail_after(_TEMPLATE_TIMEOUT):
+                paths.home.mkdir(mode=0o700)
+                paths.config.write_text(config.to_json())
+                await overlay(VmImageFiles(Path(config.image_disk)).scratch, paths.disk)
+                await self._boot(paths, incoming=False)
+                await self.pause(paths.id)
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            os.rename(paths.disk, staging / "disk.qcow2")
+            os.chmod(staging / "disk.qcow2", 0o400)
+            os.rename(paths.memory, staging / "memory.snap")
+            shutil.copyfile(paths.config, staging / "vm.json")
+            os.rename(staging, self.templates_dir / key)
+            log.info("warm start template %s of %s is ready", key, config.image)
+        except (RuntimeFailure, OSError, trio.TooSlowError) as exc:
+            log.warning("could not build a warm start template of %s: %s", config.image, exc)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.destroy(paths.id)
+                shutil.rmtree(staging, ignore_errors=True)
+                self._building.discard(key)
+
     # -- processes -----------------------------------------------------------
 
     async def spawn(self, sandbox_id: str, spec: ProcessSpec) -> Process:
@@ -229,29 +371,26 @@ class QemuRuntime(Runtime):
     async def destroy(self, sandbox_id: str) -> None:
         paths = self.paths(sandbox_id)
         self._drop_channel(sandbox_id, "the sandbox was destroyed")
-        pid = await trio.to_thread.run_sync(_qemu_pid, paths)
+        pid = await trio.to_thread.run_sync(partial(_qemu_pid, paths, search=True))
         if pid is not None:
             await _kill(pid, paths.name)
         for sock in paths.sockets:
             sock.unlink(missing_ok=True)
         await trio.to_thread.run_sync(partial(shutil.rmtree, paths.home, ignore_errors=True))
         self._locks.pop(sandbox_id, None)
+        async with self.bases.lock:
+            disks = [*self.sandboxes_dir.glob("*/disk.qcow2"), *self.templates_dir.glob("*/disk.qcow2")]
+            await trio.to_thread.run_sync(self.bases.collect, disks)
 
     async def running(self) -> set[str]:
-        ids = [p.name for p in self.state_dir.iterdir() if p.is_dir()]
+        ids = [p.name for p in self.sandboxes_dir.iterdir() if p.is_dir()]
         alive = await trio.to_thread.run_sync(lambda: [i for i in ids if _qemu_pid(self.paths(i)) is not None])
         return set(alive)
 
     async def leftovers(self) -> set[str]:
-        homes = {p.name for p in self.state_dir.iterdir() if p.is_dir()}
+        homes = {p.name for p in self.sandboxes_dir.iterdir() if p.is_dir()}
         sockets = {p.name.rsplit(".", 1)[0] for p in self.run_dir.iterdir()}
         return homes | sockets
-
-
-async def _qemu_img(*args: str) -> None:
-    done = await trio.run_process(["qemu-img", *args], capture_stderr=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeFailure(f"qemu-img {args[0]} failed: {done.stderr.decode(errors='replace').strip()}")
 
 
 def _is_ours(pid: int, name: str) -> bool:
@@ -263,14 +402,16 @@ def _is_ours(pid: int, name: str) -> bool:
     return name.encode() in argv
 
 
-def _qemu_pid(paths: VmPaths) -> int | None:
-    """The pid of the sandbox's live QEMU, by pid file or, failing that, by name."""
+def _qemu_pid(paths: VmPaths, *, search: bool = False) -> int | None:
+    """The pid of the sandbox's live QEMU, by pid file or (``search``) by name."""
     with contextlib.suppress(OSError, ValueError):
         pid = int(paths.pidfile.read_text())
         if _is_ours(pid, paths.name):
             return pid
-    # A QEMU whose pid file was lost or never written (an agent killed as
-    # it launched one) is still found by its -name.
+    if not search:
+        return None
+    # A QEMU whose pid file was never written (an agent killed as it
+    # launched one) is still found by its -name.
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and _is_ours(int(entry.name), paths.name):
             return int(entry.name)
@@ -278,7 +419,15 @@ def _qemu_pid(paths: VmPaths) -> int | None:
 
 
 async def _kill(pid: int, name: str) -> None:
-    """SIGKILL the QEMU and wait until it has exited (through a pidfd: no pid reuse)."""
+    """SIGKILL the QEMU and wait until it has exited."""
+    await _wait_exit(pid, name, 0)
+
+
+async def _wait_exit(pid: int, name: str, grace: float) -> None:
+    """Wait up to ``grace`` seconds for QEMU to exit, then SIGKILL it and wait.
+
+    Through a pidfd, so a recycled pid is never signalled.
+    """
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -286,11 +435,15 @@ async def _kill(pid: int, name: str) -> None:
     try:
         if not _is_ours(pid, name):
             return
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        with trio.move_on_after(_KILL_TIMEOUT) as waited:
+        with trio.move_on_after(grace):
             await trio.lowlevel.wait_readable(pidfd)
-        if waited.cancelled_caught:
-            raise RuntimeFailure(f"QEMU {pid} did not exit after SIGKILL")
+            return
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        with trio.move_on_after(_KILL_TIMEOUT):
+            await trio.lowlevel.wait_readable(pidfd)
+            return
+        raise RuntimeFailure(f"QEMU {pid} did not exit after SIGKILL")
     finally:
         os.close(pidfd)
 

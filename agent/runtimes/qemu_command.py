@@ -40,17 +40,21 @@ class VmConfig:
 
 
 class VmPaths:
-    """A sandbox's files: ``<state>/<id>/`` and its sockets in the short run dir.
+    """A sandbox's files: ``<sandboxes>/<id>/`` and its sockets in the short run dir.
 
     Unix socket paths are limited to 108 bytes, and state dirs (a test's
     tmp_path) can be long, so sockets live in a per-agent dir under /run.
+    ``memory.snap`` exists while the sandbox is paused (or about to start
+    from a snapshot); ``disk.frozen`` marks a disk that is still an empty
+    overlay over a base, so forking again needs no new base.
     """
 
-    def __init__(self, state: Path, run: Path, sandbox_id: str) -> None:
+    def __init__(self, sandboxes: Path, run: Path, sandbox_id: str) -> None:
         self.id = sandbox_id
-        self.home = state / sandbox_id
+        self.home = sandboxes / sandbox_id
         self.config = self.home / "vm.json"
         self.disk = self.home / "disk.qcow2"
+        self.frozen = self.home / "disk.frozen"
         self.console = self.home / "console.log"
         self.pidfile = self.home / "qemu.pid"
         self.memory = self.home / "memory.snap"

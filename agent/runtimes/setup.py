@@ -63,4 +63,5 @@ async def _qemu_runtime(config: AgentConfig) -> QemuRuntime | None:
         memory_mb=config.vm_memory_mb,
         vcpus=config.vm_vcpus,
         qemu=config.qemu_binary,
+        warm_start=config.vm_warm_start,
     )

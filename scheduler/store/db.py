@@ -27,7 +27,8 @@ T = TypeVar("T")
 
 Row = dict[str, Any]
 
-ACTIVE_STATUSES = ("creating", "running")
+# Everything but terminated: a paused session still holds its host's disk.
+ACTIVE_STATUSES = ("creating", "running", "paused")
 
 
 def _now() -> float:
@@ -132,7 +133,7 @@ class Store:
                 conn.execute(hosts.insert().values(id=info["host_id"], registered_at=now, **values))
 
     def hosts_with_load(self) -> list[Row]:
-        """Every host with ``active``: its sessions that are creating or running."""
+        """Every host with ``active``: its sessions that are creating, running or paused."""
         active = (
             sa.select(sessions.c.host_id, sa.func.count().label("active"))
             .where(sessions.c.status.in_(ACTIVE_STATUSES))

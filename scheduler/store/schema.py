@@ -79,12 +79,14 @@ sessions = sa.Table(
     sa.Column("workspace_id", sa.String(36), nullable=True),
     sa.Column("image", sa.String(256), nullable=True),
     sa.Column("host_id", sa.String(128), nullable=True),
-    sa.Column("status", sa.String(16), nullable=False),  # creating | running | terminated
+    sa.Column("status", sa.String(16), nullable=False),  # creating | running | paused | terminated
     sa.Column("status_reason", sa.Text, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("create_deadline", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("terminated_at", sa.Float, nullable=True),
+    # The paused session this one was forked from (migration 0007_microvm).
+    sa.Column("forked_from", sa.String(36), nullable=True),
     sa.Index("ix_sessions_account_created", "account_id", "created_at"),
     sa.Index("ix_sessions_status", "status"),
     sa.Index("ix_sessions_host", "host_id"),
