@@ -250,6 +250,7 @@ async def stop_system(system: System) -> None:
     assert system.containers() == set(), "containers left running"
     assert system.vms() == [], "VMs left running"
     assert system.leftovers() == set(), "sandbox directories or sockets left behind"
+    assert not system.qemu_run_dir.exists(), "VM socket dir left behind"
 
 
 @pytest.fixture

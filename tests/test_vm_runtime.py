@@ -44,9 +44,9 @@ async def runtime(nursery: trio.Nursery, tmp_path: Path, image: SandboxSpec) -> 
             for sandbox_id in await qemu.leftovers():
                 await qemu.destroy(sandbox_id)
         assert live_qemus(run_dir) == [], "QEMU left running"
-        for leftover in (run_dir, tmp_path / "qemu/sandboxes", tmp_path / "qemu/bases"):
+        assert not run_dir.exists(), "sockets left behind"
+        for leftover in (tmp_path / "qemu/sandboxes", tmp_path / "qemu/bases"):
             assert list(leftover.iterdir()) == [], leftover
-        run_dir.rmdir()
 
 
 def spec(image: SandboxSpec) -> SandboxSpec:

@@ -99,7 +99,6 @@ class QemuRuntime(Runtime):
         self.warm_start = warm_start
         for path in (self.sandboxes_dir, self.templates_dir):
             path.mkdir(parents=True, exist_ok=True)
-        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._channels: dict[str, GuestChannel] = {}
         self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
         self._building: set[str] = set()
@@ -122,6 +121,7 @@ class QemuRuntime(Runtime):
             for channel in self._channels.values():
                 channel.close("the agent is stopping")
             self._channels.clear()
+            self._tidy_run_dir()
 
     def paths(self, sandbox_id: str) -> VmPaths:
         return VmPaths(self.sandboxes_dir, self.run_dir, sandbox_id)
@@ -195,6 +195,7 @@ class QemuRuntime(Runtime):
         parent trio kills, unknown to us. It takes tens of milliseconds.
         """
         paths.pidfile.unlink(missing_ok=True)
+        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv = qemu_argv(self.qemu, config, paths, incoming=incoming)
         with trio.CancelScope(shield=True), trio.move_on_after(_LAUNCH_TIMEOUT):
             done = await trio.run_process(
@@ -294,6 +295,7 @@ class QemuRuntime(Runtime):
         await _wait_exit(pid, paths.name, _QUIT_TIMEOUT)
         for sock in paths.sockets:
             sock.unlink(missing_ok=True)
+        self._tidy_run_dir()
         log.info("paused sandbox into %d MiB", size >> 20, extra={"session_id": sandbox_id})
 
     async def resume(self, sandbox_id: str) -> None:
@@ -376,6 +378,7 @@ class QemuRuntime(Runtime):
             await _kill(pid, paths.name)
         for sock in paths.sockets:
             sock.unlink(missing_ok=True)
+        self._tidy_run_dir()
         await trio.to_thread.run_sync(partial(shutil.rmtree, paths.home, ignore_errors=True))
         self._locks.pop(sandbox_id, None)
         async with self.bases.lock:
@@ -389,8 +392,13 @@ class QemuRuntime(Runtime):
 
     async def leftovers(self) -> set[str]:
         homes = {p.name for p in self.sandboxes_dir.iterdir() if p.is_dir()}
-        sockets = {p.name.rsplit(".", 1)[0] for p in self.run_dir.iterdir()}
+        sockets = {p.name.rsplit(".", 1)[0] for p in self.run_dir.iterdir()} if self.run_dir.exists() else set()
         return homes | sockets
+
+    def _tidy_run_dir(self) -> None:
+        """Remove the socket dir once no VM has sockets in it (made again on launch)."""
+        with contextlib.suppress(OSError):
+            self.run_dir.rmdir()
 
 
 def _is_ours(pid: int, name: str) -> bool:
