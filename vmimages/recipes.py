@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
-from vmimages import guest
+from vmimages import initramfs
 
 # Bump when build.py changes what it produces from the same recipe.
 BUILDER_VERSION = 1
@@ -72,8 +72,8 @@ VM_BUILDER_VERSION = 1
 class VmRecipe:
     """A bootable microVM image made from a root filesystem recipe.
 
-    The guest agent's sources (``vmimages/guest/``) are part of the digest,
-    so a change to the guest agent builds a new image.
+    The initramfs builder's own inputs (the init script, the guest agent's
+    sources) are part of the digest, so changing them builds a new image.
     """
 
     runtime: ClassVar[str] = "qemu"
@@ -94,7 +94,7 @@ class VmRecipe:
                 "kernel_package": self.kernel_package,
                 "scratch_gib": self.scratch_gib,
                 "builder": VM_BUILDER_VERSION,
-                "guest": guest.sources_digest(),
+                "initramfs": initramfs.inputs_digest(),
             },
             sort_keys=True,
         )

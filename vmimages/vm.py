@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -67,6 +68,14 @@ def build(images_dir: Path, recipe: VmRecipe, mirror: str = rootfs.DEFAULT_MIRRO
     return files(images_dir, recipe).disk
 
 
+def _python_version(tree: Path) -> str | None:
+    """The root filesystem's python3 version (``3.11``), from its symlink."""
+    try:
+        return os.readlink(tree / "usr/bin/python3").removeprefix("python")
+    except OSError:
+        return None
+
+
 def _assemble(recipe: VmRecipe, tree: Path, out: Path) -> None:
     started = time.monotonic()
     log.info("building VM image %s into %s", recipe.name, out)
@@ -85,6 +94,7 @@ def _assemble(recipe: VmRecipe, tree: Path, out: Path) -> None:
             busybox=unpacked / "bin/busybox",
             modules=modules,
             msgpack_dir=unpacked / "usr/lib/python3/dist-packages/msgpack",
+            python_version=_python_version(tree),
         )
     disk.make_erofs(tree, out / "rootfs.erofs")
     disk.make_scratch(out / "scratch.ext4", recipe.scratch_gib)

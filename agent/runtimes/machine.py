@@ -6,9 +6,10 @@ fails setting MSRs), and ``-M microvm`` under TCG hangs calibrating the TSC.
 So the agent probes once: boot the image's kernel and initramfs as a KVM
 microVM with ``chaser.probe`` on the command line (the initramfs prints a
 marker and powers off) within a deadline. If that works, KVM microVMs;
-otherwise TCG with ``-M pc``. The answer is cached in a file under /run
-(cleared at reboot), so agents started again on the same boot — tests start
-many — do not pay for the probe each time.
+otherwise TCG with ``-M q35`` (its PCI is far quicker to probe under TCG than
+``-M pc``'s: 0.04 s against 0.6 s for virtio_pci here). The answer is cached
+in a file under /run (cleared at reboot), so agents started again on the
+same boot — tests start many — do not pay for the probe each time.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Machine:
     """The accelerator, machine type and CPU model VMs are started with."""
 
     accel: str  # kvm | tcg
-    machine: str  # microvm | pc
+    machine: str  # microvm | q35
     cpu: str
 
     @property
@@ -44,7 +45,7 @@ class Machine:
 
 
 KVM_MICROVM = Machine(accel="kvm", machine="microvm", cpu="host")
-TCG_PC = Machine(accel="tcg", machine="pc", cpu="max")
+TCG_Q35 = Machine(accel="tcg", machine="q35", cpu="max")
 
 
 def probe_argv(qemu: str, kernel: Path, initrd: Path) -> list[str]:
@@ -75,12 +76,13 @@ async def kvm_boots(qemu: str, kernel: Path, initrd: Path) -> bool:
 
 async def probe(qemu: str, kernel: Path, initrd: Path, cache: Path) -> Machine:
     """The machine to use here, from the cache or a fresh probe."""
-    key = {"qemu": qemu, "kernel": str(kernel)}
+    # The candidates are part of the key: a changed choice is not read from an old cache.
+    key = {"qemu": qemu, "kernel": str(kernel), "kvm": asdict(KVM_MICROVM), "tcg": asdict(TCG_Q35)}
     with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
         cached = json.loads(cache.read_text())
         if cached["key"] == key:
             return Machine(**cached["machine"])
-    machine = KVM_MICROVM if await kvm_boots(qemu, kernel, initrd) else TCG_PC
+    machine = KVM_MICROVM if await kvm_boots(qemu, kernel, initrd) else TCG_Q35
     log.info("VMs run as %s (accel=%s)", machine.machine, machine.accel)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")

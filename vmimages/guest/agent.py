@@ -29,13 +29,11 @@ import signal
 import struct
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from vmimages.guest.protocol import WINDOW, FrameDecoder, Message, encode, encode_sync
 
 PORT_NAME = "chaser.0"
-SESSION_FILE = Path("/run/chaser/session-id")
+SESSION_FILE = "/run/chaser/session-id"
 # <linux/random.h>: _IOW('R', 0x03, int[2]) and _IO('R', 0x07).
 RNDADDENTROPY = 0x40085203
 RNDRESEEDCRNG = 0x5207
@@ -49,26 +47,30 @@ def log(text: str) -> None:
 
 def find_port(name: str) -> str:
     """The /dev node of the virtio-serial port called ``name`` (no udev here)."""
-    for port in sorted(Path("/sys/class/virtio-ports").iterdir()):
-        if (port / "name").read_text().strip() == name:
-            return f"/dev/{port.name}"
+    ports = "/sys/class/virtio-ports"
+    for port in sorted(os.listdir(ports)):
+        with open(f"{ports}/{port}/name") as f:
+            if f.read().strip() == name:
+                return f"/dev/{port}"
     raise SystemExit(f"chaser-guest: no virtio-serial port named {name!r}")
 
 
-@dataclass
 class Child:
     """A process started for the host, and its output pipes by stream (1, 2)."""
 
-    id: int
-    pid: int
-    pipes: dict[int, int]
-    credit: dict[int, int]
-    code: int | None = None
-    exit_sent: bool = False
-    # The host that started it is gone: output is read and dropped.
-    detached: bool = False
-    # Streams with no credit left, not watched until the host grants more.
-    stalled: set[int] = field(default_factory=set)
+    __slots__ = ("code", "credit", "detached", "exit_sent", "id", "pid", "pipes", "stalled")
+
+    def __init__(self, request_id: int, pid: int, pipes: dict[int, int]) -> None:
+        self.id = request_id
+        self.pid = pid
+        self.pipes = pipes
+        self.credit = dict.fromkeys(pipes, WINDOW)
+        self.code: int | None = None
+        self.exit_sent = False
+        # The host that started it is gone: output is read and dropped.
+        self.detached = False
+        # Streams with no credit left, not watched until the host grants more.
+        self.stalled: set[int] = set()
 
 
 def spawn(argv: list[str], env: dict[str, str], cwd: str | None, merge_stderr: bool) -> tuple[int, dict[int, int]]:
@@ -264,7 +266,8 @@ class GuestAgent:
         reseed(bytes(message.get("entropy", b"")))
         session = message.get("session")
         if isinstance(session, str):
-            SESSION_FILE.write_text(session + "\n")
+            with open(SESSION_FILE, "w") as f:
+                f.write(session + "\n")
         self.outbuf += encode_sync({"type": "hello", "nonce": message["nonce"]})
 
     def exec(self, message: Message) -> None:
@@ -273,7 +276,7 @@ class GuestAgent:
         env = {str(k): str(v) for k, v in message["env"].items()}
         cwd = message.get("cwd")
         pid, pipes = spawn(argv, env, str(cwd) if cwd else None, bool(message.get("merge_stderr", True)))
-        child = Child(id=request_id, pid=pid, pipes=pipes, credit=dict.fromkeys(pipes, WINDOW))
+        child = Child(request_id, pid, pipes)
         self.children[request_id] = child
         self.by_pid[pid] = child
         for stream, fd in pipes.items():
