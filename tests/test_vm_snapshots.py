@@ -179,3 +179,23 @@ async def test_warm_start_forks_a_booted_template(nursery: trio.Nursery, tmp_pat
             await system.client.delete(f"/v1/sessions/{session['id']}")
     finally:
         await stop_system(system)
+
+
+async def test_lifecycle_routes_refuse_clearly(sqlite_system: System) -> None:
+    client = sqlite_system.client
+    for action in ("pause", "resume", "fork"):
+        for bad in ("not-a-uuid", "00000000-0000-0000-0000-000000000000"):
+            response = await client.post(f"/v1/sessions/{bad}/{action}")
+            assert response.status_code == 404 and response.json()["error"]["code"] == "session_not_found"
+    session = (await client.post("/v1/sessions", json={"ephemeral": True})).json()
+    assert (await client.post(f"/v1/sessions/{session['id']}/resume")).json()["status"] == "running"  # no-op
+    await client.delete(f"/v1/sessions/{session['id']}")
+    for action, code in (("pause", "session_not_running"), ("resume", "session_not_paused")):
+        response = await client.post(f"/v1/sessions/{session['id']}/{action}")
+        assert response.status_code == 409 and response.json()["error"]["code"] == code
+    other = await sqlite_system.new_key("other@test.invalid")
+    response = await client.post(f"/v1/sessions/{session['id']}/fork", headers={"Authorization": f"Bearer {other}"})
+    assert response.status_code == 404
+    limited = await sqlite_system.new_key("owner@test.invalid", scopes=["sessions.read"])
+    response = await client.post(f"/v1/sessions/{session['id']}/pause", headers={"Authorization": f"Bearer {limited}"})
+    assert response.status_code == 403

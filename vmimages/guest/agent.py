@@ -136,23 +136,35 @@ class GuestAgent:
     def run(self) -> None:
         self.check_connection()
         while True:
-            self.watch_port()
-            for key, events in self.selector.select(None if self.connected else 1.0):
-                if key.fd == self.wake_r:
-                    self.drain_wakeups()
-                elif key.fd == self.port:
-                    if events & selectors.EVENT_READ:
-                        self.read_port()
-                    if events & selectors.EVENT_WRITE:
-                        self.flush()
-                else:
-                    child, stream = self.pipe_owner[key.fd]
-                    self.read_pipe(child, stream)
-            if not self.connected:
-                self.check_connection()
-            self.reap()
-            self.finish_exits()
-            self.flush()
+            try:
+                self.step()
+            except Exception:
+                # A bug must not end PID 1, and with it the VM: say it, go on.
+                import traceback
+
+                traceback.print_exc()
+                time.sleep(0.1)
+
+    def step(self) -> None:
+        self.watch_port()
+        for key, events in self.selector.select(None if self.connected else 1.0):
+            if key.fd == self.wake_r:
+                self.drain_wakeups()
+            elif key.fd == self.port:
+                if events & selectors.EVENT_READ:
+                    self.read_port()
+                if events & selectors.EVENT_WRITE:
+                    self.flush()
+            else:
+                # An earlier event of this batch may have closed or stalled the pipe.
+                owner = self.pipe_owner.get(key.fd)
+                if owner is not None and owner[1] in owner[0].pipes and owner[1] not in owner[0].stalled:
+                    self.read_pipe(*owner)
+        if not self.connected:
+            self.check_connection()
+        self.reap()
+        self.finish_exits()
+        self.flush()
 
     def drain_wakeups(self) -> None:
         try:
