@@ -239,6 +239,7 @@ class GuestChannel:
             process.exited(int(message["code"]))
 
     def _end(self, reason: str) -> None:
+        log.info("guest channel closed: %s", reason, extra={"session_id": self.name})
         self._closed = reason
         self._bye.set()
         self._outgoing_send.close()

@@ -3,8 +3,8 @@
 Only what the qemu runtime needs: one command at a time (a lock serialises
 callers), each reply matched by id, file descriptors passed with
 ``SCM_RIGHTS`` (``getfd``: how a snapshot file reaches QEMU without a shell).
-Events that arrive between replies are kept in ``events`` for diagnostics;
-nothing here waits for one.
+Events that arrive between replies are skipped: nothing here waits for one
+(the runtime watches QEMU's process, not its events).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ class QmpClient:
         self._buf = bytearray()
         self._ids = itertools.count(1)
         self._lock = trio.Lock()
-        self.events: list[dict[str, Any]] = []
 
     @classmethod
     async def connect(cls, path: Path) -> QmpClient:
@@ -71,9 +70,7 @@ class QmpClient:
                 raise QmpError(f"QMP {command}: the monitor is gone ({exc})") from None
             while True:
                 message = await self._read_message()
-                if "event" in message:
-                    self.events.append(message)
-                elif message.get("id") == request_id:
+                if message.get("id") == request_id:
                     break
         if "error" in message:
             raise QmpError(f"QMP {command}: {message['error'].get('desc', message['error'])}")
