@@ -38,7 +38,10 @@ class QmpClient:
     async def connect(cls, path: Path) -> QmpClient:
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            await sock.connect(str(path))
+            try:
+                await sock.connect(str(path))
+            except OSError as exc:
+                raise QmpError(f"cannot reach QEMU's monitor: {exc}") from None
             client = cls(sock)
             greeting = await client._read_message()
             if "QMP" not in greeting:

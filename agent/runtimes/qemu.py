@@ -218,7 +218,10 @@ class QemuRuntime(Runtime):
         except ProcessLookupError:
             raise RuntimeFailure(_explain_exit(paths)) from None
         try:
-            stream = await trio.open_unix_socket(str(paths.guest))
+            try:
+                stream = await trio.open_unix_socket(str(paths.guest))
+            except OSError as exc:
+                raise RuntimeFailure(f"cannot reach the guest channel: {exc}") from None
             channel = GuestChannel(stream, paths.id)
             died = trio.Event()
             lost: SandboxGone | None = None
