@@ -15,9 +15,11 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from agent.config import AgentConfig
+from agent.disk_api import Uuid, register_disk_routes
 from agent.sandboxes import SandboxManager
 from chaser import errors
 from chaser._quart import install_error_handlers, json_response, parse_body
+from chaser.isolation import EgressAllowList, Limits, NetworkMode
 
 SandboxId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f-]{36}$")]
 
@@ -28,7 +30,12 @@ class CreateSandbox(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     id: SandboxId
     image: str = Field(min_length=1, max_length=256)
-    # Start from this paused sandbox's snapshot instead of booting the image.
+    workspace: Uuid | None = None  # the workspace disk to mount
+    network: NetworkMode = "egress"
+    egress_allow: EgressAllowList | None = None
+    limits: Limits = Field(default_factory=Limits)
+    # Start from this paused sandbox's snapshot instead of booting the image
+    # (with the source's limits: its memory is the snapshot's).
     fork_from: SandboxId | None = None
 
 
@@ -59,6 +66,10 @@ def host_info(config: AgentConfig, manager: SandboxManager) -> dict[str, object]
         # ones included: they are not lost), and the paused ones.
         "sandboxes": [s.id for s in manager.sandboxes() if s.status in ("running", "pausing", "resuming")],
         "paused": [s.id for s in manager.sandboxes() if s.status == "paused"],
+        "storage": manager.disks.info() if manager.disks is not None else None,
+        # Whether sessions here can reach outside networks at all.
+        "egress": manager.network is not None and manager.network.egress,
+        "limits": {"default": config.limits.default.model_dump(), "max": config.limits.max.model_dump()},
     }
 
 
@@ -97,7 +108,15 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
     @app.post("/v1/sandboxes")
     async def create_sandbox() -> Response:
         body = await parse_body(CreateSandbox)
-        sandbox = await manager.create(body.id, body.image, fork_from=body.fork_from)
+        sandbox = await manager.create(
+            body.id,
+            body.image,
+            body.workspace,
+            network=body.network,
+            egress_allow=body.egress_allow,
+            limits=body.limits,
+            fork_from=body.fork_from,
+        )
         return json_response(sandbox.to_json(), status=201)
 
     @app.get("/v1/sandboxes/<sandbox_id>")
@@ -125,4 +144,6 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
         result = await manager.exec(sandbox_id, argv_of(body.command), body.env, body.cwd, timeout)
         return json_response(result.to_json())
 
+    if manager.disks is not None:
+        register_disk_routes(app, manager.disks)
     return app

@@ -30,8 +30,10 @@ class OutputTail:
         self.limit = limit
         self._buf = bytearray()
         self.truncated = False
+        self.written = 0  # bytes ever written, so a reader can tell whether anything is new
 
     def write(self, data: bytes | bytearray) -> None:
+        self.written += len(data)
         self._buf += data
         excess = len(self._buf) - self.limit
         if excess > 0:
@@ -65,14 +67,17 @@ async def _drain(stream: trio.abc.ReceiveStream, sink: OutputTail) -> None:
         sink.write(chunk)
 
 
-async def collect(process: Process, timeout: float | None, output_limit: int) -> ExecResult:
+async def collect(
+    process: Process, timeout: float | None, output_limit: int, sink: OutputTail | None = None
+) -> ExecResult:
     """Wait for ``process`` (killing it at ``timeout``) and gather its output.
 
     Whatever happens, including cancellation of the caller, the process group
     is killed if still alive and the process reaped before this returns.
+    Pass ``sink`` to read the output while the process runs.
     """
     started = time.monotonic()
-    sink = OutputTail(output_limit)
+    sink = sink if sink is not None else OutputTail(output_limit)
     exit_code: int | None = None
     timed_out = False
     try:

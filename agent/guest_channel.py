@@ -7,9 +7,12 @@ the ``GuestProcess`` they concern until the connection ends. Writes go
 through a queue and one writer task, so ``Process.kill`` (synchronous by
 contract) can send too. The wire format is ``vmimages.guest.protocol``.
 
+Besides processes, ``request`` sends one message and waits for the guest's
+``reply`` with the same id (freezing a filesystem, for instance).
+
 When the connection ends (QEMU died, the VM was paused, the agent shuts
 down) every process still open ends with it: its output reads EOF and its
-``wait`` raises ``SandboxGone``.
+``wait`` raises ``SandboxGone``; so does every request awaiting its reply.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 
 import trio
 
-from agent.runtimes.base import Process, ProcessSpec, SandboxGone
+from agent.runtimes.base import GuestNetwork, Process, ProcessSpec, RuntimeFailure, SandboxGone
 from vmimages.guest.protocol import WINDOW, FrameDecoder, Message, encode, encode_sync, flush_padding
 
 log = logging.getLogger(__name__)
@@ -128,6 +131,15 @@ class GuestProcess(Process):
             await output.aclose()
 
 
+class _Call:
+    """A request waiting for its reply."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.reply: Message | None = None
+        self.lost: str | None = None
+
+
 class GuestChannel:
     """One connection to a guest agent; see the module docstring."""
 
@@ -136,6 +148,7 @@ class GuestChannel:
         self.name = name
         self._outgoing_send, self._outgoing = trio.open_memory_channel[bytes](math.inf)
         self._processes: dict[int, GuestProcess] = {}
+        self._calls: dict[int, _Call] = {}
         self._ids = itertools.count(1)
         self._closed: str | None = None
         self._bye = trio.Event()
@@ -150,12 +163,14 @@ class GuestChannel:
         session: str,
         *,
         reconnecting: bool,
+        network: GuestNetwork | None = None,
         task_status: trio.TaskStatus[GuestChannel] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Handshake, report started (exec-ready), then route frames until the end.
 
         ``reconnecting``: the guest ran before (agent restart, resume), so it
-        may hold half a frame; pad if the hello goes unanswered.
+        may hold half a frame; pad if the hello goes unanswered. ``network``:
+        the address the guest's NIC must have (told in every hello).
         """
         nonce = os.urandom(16)
         decoder = FrameDecoder(first=encode_sync({"type": "hello", "nonce": nonce}))
@@ -166,7 +181,7 @@ class GuestChannel:
                 self._scope = nursery.cancel_scope
                 nursery.start_soon(self._write_loop)
                 greeter = trio.CancelScope()
-                nursery.start_soon(self._greet, greeter, nonce, session, reconnecting)
+                nursery.start_soon(self._greet, greeter, nonce, session, reconnecting, network)
                 while True:
                     try:
                         data = await self._stream.receive_some(65536)
@@ -192,9 +207,12 @@ class GuestChannel:
         if not ready:
             raise SandboxGone(f"the guest agent did not answer: {self._closed}")
 
-    async def _greet(self, scope: trio.CancelScope, nonce: bytes, session: str, reconnecting: bool) -> None:
+    async def _greet(
+        self, scope: trio.CancelScope, nonce: bytes, session: str, reconnecting: bool, network: GuestNetwork | None
+    ) -> None:
         started = trio.current_time()
         flushed = not reconnecting
+        where = {"address": str(network.address), "gateway": str(network.gateway)} if network is not None else None
         with scope:
             while True:
                 if not flushed and trio.current_time() - started > _FLUSH_AFTER:
@@ -206,6 +224,7 @@ class GuestChannel:
                     "time": time.time(),
                     "entropy": os.urandom(64),
                     "session": session,
+                    "network": where,
                 }
                 self._outgoing_send.send_nowait(encode_sync(hello))
                 await trio.sleep(_HELLO_EVERY)
@@ -221,6 +240,12 @@ class GuestChannel:
         kind = message["type"]
         if kind == "bye":
             self._bye.set()
+            return
+        if kind == "reply":
+            call = self._calls.pop(message.get("id", -1), None)
+            if call is not None:
+                call.reply = message
+                call.done.set()
             return
         process = self._processes.get(message.get("id", -1))
         if process is None:
@@ -246,6 +271,10 @@ class GuestChannel:
         for process in self._processes.values():
             process.lost(reason)
         self._processes.clear()
+        for call in self._calls.values():
+            call.lost = reason
+            call.done.set()
+        self._calls.clear()
 
     def send(self, message: Message) -> None:
         """Queue a message; a no-op once the channel is closed."""
@@ -268,6 +297,26 @@ class GuestChannel:
         self.send(request)
         await trio.lowlevel.checkpoint()
         return process
+
+    async def request(self, message: Message) -> Message:
+        """Send ``message`` with a fresh id and wait for the guest's reply to it.
+
+        The guest's ``error`` raises ``RuntimeFailure``; a lost connection ``SandboxGone``.
+        """
+        if self._closed is not None:
+            raise SandboxGone(f"no guest agent connection: {self._closed}")
+        call_id = next(self._ids)
+        call = self._calls[call_id] = _Call()
+        try:
+            self.send({**message, "id": call_id})
+            await call.done.wait()
+        finally:
+            self._calls.pop(call_id, None)
+        if call.reply is None:
+            raise SandboxGone(f"the guest agent went away: {call.lost}")
+        if call.reply.get("error"):
+            raise RuntimeFailure(f"the guest agent could not {message['type']}: {call.reply['error']}")
+        return call.reply
 
     def release(self, process: GuestProcess) -> None:
         if self._processes.pop(process.id, None) is not None:

@@ -14,10 +14,16 @@ from hypercorn.trio import serve as hypercorn_serve
 import vmimages
 from agent.api import create_app
 from agent.config import DEFAULT_CONFIG_FILE, AgentConfig
+from agent.detached import DetachedExecs
+from agent.detached_api import register_detached_routes
+from agent.disks import DiskManager
 from agent.images import ImageStore
+from agent.network.pool import SlotPool
 from agent.registration import heartbeat_loop
 from agent.runtimes.setup import start_runtimes
 from agent.sandboxes import SandboxManager
+from agent.scratch import ScratchVolume
+from agent.storage import StoragePool
 from chaser import _logging
 from chaser._signals import run_until_signalled
 
@@ -25,15 +31,26 @@ log = logging.getLogger(__name__)
 
 
 async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-    """Recover, serve the API, heartbeat; report the agent's URL once ready."""
-    hypercorn = HypercornConfig()
-    hypercorn.bind = [config.bind]
-    hypercorn.accesslog = None
-    hypercorn.graceful_timeout = 1
-    manager: SandboxManager | None = None
+    """Recover, serve the API, heartbeat; report the agent's URL once ready.
+
+    Set up in order (scratch disk, runtimes, sandboxes, network pool, API)
+    and torn down in reverse, so sandboxes are destroyed while their
+    network exists.
+    """
+    scratch = ScratchVolume(config.state_dir / "disks", config.state_dir / "disks.btrfs", config.scratch_size_gb)
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    await trio.to_thread.run_sync(scratch.open)
     try:
-        async with trio.open_nursery() as nursery:
-            runtime = await start_runtimes(config, nursery)
+        async with trio.open_nursery() as runtimes_nursery:
+            runtime = await start_runtimes(config, runtimes_nursery, scratch)
+            storage = await trio.to_thread.run_sync(StoragePool, config.storage_dir or config.state_dir / "storage")
+            disks = DiskManager(
+                storage,
+                config.state_dir / "mounts",
+                op_timeout=config.disk_op_timeout,
+                import_timeout=config.import_timeout,
+            )
+            pool = SlotPool(config.network, remove_on_exit=config.destroy_on_shutdown)
             manager = SandboxManager(
                 runtime,
                 ImageStore(config.images_dir, runtimes=runtime.runtimes),
@@ -41,18 +58,41 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
                 max_sandboxes=config.max_sandboxes,
                 start_timeout=config.start_timeout,
                 output_limit=config.exec_output_limit,
+                disks=disks,
+                network=pool,
+                limits=config.limits,
             )
             await manager.recover()
-            binds = await nursery.start(partial(hypercorn_serve, create_app(config, manager), hypercorn))
-            url = config.advertise_url or binds[0]
-            if config.scheduler_url:
-                await nursery.start(heartbeat_loop, config, url, manager)
-            log.info("agent %s ready at %s", config.host_id, url)
-            task_status.started(url)
+            async with pool.running(manager.leases()):
+                try:
+                    await _serve_api(config, manager, task_status)
+                finally:
+                    if config.destroy_on_shutdown:
+                        with trio.CancelScope(shield=True):
+                            await manager.destroy_all()
     finally:
-        if config.destroy_on_shutdown and manager is not None:
+        # A host service's sandboxes outlive it, and keep their disks.
+        if config.destroy_on_shutdown:
             with trio.CancelScope(shield=True):
-                await manager.destroy_all()
+                await trio.to_thread.run_sync(partial(scratch.close, remove=True))
+
+
+async def _serve_api(config: AgentConfig, manager: SandboxManager, task_status: trio.TaskStatus[str]) -> None:
+    hypercorn = HypercornConfig()
+    hypercorn.bind = [config.bind]
+    hypercorn.accesslog = None
+    hypercorn.graceful_timeout = 1
+    async with trio.open_nursery() as nursery:
+        execs = DetachedExecs(manager)
+        await nursery.start(execs.run)
+        app = create_app(config, manager)
+        register_detached_routes(app, execs)
+        binds = await nursery.start(partial(hypercorn_serve, app, hypercorn))
+        url = config.advertise_url or binds[0]
+        if config.scheduler_url:
+            await nursery.start(heartbeat_loop, config, url, manager)
+        log.info("agent %s ready at %s", config.host_id, url)
+        task_status.started(url)
 
 
 def main(argv: list[str] | None = None) -> None:

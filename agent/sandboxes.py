@@ -15,16 +15,35 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
+from ipaddress import IPv4Interface
 from pathlib import Path
+from typing import Any
 
 import trio
 
+from agent.config import LimitsConfig
+from agent.disks import DiskManager
 from agent.execution import ExecResult, collect
 from agent.images import ImageStore
-from agent.runtimes.base import ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec, Unsupported
+from agent.network.addressing import SLOT_PREFIXLEN
+from agent.network.firewall import FirewallError
+from agent.network.pool import Lease, SlotPool, lease_from_json
+from agent.runtimes.base import (
+    WORKSPACE_MOUNT,
+    GuestNetwork,
+    Process,
+    ProcessSpec,
+    Runtime,
+    RuntimeFailure,
+    SandboxGone,
+    SandboxSpec,
+    Unsupported,
+)
 from chaser import errors
+from chaser.isolation import EgressRule, Limits, NetworkMode
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +62,11 @@ class Sandbox:
     runtime: str
     status: str  # creating | running | pausing | paused | resuming | destroying
     created_at: float
+    workspace: str | None = None  # id of the workspace disk it holds
+    # The network lease (netns path, address, policy: see ``Lease.to_json``)
+    # and the limits in force; None for a sandbox without them.
+    network: dict[str, Any] | None = None
+    limits: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -58,8 +82,16 @@ class SandboxManager:
         max_sandboxes: int,
         start_timeout: float,
         output_limit: int,
+        disks: DiskManager | None = None,
+        network: SlotPool | None = None,
+        limits: LimitsConfig | None = None,
     ) -> None:
         self.runtime = runtime
+        self.disks = disks
+        # Without a pool, sandboxes get a loopback-only network; without
+        # limits, they run unlimited (both only in tests of the runtime).
+        self.network = network
+        self.limits = limits
         self.images = images
         self.records_dir = state_dir / "sandboxes"
         self.records_dir.mkdir(parents=True, exist_ok=True)
@@ -70,6 +102,11 @@ class SandboxManager:
         # Creates in flight, so a destroy can cancel one and wait for its rollback.
         self._creating: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
         self._lifecycle: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
+        # Held by pause and resume, and by a forced snapshot of a workspace
+        # the sandbox holds as a device, so neither happens during the other.
+        # (Not the lifecycle lock: a destroy holds that while it detaches the
+        # disk, which waits for the snapshot.)
+        self._still: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
 
     # -- persistence -----------------------------------------------------
 
@@ -114,6 +151,10 @@ class SandboxManager:
                 log.info("removing debris of sandbox %s", sandbox_id, extra={"session_id": sandbox_id})
                 await self.runtime.destroy(sandbox_id)
                 self._forget(sandbox_id)
+        if self.disks is not None:
+            held = {s.id: s.workspace for s in self.sandboxes() if s.workspace is not None}
+            devices = {i: self._freezer(i) for i in held if self.runtime.workspace_as_device(self.get(i).image)}
+            await self.disks.recover(held, devices)
 
     async def reap(self) -> list[str]:
         """Remove sandboxes that died on their own (OOM, a crash inside, an admin)."""
@@ -127,24 +168,55 @@ class SandboxManager:
             await self._remove(sandbox_id)
         return dead
 
-    async def create(self, sandbox_id: str, image_name: str, *, fork_from: str | None = None) -> Sandbox:
-        """Create and start a sandbox: booted from its image, or forked from a paused one."""
+    def leases(self) -> list[Lease]:
+        """Network leases of the sandboxes kept, for the pool to re-adopt at start."""
+        if self.network is None:
+            return []
+        plan = self.network.plan
+        return [lease_from_json(plan, s.id, s.network) for s in self._sandboxes.values() if s.network is not None]
+
+    async def create(
+        self,
+        sandbox_id: str,
+        image_name: str,
+        workspace: str | None = None,
+        *,
+        network: NetworkMode = "egress",
+        egress_allow: list[EgressRule] | None = None,
+        limits: Limits | None = None,
+        fork_from: str | None = None,
+    ) -> Sandbox:
+        """Create and start a sandbox: booted from its image, or forked from a paused one.
+
+        A fork runs the source's image with the source's limits (its memory
+        is the snapshot's), and no workspace: a disk has one holder.
+        """
         if sandbox_id in self._sandboxes:
             raise errors.Conflict(f"sandbox {sandbox_id} already exists")
         if len(self._sandboxes) >= self.max_sandboxes:
             raise errors.Unavailable("host is at capacity", code="no_capacity")
+        if workspace is not None and self.disks is None:
+            raise errors.Unavailable("this host has no storage pool", code="no_storage")
         if fork_from is not None:
             source = self.get(fork_from)
             if source.status != "paused":
                 raise errors.Conflict(f"sandbox {fork_from} is {source.status}; only a paused one can be forked")
+            if source.workspace is not None or workspace is not None:
+                raise errors.Conflict("a sandbox holding a workspace cannot be forked", code="fork_with_workspace")
             image_name = source.image
+            limits = Limits(**source.limits) if source.limits is not None else None
         image = self.images.resolve(image_name)
+        resolved = (limits or Limits()).resolved(self.limits.default, self.limits.max) if self.limits else None
+        if network == "egress" and self.network is not None and not self.network.egress:
+            network = "none"  # this host gives sessions no way out (no uplink configured)
         sandbox = Sandbox(
             id=sandbox_id,
             image=image.name,
             runtime=image.runtime,
             status="creating",
             created_at=time.time(),
+            workspace=workspace,
+            limits=resolved.model_dump() if resolved else None,
         )
         self._sandboxes[sandbox_id] = sandbox
         self._save(sandbox)
@@ -152,7 +224,7 @@ class SandboxManager:
         self._creating[sandbox_id] = (scope, settled)
         try:
             with scope, trio.fail_after(self.start_timeout):
-                spec = SandboxSpec(id=sandbox_id, image=image.name, rootfs=image.rootfs)
+                spec = await self._provide(sandbox, image.rootfs, network, egress_allow, resolved)
                 if fork_from is not None:
                     async with self._lifecycle[fork_from]:
                         await self.runtime.fork(fork_from, spec)
@@ -168,7 +240,7 @@ class SandboxManager:
                 raise errors.Timeout(f"sandbox did not start within {self.start_timeout:g}s") from None
             if isinstance(exc, Unsupported):
                 raise errors.Conflict(str(exc), code="unsupported") from None
-            if isinstance(exc, RuntimeFailure):
+            if isinstance(exc, RuntimeFailure | FirewallError):
                 raise errors.Unavailable(f"sandbox failed to start: {exc}", code="start_failed") from None
             raise
         finally:
@@ -178,9 +250,67 @@ class SandboxManager:
         self._save(sandbox)
         return sandbox
 
+    async def _provide(
+        self,
+        sandbox: Sandbox,
+        rootfs: Path,
+        network: NetworkMode,
+        egress_allow: list[EgressRule] | None,
+        limits: Limits | None,
+    ) -> SandboxSpec:
+        """Attach the workspace and lease the network the sandbox needs; its spec.
+
+        A container gets its workspace mounted on the host and bound in; a
+        VM gets the disk itself, which its guest mounts.
+        """
+        mount = device = None
+        if sandbox.workspace is not None and self.disks is not None:
+            if self.runtime.workspace_as_device(sandbox.image):
+                device = await self.disks.attach_device(sandbox.workspace, sandbox.id, self._freezer(sandbox.id))
+            else:
+                mount = await self.disks.attach(sandbox.workspace, sandbox.id)
+        netns = guest = None
+        if self.network is not None:
+            lease = await self.network.acquire(sandbox.id, network, egress_allow)
+            sandbox.network = lease.to_json()
+            self._save(sandbox)
+            netns = lease.slot.netns_path
+            guest = GuestNetwork(
+                address=IPv4Interface(f"{lease.slot.guest_ip}/{SLOT_PREFIXLEN}"), gateway=lease.slot.host_ip
+            )
+        return SandboxSpec(
+            id=sandbox.id,
+            image=sandbox.image,
+            rootfs=rootfs,
+            workspace=mount,
+            workspace_disk=device,
+            netns=netns,
+            guest_network=guest,
+            limits=limits,
+        )
+
+    def _freezer(self, sandbox_id: str) -> Callable[[], AbstractAsyncContextManager[None]]:
+        """How a forced snapshot holds still the workspace ``sandbox_id`` has as a device."""
+
+        @asynccontextmanager
+        async def frozen() -> AsyncIterator[None]:
+            async with self._still[sandbox_id]:
+                sandbox = self._sandboxes.get(sandbox_id)
+                if sandbox is None or sandbox.status == "paused":
+                    yield  # nothing runs that could write
+                    return
+                async with self.runtime.frozen(sandbox_id, WORKSPACE_MOUNT):
+                    yield
+
+        return frozen
+
     async def _remove(self, sandbox_id: str) -> None:
         try:
             await self.runtime.destroy(sandbox_id)
+            if self.disks is not None:
+                await self.disks.detach(sandbox_id)
+            if self.network is not None:
+                await self.network.release(sandbox_id)
         finally:
             self._forget(sandbox_id)
 
@@ -197,6 +327,7 @@ class SandboxManager:
             self._save(sandbox)
             await self._remove(sandbox_id)
         self._lifecycle.pop(sandbox_id, None)
+        self._still.pop(sandbox_id, None)
 
     async def pause(self, sandbox_id: str) -> Sandbox:
         """Save the sandbox whole to its host's disk and stop it; ``resume`` continues it."""
@@ -215,7 +346,7 @@ class SandboxManager:
         sandbox as it was; if the sandbox is gone, so is the record.
         """
         sandbox = self.get(sandbox_id)
-        async with self._lifecycle[sandbox_id]:
+        async with self._lifecycle[sandbox_id], self._still[sandbox_id]:
             if sandbox.status != before:
                 raise errors.Conflict(f"sandbox {sandbox_id} is {sandbox.status}, not {before}", code="wrong_state")
             sandbox.status = during
@@ -264,18 +395,24 @@ class SandboxManager:
         cwd: str | None,
         timeout: float | None,
     ) -> ExecResult:
+        process = await self.spawn(sandbox_id, argv, env, cwd)
+        try:
+            return await collect(process, timeout, self.output_limit)
+        except* SandboxGone as gone:
+            # The VM was paused, or died, while the command ran.
+            raise errors.Conflict(str(gone.exceptions[0]), code="sandbox_stopped") from None
+
+    async def spawn(self, sandbox_id: str, argv: list[str], env: Mapping[str, str], cwd: str | None) -> Process:
+        """Start a process in a running sandbox, with the sandbox's default environment."""
         sandbox = self.get(sandbox_id)
         if sandbox.status != "running":
             raise errors.Conflict(f"sandbox {sandbox_id} is {sandbox.status}")
-        spec = ProcessSpec(argv=argv, env={**DEFAULT_ENV, **env}, cwd=cwd or DEFAULT_CWD)
+        default_cwd = WORKSPACE_MOUNT if sandbox.workspace is not None else DEFAULT_CWD
+        spec = ProcessSpec(argv=argv, env={**DEFAULT_ENV, **env}, cwd=cwd or default_cwd)
         try:
             process = await self.runtime.spawn(sandbox_id, spec)
         except SandboxGone:
             raise errors.Conflict(f"sandbox {sandbox_id} is not running") from None
         except RuntimeFailure as exc:
             raise errors.Unavailable(str(exc), code="exec_failed") from None
-        try:
-            return await collect(process, timeout, self.output_limit)
-        except* SandboxGone as gone:
-            # The VM was paused, or died, while the command ran.
-            raise errors.Conflict(str(gone.exceptions[0]), code="sandbox_stopped") from None
+        return process

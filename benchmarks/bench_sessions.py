@@ -35,7 +35,7 @@ import httpx
 import trio
 
 from agent.images import ImageStore
-from agent.runtimes.lxc import _CONFIG_TEMPLATE, _INIT_IN_CONTAINER
+from agent.runtimes.lxc import _CONFIG_TEMPLATE, _INIT_IN_CONTAINER, _LOOPBACK_ONLY
 from chaser import embedded
 
 IMAGES_DIR = Path("/var/lib/chaser/images")
@@ -152,7 +152,7 @@ def define(lxc_path: Path, name: str, rootfs: Path) -> None:
         init_rel=_INIT_IN_CONTAINER.lstrip("/"),
         log=home / "lxc.log",
     )
-    (home / "config").write_text(config)
+    (home / "config").write_text(config + _LOOPBACK_ONLY)
 
 
 async def baseline_round(lxc_path: Path, name: str, rootfs: Path, execs: int, samples: Samples) -> None:

@@ -26,13 +26,13 @@ from quart_trio import QuartTrio
 
 from chaser import errors
 from chaser._quart import json_response
+from scheduler.access import audit_resource, principal, requires
+from scheduler.api import session_id_of
 from scheduler.placement import HostLoad
 from scheduler.sessions import SessionService
 from scheduler.store import Row
 
 T = TypeVar("T")
-
-RouteDecorator = Callable[[Callable[..., Awaitable[Response]]], Callable[..., Awaitable[Response]]]
 
 
 class SessionLifecycle:
@@ -99,11 +99,21 @@ class SessionLifecycle:
         return await self.service.get(account_id, session_id)
 
     async def fork(self, account_id: str, session_id: str) -> Row:
-        """A new session from the paused one's snapshot, on its host."""
+        """A new session from the paused one's snapshot, on its host.
+
+        It keeps the source's image, limits (its memory is the snapshot's)
+        and network policy, but gets its own address, disk and identity. A
+        session holding a workspace cannot be forked: the disk has one holder.
+        """
         source = await self.service.get(account_id, session_id)
         if source["status"] != "paused":
             raise errors.Conflict(
                 f"session {session_id} is {source['status']}; pause it before forking", code="session_not_paused"
+            )
+        if source["workspace_id"] is not None:
+            raise errors.Conflict(
+                f"session {session_id} holds a workspace, which only one session at a time can have",
+                code="fork_with_workspace",
             )
         host = await self.store.run(self.store.host, source["host_id"])
         if host is None:
@@ -123,6 +133,9 @@ class SessionLifecycle:
             "create_deadline": now + self.service.config.create_timeout,
             "started_at": None,
             "terminated_at": None,
+            "network": source["network"],
+            "egress_allow": source["egress_allow"],
+            "limits": source["limits"],
             "forked_from": session_id,
         }
         target = HostLoad(
@@ -134,31 +147,29 @@ class SessionLifecycle:
             active=0,
             healthy=True,
         )
+        await self.store.run(self.store.insert_session, row)
         return await self.service.provision(row, [target])
 
 
-def install_routes(
-    app: QuartTrio,
-    lifecycle: SessionLifecycle,
-    *,
-    requires: Callable[[str], RouteDecorator],
-    account_id: Callable[[], str],
-    session_id: Callable[[str], str],
-) -> None:
-    """Add the routes; the scope check, caller's account and id parsing come from the API module."""
+def register_lifecycle_routes(app: QuartTrio, lifecycle: SessionLifecycle) -> None:
+    """Add the routes (registered by ``scheduler.api.create_app``)."""
     service = lifecycle.service
 
     @app.post("/v1/sessions/<raw_id>/pause")
-    @requires("sessions.write")
+    @requires("sessions.write", action="session.pause")
     async def pause_session(raw_id: str) -> Response:
-        return json_response(service.to_json(await lifecycle.pause(account_id(), session_id(raw_id))))
+        row = await lifecycle.pause(principal().account_id, session_id_of(raw_id))
+        return json_response(service.to_json(row))
 
     @app.post("/v1/sessions/<raw_id>/resume")
-    @requires("sessions.write")
+    @requires("sessions.write", action="session.resume")
     async def resume_session(raw_id: str) -> Response:
-        return json_response(service.to_json(await lifecycle.resume(account_id(), session_id(raw_id))))
+        row = await lifecycle.resume(principal().account_id, session_id_of(raw_id))
+        return json_response(service.to_json(row))
 
     @app.post("/v1/sessions/<raw_id>/fork")
-    @requires("sessions.write")
+    @requires("sessions.write", action="session.fork")
     async def fork_session(raw_id: str) -> Response:
-        return json_response(service.to_json(await lifecycle.fork(account_id(), session_id(raw_id))), status=201)
+        row = await lifecycle.fork(principal().account_id, session_id_of(raw_id))
+        audit_resource(row["id"])
+        return json_response(service.to_json(row), status=201)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from agent.images import ImageStore
 from agent.runtimes.lxc import LxcRuntime

@@ -15,7 +15,7 @@ from pathlib import Path
 from vmimages import debs
 
 # What the guest loads (with their dependencies), by module name.
-GUEST_MODULES = ("virtio_pci", "virtio_mmio", "virtio_blk", "virtio_console", "erofs", "overlay")
+GUEST_MODULES = ("virtio_pci", "virtio_mmio", "virtio_blk", "virtio_console", "virtio_net", "erofs", "overlay")
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ Operations present now: create, start, spawn (a process, streamed), destroy,
 and the listing used to re-adopt sandboxes after an agent restart. PTYs,
 file transfer and port connections are added here as further abstract
 methods when their issues land, so every runtime has to answer for them.
-Pause, resume and fork (memory snapshots) only make sense for some
-runtimes: the others inherit an ``Unsupported`` answer.
+Pause, resume and fork (memory snapshots), and freezing a filesystem
+inside, only make sense for some runtimes: the others inherit an
+``Unsupported`` answer.
 """
 
 from __future__ import annotations
@@ -18,10 +19,17 @@ from __future__ import annotations
 import abc
 import signal
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 import trio
+
+from chaser.isolation import Limits
+
+# Where a workspace's disk appears inside a sandbox.
+WORKSPACE_MOUNT = "/workspace"
 
 
 class RuntimeFailure(Exception):
@@ -37,12 +45,32 @@ class Unsupported(RuntimeFailure):
 
 
 @dataclass(frozen=True)
+class GuestNetwork:
+    """The address the namespace's ``eth0`` holds, and its gateway."""
+
+    address: IPv4Interface
+    gateway: IPv4Address
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
     """Everything a runtime needs to create a sandbox."""
 
     id: str
     image: str
     rootfs: Path  # read-only lower layer, never written
+    workspace: Path | None = None  # host directory to show at WORKSPACE_MOUNT
+    # A workspace's disk image, for a runtime that attaches it whole (see
+    # ``Runtime.workspace_as_device``) and mounts it at WORKSPACE_MOUNT inside.
+    workspace_disk: Path | None = None
+    # A prepared network namespace to run in (lo up, eth0 configured);
+    # None runs with loopback only.
+    netns: Path | None = None
+    # eth0's configuration in ``netns``, for a runtime whose guest must take
+    # it over (a VM bridges its NIC to eth0 and gives the guest the address).
+    guest_network: GuestNetwork | None = None
+    # Every field set; None runs unlimited (tests of the runtime alone).
+    limits: Limits | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +152,16 @@ class Runtime(abc.ABC):
         """Create and start ``spec.id`` from the paused ``source_id``'s saved state,
         with its own copy-on-write disk; the source stays paused."""
         raise Unsupported(f"the {self.name} runtime cannot fork sandboxes")
+
+    def workspace_as_device(self, image: str) -> bool:
+        """Whether sandboxes of ``image`` take a workspace as a disk image
+        (``SandboxSpec.workspace_disk``) rather than a host directory."""
+        return False
+
+    def frozen(self, sandbox_id: str, path: str) -> AbstractAsyncContextManager[None]:
+        """Hold the filesystem mounted at ``path`` inside the sandbox still
+        (synced, writes blocked) for the block: for a disk it holds as a device."""
+        raise Unsupported(f"the {self.name} runtime cannot freeze a filesystem inside a sandbox")
 
     def describe(self) -> dict[str, dict[str, object]]:
         """For the host info: each runtime this stands for, with what it found out

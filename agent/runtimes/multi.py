@@ -10,6 +10,7 @@ above this (the sandbox book, exec, the API) asks which runtime it has.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 
 import vmimages
 from agent.runtimes.base import Process, ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
@@ -36,6 +37,12 @@ class RuntimeSet(Runtime):
         if runtime is None:
             raise SandboxGone(f"sandbox {sandbox_id} does not exist")
         return runtime
+
+    def workspace_as_device(self, image: str) -> bool:
+        return self.runtime_for(image).workspace_as_device(image)
+
+    def frozen(self, sandbox_id: str, path: str) -> AbstractAsyncContextManager[None]:
+        return self.owner(sandbox_id).frozen(sandbox_id, path)
 
     async def create(self, spec: SandboxSpec) -> None:
         runtime = self.runtime_for(spec.image)

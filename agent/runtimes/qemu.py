@@ -31,8 +31,10 @@ again on first use.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -40,6 +42,7 @@ import signal
 import subprocess
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
@@ -47,11 +50,12 @@ import trio
 
 from agent.guest_channel import GuestChannel
 from agent.qmp import QmpClient, QmpError
-from agent.runtimes import qemu_snapshot
+from agent.runtimes import qemu_cgroup, qemu_network, qemu_snapshot
 from agent.runtimes.base import Process, ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
 from agent.runtimes.machine import Machine
 from agent.runtimes.qemu_command import VmConfig, VmPaths, qemu_argv
 from agent.runtimes.qemu_disks import Bases, backing_file, overlay
+from chaser.isolation import Limits
 from vmimages.vm import VmImageFiles
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,9 @@ _QUIT_TIMEOUT = 10.0
 # A template is a whole boot plus a pause.
 _TEMPLATE_TIMEOUT = 300.0
 _CONSOLE_TAIL = 40
+# QEMU's own memory beside the guest's RAM (its cgroup allows both): under
+# TCG mostly the translated-code cache (qemu_command.TCG_CACHE_MB).
+_OVERHEAD_MB = {"tcg": 320, "kvm": 128}
 _TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s*")
 
 
@@ -109,6 +116,9 @@ class QemuRuntime(Runtime):
             self.name: {"accel": self.machine.accel, "machine": self.machine.machine, "warm_start": self.warm_start}
         }
 
+    def workspace_as_device(self, image: str) -> bool:
+        return True
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the guest channels' tasks until cancelled."""
         try:
@@ -129,28 +139,57 @@ class QemuRuntime(Runtime):
     # -- create and boot ---------------------------------------------------
 
     async def create(self, spec: SandboxSpec) -> None:
-        """Prepare the sandbox: from the image's template when there is one, else for a cold boot."""
+        """Prepare the sandbox: from the image's template when there is one, else for a cold boot.
+
+        Its vm.json is written first, so that ``destroy`` undoes whatever
+        follows (the network wiring included) if a step fails.
+        """
         paths = self.paths(spec.id)
         image = VmImageFiles(spec.rootfs)
-        config = VmConfig(
-            image=spec.image,
-            image_disk=str(image.disk),
-            kernel=str(image.kernel),
-            initrd=str(image.initrd),
-            memory_mb=self.memory_mb,
-            vcpus=self.vcpus,
-            machine=self.machine,
+        config = self._attach(
+            spec,
+            VmConfig(
+                image=spec.image,
+                image_disk=str(image.disk),
+                kernel=str(image.kernel),
+                initrd=str(image.initrd),
+                memory_mb=self.memory_mb,
+                vcpus=self.vcpus,
+                machine=self.machine,
+                workspace_disk=str(spec.workspace_disk) if spec.workspace_disk is not None else None,
+            ),
         )
         paths.home.mkdir(mode=0o700)
         paths.config.write_text(config.to_json())
+        await self._wire(config)
         template = self.templates_dir / self._template_key(config)
         if self.warm_start and (template / "memory.snap").exists():
             await overlay(template / "disk.qcow2", paths.disk)
             os.link(template / "memory.snap", paths.memory)
             return
         await overlay(image.scratch, paths.disk)
-        if self.warm_start:
+        if self.warm_start and config.workspace_disk is None:  # templates have no workspace disk
             self._ensure_template(config)
+
+    def _attach(self, spec: SandboxSpec, config: VmConfig) -> VmConfig:
+        """``config`` sized by the sandbox's limits (RAM, vCPUs, QEMU's cgroup), in its network slot."""
+        changes: dict[str, object] = {}
+        if spec.limits is not None:
+            assert spec.limits.memory_mb is not None and spec.limits.cpus is not None
+            changes["memory_mb"] = spec.limits.memory_mb
+            changes["vcpus"] = max(1, min(math.ceil(spec.limits.cpus), os.cpu_count() or 1))
+            overhead = _OVERHEAD_MB[self.machine.accel]
+            changes["cgroup"] = qemu_cgroup.vm_limits(spec.limits, overhead).model_dump()
+        if spec.netns is not None:
+            changes["netns"] = str(spec.netns)
+        if spec.guest_network is not None:
+            changes["address"] = str(spec.guest_network.address)
+            changes["gateway"] = str(spec.guest_network.gateway)
+        return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+
+    async def _wire(self, config: VmConfig) -> None:
+        if config.netns is not None:
+            await qemu_network.wire(Path(config.netns))
 
     async def start(self, sandbox_id: str) -> None:
         """Boot, or, for a sandbox made from a snapshot (a template, a fork), restore."""
@@ -163,22 +202,28 @@ class QemuRuntime(Runtime):
             await self._boot(paths, incoming=False)
 
     async def _boot(self, paths: VmPaths, *, incoming: bool) -> None:
-        """Launch QEMU (loading ``memory.snap`` if ``incoming``) and connect to the
-        guest agent; on any failure, kill QEMU."""
+        """Launch QEMU (stopped), put it in its cgroup, run it (loading ``memory.snap``
+        if ``incoming``) and connect to the guest agent; on any failure, kill QEMU."""
         config = VmConfig.from_json(paths.config.read_text())
         pid = await self._launch(config, paths, incoming=incoming)
         try:
-            if incoming:
-                qmp = await QmpClient.connect(paths.qmp)
-                try:
+            if config.cgroup is not None:
+                limits = Limits.model_validate(config.cgroup)
+                await trio.to_thread.run_sync(qemu_cgroup.enter, paths.id, pid, limits)
+            qmp = await QmpClient.connect(paths.qmp)
+            try:
+                if incoming:
                     await qemu_snapshot.load(qmp, paths.memory)
-                finally:
-                    qmp.close()
-            await self._connect(paths, pid, reconnecting=incoming)
+                else:
+                    await qmp.execute("cont")
+            finally:
+                qmp.close()
+            await self._connect(paths, pid, config, reconnecting=incoming)
         except BaseException:
             with trio.CancelScope(shield=True):
                 self._drop_channel(paths.id, "the boot failed")
                 await _kill(pid, paths.name)
+                await self._remove_cgroup(paths.id)
             raise
 
     async def _restore(self, paths: VmPaths) -> None:
@@ -208,7 +253,7 @@ class QemuRuntime(Runtime):
             raise RuntimeFailure(f"QEMU did not start: {error[-1] if error else f'exit status {done.returncode}'}")
         raise RuntimeFailure(f"QEMU did not start within {_LAUNCH_TIMEOUT:g}s")
 
-    async def _connect(self, paths: VmPaths, pid: int, *, reconnecting: bool) -> GuestChannel:
+    async def _connect(self, paths: VmPaths, pid: int, config: VmConfig, *, reconnecting: bool) -> GuestChannel:
         """Open the guest channel and wait for the hello, or for QEMU to die first."""
         if self._nursery is None:
             raise RuntimeFailure("the qemu runtime is not running")
@@ -234,7 +279,9 @@ class QemuRuntime(Runtime):
 
                 race.start_soon(watch_qemu)
                 try:
-                    await nursery.start(partial(channel.serve, paths.id, reconnecting=reconnecting))
+                    await nursery.start(
+                        partial(channel.serve, paths.id, reconnecting=reconnecting, network=config.guest_network)
+                    )
                 except SandboxGone as exc:
                     lost = exc
                     with trio.move_on_after(_EXIT_GRACE):
@@ -268,9 +315,10 @@ class QemuRuntime(Runtime):
             pid = await trio.to_thread.run_sync(_qemu_pid, paths)
             if pid is None:
                 raise SandboxGone(f"sandbox {sandbox_id} is not running")
+            config = VmConfig.from_json(paths.config.read_text())
             try:
                 with trio.fail_after(self.connect_timeout):
-                    return await self._connect(paths, pid, reconnecting=True)
+                    return await self._connect(paths, pid, config, reconnecting=True)
             except trio.TooSlowError:
                 raise RuntimeFailure(
                     f"the guest agent of {sandbox_id} did not answer within {self.connect_timeout:g}s"
@@ -296,6 +344,7 @@ class QemuRuntime(Runtime):
         finally:
             qmp.close()
         await _wait_exit(pid, paths.name, _QUIT_TIMEOUT)
+        await self._remove_cgroup(sandbox_id)
         for sock in paths.sockets:
             sock.unlink(missing_ok=True)
         self._tidy_run_dir()
@@ -308,9 +357,15 @@ class QemuRuntime(Runtime):
         await self._restore(paths)
 
     async def fork(self, source_id: str, spec: SandboxSpec) -> None:
+        """The source's machine and memory, with this sandbox's own disk overlay and network slot."""
         source, paths = self.paths(source_id), self.paths(spec.id)
         if not source.memory.exists():
             raise RuntimeFailure(f"sandbox {source_id} is not paused")
+        hardware = VmConfig.from_json(source.config.read_text())
+        blank = dataclasses.replace(hardware, netns=None, address=None, gateway=None, cgroup=None)
+        config = self._attach(spec, blank)
+        if config.hardware() != hardware.hardware():
+            raise RuntimeFailure("a fork must have its source's memory and vCPUs")
         async with self.bases.lock:
             # Freeze the paused disk once; forks made while it stays paused share the base.
             base = backing_file(source.disk) if source.frozen.exists() else None
@@ -318,10 +373,25 @@ class QemuRuntime(Runtime):
                 base = await self.bases.freeze(source.disk)
                 source.frozen.touch()
             paths.home.mkdir(mode=0o700)
-            shutil.copyfile(source.config, paths.config)
+            paths.config.write_text(config.to_json())
             await overlay(base, paths.disk)
+        await self._wire(config)
         os.link(source.memory, paths.memory)
         await self._restore(paths)
+
+    # -- freezing the workspace -------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def frozen(self, sandbox_id: str, path: str) -> AsyncIterator[None]:
+        """Freeze the filesystem at ``path`` inside the guest (its writes reach QEMU's
+        file first); thawed whatever ends the block, unless the VM went away."""
+        channel = await self._channel(sandbox_id)
+        await channel.request({"type": "freeze", "path": path, "frozen": True})
+        try:
+            yield
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(_BYE_TIMEOUT), contextlib.suppress(SandboxGone):
+                await channel.request({"type": "freeze", "path": path, "frozen": False})
 
     # -- warm start templates -----------------------------------------------
 
@@ -329,14 +399,16 @@ class QemuRuntime(Runtime):
         """Templates fit exactly one machine: same image, kernel, size, accelerator, QEMU."""
         qemu = shutil.which(self.qemu) or self.qemu
         stat = os.stat(qemu)
-        material = f"{config.to_json()}|{qemu}|{stat.st_size}|{stat.st_mtime_ns}"
+        material = f"{config.hardware()}|{qemu}|{stat.st_size}|{stat.st_mtime_ns}"
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
     def _ensure_template(self, config: VmConfig) -> None:
         key = self._template_key(config)
         if key not in self._building and self._nursery is not None:
             self._building.add(key)
-            self._nursery.start_soon(self._build_template, config, key)
+            # The machine alone: a template belongs to no session's network or cgroup.
+            machine = dataclasses.replace(config, netns=None, address=None, gateway=None, cgroup=None)
+            self._nursery.start_soon(self._build_template, machine, key)
 
     async def _build_template(self, config: VmConfig, key: str) -> None:
         """Boot a guest, pause it, keep its memory and frozen disk as ``templates/<key>``."""
@@ -375,18 +447,42 @@ class QemuRuntime(Runtime):
 
     async def destroy(self, sandbox_id: str) -> None:
         paths = self.paths(sandbox_id)
+        config: VmConfig | None = None
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            config = VmConfig.from_json(paths.config.read_text())
+        if config is not None and config.workspace_disk is not None:
+            await self._sync(sandbox_id)
         self._drop_channel(sandbox_id, "the sandbox was destroyed")
         pid = await trio.to_thread.run_sync(partial(_qemu_pid, paths, search=True))
         if pid is not None:
             await _kill(pid, paths.name)
+        await self._remove_cgroup(sandbox_id)
         for sock in paths.sockets:
             sock.unlink(missing_ok=True)
         self._tidy_run_dir()
+        network = config.guest_network if config is not None else None
+        if config is not None and config.netns is not None and network is not None:
+            await qemu_network.release(Path(config.netns), network)
         await trio.to_thread.run_sync(partial(shutil.rmtree, paths.home, ignore_errors=True))
         self._locks.pop(sandbox_id, None)
         async with self.bases.lock:
             disks = [*self.sandboxes_dir.glob("*/disk.qcow2"), *self.templates_dir.glob("*/disk.qcow2")]
             await trio.to_thread.run_sync(self.bases.collect, disks)
+
+    async def _sync(self, sandbox_id: str) -> None:
+        """Have a running guest write what it cached to its disks: a workspace's
+        files would otherwise die with the VM. Best effort, briefly."""
+        if await trio.to_thread.run_sync(_qemu_pid, self.paths(sandbox_id)) is None:
+            return  # paused, or dead: nothing cached in a running guest
+        with trio.move_on_after(_BYE_TIMEOUT), contextlib.suppress(RuntimeFailure):
+            channel = await self._channel(sandbox_id)
+            await channel.request({"type": "sync"})
+
+    async def _remove_cgroup(self, sandbox_id: str) -> None:
+        try:
+            await trio.to_thread.run_sync(qemu_cgroup.remove, sandbox_id)
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot remove the VM's cgroup: {exc}") from None
 
     async def running(self) -> set[str]:
         ids = [p.name for p in self.sandboxes_dir.iterdir() if p.is_dir()]

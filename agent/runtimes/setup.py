@@ -21,17 +21,18 @@ from agent.runtimes.base import Runtime
 from agent.runtimes.lxc import LxcRuntime
 from agent.runtimes.multi import RuntimeSet
 from agent.runtimes.qemu import QemuRuntime
+from agent.scratch import ScratchVolume
 from vmimages.recipes import VmRecipe
 from vmimages.vm import files
 
 log = logging.getLogger(__name__)
 
 
-async def start_runtimes(config: AgentConfig, nursery: trio.Nursery) -> RuntimeSet:
+async def start_runtimes(config: AgentConfig, nursery: trio.Nursery, scratch: ScratchVolume | None) -> RuntimeSet:
     """The configured runtimes; ones with background tasks run in ``nursery``."""
     runtimes: dict[str, Runtime] = {}
     if "lxc" in config.runtimes:
-        runtimes["lxc"] = LxcRuntime(config.state_dir / "lxc", config.init_binary)
+        runtimes["lxc"] = LxcRuntime(config.state_dir / "lxc", config.init_binary, scratch=scratch)
     if "qemu" in config.runtimes:
         qemu = await _qemu_runtime(config)
         if qemu is not None:

@@ -34,9 +34,15 @@ from vmimages.guest.protocol import WINDOW, FrameDecoder, Message, encode, encod
 
 PORT_NAME = "chaser.0"
 SESSION_FILE = "/run/chaser/session-id"
+# The initramfs's busybox, copied here: the image may have no ip(8).
+BUSYBOX = "/run/chaser/busybox"
+NIC = "eth0"
 # <linux/random.h>: _IOW('R', 0x03, int[2]) and _IO('R', 0x07).
 RNDADDENTROPY = 0x40085203
 RNDRESEEDCRNG = 0x5207
+# <linux/fs.h>: _IOWR('X', 119, int) and _IOWR('X', 120, int).
+FIFREEZE = 0xC0045877
+FITHAW = 0xC0045878
 _READ_CHUNK = 65536
 
 
@@ -103,6 +109,33 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str | None, merge_stderr: b
     return pid, pipes
 
 
+def configure_network(address: str, gateway: str) -> None:
+    """Give the NIC the session's address and default route, replacing what it had."""
+    import subprocess  # only here: a costly import at every boot
+
+    for argv in (
+        ["ip", "link", "set", NIC, "up"],
+        ["ip", "addr", "flush", "dev", NIC],
+        ["ip", "addr", "add", address, "dev", NIC],
+        ["ip", "route", "add", "default", "via", gateway, "dev", NIC],
+    ):
+        done = subprocess.run([BUSYBOX, *argv], capture_output=True, check=False)
+        if done.returncode != 0:
+            log(f"network: {' '.join(argv)} failed: {done.stderr.decode(errors='replace').strip()}")
+
+
+def freeze(path: str, frozen: bool) -> None:
+    """Freeze (sync, block writes) or thaw the filesystem mounted at ``path``."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, FIFREEZE if frozen else FITHAW, 0)
+    except OSError as exc:
+        if frozen or exc.errno != errno.EINVAL:  # thawing what is not frozen: already done
+            raise
+    finally:
+        os.close(fd)
+
+
 def reseed(entropy: bytes) -> None:
     """Mix host randomness in and reseed now: forks of one snapshot must diverge."""
     if not entropy:
@@ -130,6 +163,8 @@ class GuestAgent:
         self.children: dict[int, Child] = {}
         self.by_pid: dict[int, Child] = {}
         self.pipe_owner: dict[int, tuple[Child, int]] = {}
+        self.network: tuple[str, str] | None = None  # as configured last
+        self.frozen: set[str] = set()  # filesystems frozen for the host
 
     # -- the loop ------------------------------------------------------
 
@@ -196,11 +231,20 @@ class GuestAgent:
             self.connected = True
 
     def disconnect(self) -> None:
-        """The host went away: forget its half-sent bytes and its processes."""
+        """The host went away: forget its half-sent bytes and its processes, thaw what it froze."""
         self.connected = False
         self.decoder.reset()
         self.outbuf.clear()
         self.detach_all()
+        self.thaw_all()
+
+    def thaw_all(self) -> None:
+        for path in list(self.frozen):
+            try:
+                freeze(path, False)
+            except OSError as exc:
+                log(f"cannot thaw {path}: {exc}")
+            self.frozen.discard(path)
 
     def read_port(self) -> None:
         try:
@@ -246,6 +290,11 @@ class GuestAgent:
             self.outbuf += encode({"type": "bye"})
         elif kind == "exec":
             self.exec(message)
+        elif kind == "freeze":
+            self.freeze(message)
+        elif kind == "sync":
+            os.sync()
+            self.send({"type": "reply", "id": message["id"], "error": None})
         elif kind == "kill":
             child = self.children.get(message["id"])
             if child is not None and child.code is None:
@@ -268,9 +317,24 @@ class GuestAgent:
         else:
             log(f"ignored unknown message type {kind!r}")
 
+    def freeze(self, message: Message) -> None:
+        path, frozen = str(message["path"]), bool(message["frozen"])
+        error = None
+        try:
+            freeze(path, frozen)
+        except OSError as exc:
+            error = f"{path}: {exc.strerror}"
+        else:
+            if frozen:
+                self.frozen.add(path)
+            else:
+                self.frozen.discard(path)
+        self.send({"type": "reply", "id": message["id"], "error": error})
+
     def hello(self, message: Message) -> None:
         """A new host session: answer it, after making this VM its own."""
         self.detach_all()
+        self.thaw_all()
         self.outbuf.clear()
         host_time = message.get("time")
         if isinstance(host_time, float | int):
@@ -280,6 +344,12 @@ class GuestAgent:
         if isinstance(session, str):
             with open(SESSION_FILE, "w") as f:
                 f.write(session + "\n")
+        network = message.get("network")
+        if isinstance(network, dict):
+            wanted = (str(network["address"]), str(network["gateway"]))
+            if wanted != self.network:  # a fork, or the first hello: not a resume
+                configure_network(*wanted)
+                self.network = wanted
         self.outbuf += encode_sync({"type": "hello", "nonce": message["nonce"]})
 
     def exec(self, message: Message) -> None:

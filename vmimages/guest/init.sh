@@ -42,9 +42,18 @@ $bb mkdir -p /rw/upper /rw/work
 $bb mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot \
   || fail "cannot mount the overlay"
 
+case " $($bb cat /proc/cmdline) " in
+  *" chaser.workspace "*)
+    workspace=$(disk_with_serial chaser-ws) || fail "no disk with serial chaser-ws"
+    $bb mkdir -p /newroot/workspace
+    $bb mount -t ext4 -o noatime "$workspace" /newroot/workspace || fail "cannot mount the workspace $workspace"
+    ;;
+esac
+
 $bb mount -t tmpfs -o mode=0755,nosuid,nodev run /newroot/run || fail "cannot mount /run"
 $bb mkdir -p /newroot/run/chaser
 $bb cp -a /chaser/. /newroot/run/chaser/ || fail "cannot copy the guest agent"
+$bb cp /bin/busybox /newroot/run/chaser/busybox || fail "cannot copy busybox"
 $bb mount -t tmpfs -o mode=1777,nosuid,nodev tmp /newroot/tmp || fail "cannot mount /tmp"
 for fs in dev proc sys; do
   $bb mount --move "/$fs" "/newroot/$fs" || fail "cannot move /$fs"

@@ -23,15 +23,22 @@ new QEMU; half a frame can be left in a buffer on either side. So:
 A message is a msgpack map with a ``type`` (``bytes`` stay bytes):
 
 host → guest
-    hello    nonce, time (UNIX seconds), entropy (bytes), session (id):
+    hello    nonce, time (UNIX seconds), entropy (bytes), session (id),
+             network (address as "a.b.c.d/n" and gateway, or nil):
              a new host session. The guest detaches every process of the
-             previous one, sets its clock, reseeds its RNG, answers
-             ``hello`` with the same nonce (and nothing else).
+             previous one, sets its clock, reseeds its RNG, gives eth0
+             that address and default route (unless it has them already),
+             answers ``hello`` with the same nonce (and nothing else).
     exec     id, argv, env, cwd, merge_stderr: start a process.
     kill     id, signal: signal the process group.
     credit   id, fd, bytes: the host consumed that much of a stream.
     close    id: the host is done with the process's streams.
     bye      the host is about to disconnect: detach every process, answer.
+    freeze   id, path, frozen (bool): freeze or thaw the filesystem mounted
+             at path; answered by ``reply``. The guest thaws what it froze
+             when the host goes away.
+    sync     id: write everything cached to the disks (before the host
+             ends the VM); answered by ``reply``.
 guest → host
     hello    nonce (echoed).
     started  id, pid.
@@ -40,6 +47,7 @@ guest → host
     exit     id, code (128+N when killed by signal N), sent once the
              output read before it has been sent.
     bye      nothing more follows on this connection.
+    reply    id, error (nil, or what went wrong): the answer to a request.
 
 Output is flow-controlled per stream: the guest sends at most ``WINDOW``
 bytes the host has not credited back, so a reader that stops reading stops
