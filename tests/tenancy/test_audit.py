@@ -64,9 +64,10 @@ async def test_every_mutation_is_recorded(tenants: Tenants) -> None:
     assert len({e["id"] for e in events}) == len(events)
     assert [e["id"] for e in events] == sorted((e["id"] for e in events), key=int, reverse=True)
     actions = {e["action"] for e in events}
-    # Workspace, snapshot and job mutations are proven where their fixtures
-    # are: test_workspaces_api.py and test_jobs_api.py (``..._are_audited``).
-    elsewhere = ("workspace.", "snapshot.", "job.")
+    # Workspace, snapshot, job and VM lifecycle mutations are proven where
+    # their fixtures are: test_workspaces_api.py, test_jobs_api.py and
+    # test_vm_snapshots.py (``..._are_audited``).
+    elsewhere = ("workspace.", "snapshot.", "job.", "session.pause", "session.resume", "session.fork")
     mutating = {r.action for r in ROUTES if r.mutating and not r.action.startswith(elsewhere)} - {
         "account.create",
         "account.delete",
