@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+from agent.limits import cgroup_settings, unified_hierarchy
+from agent.runtimes import qemu_cgroup
+from chaser.isolation import Limits
 from tests.conftest import System, wait_until
 
 VM_IMAGE = "debian:bookworm-vm"
@@ -46,3 +51,49 @@ async def system_host(system: System) -> dict[str, object]:
     assert response.status_code == 200, response.text
     body: dict[str, object] = response.json()
     return body
+
+
+async def test_a_vm_gets_its_limits_and_its_qemu_runs_in_their_cgroup(vm_system: System) -> None:
+    response = await vm_system.client.post(
+        "/v1/sessions", json={"ephemeral": True, "image": VM_IMAGE, "limits": {"cpus": 1.5, "memory_mb": 320}}
+    )
+    assert response.status_code == 201, response.text
+    session = response.json()
+    assert session["limits"]["cpus"] == 1.5 and session["limits"]["memory_mb"] == 320
+    # The guest has the RAM and (rounded up) the CPUs asked for; it can fill much of its RAM.
+    inside = await exec_ok(
+        vm_system,
+        session["id"],
+        "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo; python3 -c 'b = bytearray(160 << 20); print(len(b) >> 20)'",
+    )
+    cpus, mem_kb, filled = inside.split()
+    assert int(cpus) == min(2, os.cpu_count() or 1)
+    assert 200 << 10 < int(mem_kb) <= 320 << 10
+    assert filled == "160"
+    # Asking for more than it has ends in the guest's own OOM killer: the VM (its QEMU) lives on.
+    over = await vm_system.client.post(
+        "/v1/exec",
+        json={"session_id": session["id"], "command": "python3 -c 'b = bytearray(400 << 20)'", "timeout_ms": 120_000},
+    )
+    assert over.status_code == 200 and over.json()["exit_code"] != 0, over.text
+    # QEMU sits in the session's cgroup, limited to the guest's RAM plus its own overhead.
+    pid = int((vm_system.qemu_path / "sandboxes" / session["id"] / "qemu.pid").read_text())
+    dirs = qemu_cgroup.cgroup_dirs(session["id"])
+    assert all(str(pid) in (d / "cgroup.procs").read_text().split() for d in dirs)
+    settings = dict(cgroup_settings(Limits(cpus=1.5, memory_mb=320 + 320, pids=256), unified=unified_hierarchy()))
+    for name, value in settings.items():
+        directory = dirs[0] if unified_hierarchy() else dirs[0].parent.parent / name.split(".")[0] / dirs[0].name
+        assert (directory / name).read_text().split() == value.split(), name
+    assert await exec_ok(vm_system, session["id"], "echo still-here") == "still-here\n"
+    await vm_system.client.delete(f"/v1/sessions/{session['id']}")
+    assert not any(d.exists() for d in dirs), "the VM's cgroup is removed with it"
+
+
+async def exec_ok(system: System, session_id: str, command: str) -> str:
+    response = await system.client.post(
+        "/v1/exec", json={"session_id": session_id, "command": command, "timeout_ms": 120_000}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["exit_code"] == 0, response.json()
+    output: str = response.json()["output"]
+    return output
