@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -152,3 +153,32 @@ async def test_a_cancelled_boot_leaves_no_qemu(runtime: QemuRuntime, image: Sand
     assert await runtime.running() == set()
     await runtime.destroy(sandbox.id)
     assert await runtime.leftovers() == set()
+
+
+async def test_a_frozen_workspace_holds_writes_until_thawed(
+    runtime: QemuRuntime, image: SandboxSpec, tmp_path: Path
+) -> None:
+    """The guest mounts a disk given whole at /workspace; ``frozen`` blocks writers inside until the block ends."""
+    disk = tmp_path / "workspace.img"
+    with open(disk, "wb") as f:
+        f.truncate(64 << 20)
+    await trio.run_process(["mkfs.ext4", "-q", str(disk)])
+    sandbox = dataclasses.replace(spec(image), workspace_disk=disk)
+    await runtime.create(sandbox)
+    await runtime.start(sandbox.id)
+    assert (await run(runtime, sandbox.id, "findmnt -no FSTYPE /workspace"))[1] == "ext4\n"
+    async with runtime.frozen(sandbox.id, "/workspace"):
+        writer = await runtime.spawn(
+            sandbox.id, ProcessSpec(argv=["sh", "-c", "echo held > /workspace/f && sync"], env=ENV)
+        )
+        with trio.move_on_after(3) as waited:
+            await writer.wait()
+        assert waited.cancelled_caught, "a write went through a frozen filesystem"
+    with trio.fail_after(30):
+        assert await writer.wait() == 0
+    await writer.aclose()
+    assert (await run(runtime, sandbox.id, "cat /workspace/f"))[1] == "held\n"
+    await runtime.destroy(sandbox.id)  # the guest syncs first: the file is on the disk
+    await trio.run_process(["e2fsck", "-fn", str(disk)], capture_stdout=True)
+    listed = await trio.run_process(["debugfs", "-R", "cat /f", str(disk)], capture_stdout=True, capture_stderr=True)
+    assert listed.stdout == b"held\n"

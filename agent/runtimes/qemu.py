@@ -51,7 +51,7 @@ import trio
 from agent.guest_channel import GuestChannel
 from agent.qmp import QmpClient, QmpError
 from agent.runtimes import qemu_cgroup, qemu_network, qemu_snapshot
-from agent.runtimes.base import Process, ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
+from agent.runtimes.base import WORKSPACE_MOUNT, Process, ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
 from agent.runtimes.machine import Machine
 from agent.runtimes.qemu_command import VmConfig, VmPaths, qemu_argv
 from agent.runtimes.qemu_disks import Bases, backing_file, overlay
@@ -452,10 +452,11 @@ class QemuRuntime(Runtime):
             config = VmConfig.from_json(paths.config.read_text())
         if config is not None and config.workspace_disk is not None:
             await self._sync(sandbox_id)
-        self._drop_channel(sandbox_id, "the sandbox was destroyed")
         pid = await trio.to_thread.run_sync(partial(_qemu_pid, paths, search=True))
         if pid is not None:
             await _kill(pid, paths.name)
+        # After the kill: the guest would thaw its workspace on seeing the host go.
+        self._drop_channel(sandbox_id, "the sandbox was destroyed")
         await self._remove_cgroup(sandbox_id)
         for sock in paths.sockets:
             sock.unlink(missing_ok=True)
@@ -470,13 +471,15 @@ class QemuRuntime(Runtime):
             await trio.to_thread.run_sync(self.bases.collect, disks)
 
     async def _sync(self, sandbox_id: str) -> None:
-        """Have a running guest write what it cached to its disks: a workspace's
-        files would otherwise die with the VM. Best effort, briefly."""
+        """Have a running guest write what it cached to its disks, and leave its
+        workspace frozen (so clean: its journal checkpointed) for the VM's end.
+        Best effort, briefly: a workspace's files would otherwise die with the VM."""
         if await trio.to_thread.run_sync(_qemu_pid, self.paths(sandbox_id)) is None:
             return  # paused, or dead: nothing cached in a running guest
         with trio.move_on_after(_BYE_TIMEOUT), contextlib.suppress(RuntimeFailure):
             channel = await self._channel(sandbox_id)
             await channel.request({"type": "sync"})
+            await channel.request({"type": "freeze", "path": WORKSPACE_MOUNT, "frozen": True})
 
     async def _remove_cgroup(self, sandbox_id: str) -> None:
         try:
