@@ -9,6 +9,7 @@ from typing import Any
 import trio
 
 from tests.conftest import System, start_system, stop_system, wait_until
+from tests.test_isolation import address_of
 
 VM_IMAGE = "debian:bookworm-vm"
 
@@ -75,7 +76,7 @@ async def test_pause_resume_three_times_keeps_processes_and_files(vm_system: Sys
     assert deleted.json()["status"] == "terminated"
 
 
-async def test_fork_one_snapshot_into_two_sessions_that_diverge(vm_system: System) -> None:
+async def test_fork_one_snapshot_into_two_sessions_that_diverge_and_are_audited(vm_system: System) -> None:
     source = await create_vm(vm_system)
     await exec_in(vm_system, source["id"], "mkdir /srv/t; echo from-the-source > /srv/t/shared; echo mem > /tmp/shared")
     refused = await vm_system.client.post(f"/v1/sessions/{source['id']}/fork")
@@ -91,10 +92,17 @@ async def test_fork_one_snapshot_into_two_sessions_that_diverge(vm_system: Syste
         forks.append(fork)
     a, b = (f["id"] for f in forks)
 
-    # Both start from the source's disk and memory...
-    for fork_id in (a, b):
-        shared = await exec_in(vm_system, fork_id, "cat /srv/t/shared /tmp/shared /run/chaser/session-id")
-        assert shared["output"].split() == ["from-the-source", "mem", fork_id]
+    # Both start from the source's disk and memory, each with its own network slot and address...
+    addresses = {address_of(s, vm_system)["address"] for s in (source, *forks)}
+    assert len(addresses) == 3
+    for fork in forks:
+        shared = await exec_in(
+            vm_system,
+            fork["id"],
+            "cat /srv/t/shared /tmp/shared /run/chaser/session-id; /run/chaser/busybox ip -4 -o addr show eth0",
+        )
+        assert shared["output"].split()[:3] == ["from-the-source", "mem", fork["id"]]
+        assert f"inet {address_of(fork, vm_system)['address']}/30" in shared["output"]
     # ...and then go their own ways: disks, and random streams reseeded apart.
     await exec_in(vm_system, a, "echo a > /srv/t/mine")
     await exec_in(vm_system, b, "echo b > /srv/t/mine; rm /srv/t/shared")
@@ -111,6 +119,21 @@ async def test_fork_one_snapshot_into_two_sessions_that_diverge(vm_system: Syste
         "/v1/exec", json={"session_id": source["id"], "command": "ls /srv/t; cat /srv/t/shared"}
     )
     assert mine.json()["output"].split() == ["shared", "from-the-source"]
+
+    # Another account can neither pause, resume nor fork it: to them it does not exist.
+    stranger = {"Authorization": f"Bearer {await vm_system.new_key('stranger@test.invalid')}"}
+    for action in ("pause", "resume", "fork"):
+        response = await vm_system.client.post(f"/v1/sessions/{source['id']}/{action}", headers=stranger)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "session_not_found"
+    assert (await vm_system.client.get(f"/v1/sessions/{source['id']}")).json()["status"] == "running"
+
+    # Each of those calls is in the audit trail, with the session it acted on (the fork: the new one).
+    trail = (await vm_system.client.get("/v1/audit", params={"limit": "100"})).json()["events"]
+    done = [(e["action"], e["resource"]["id"], e["status"]) for e in trail if e["result"] == "success"]
+    assert ("session.pause", source["id"], 200) in done and ("session.resume", source["id"], 200) in done
+    assert {(a, 201), (b, 201)} <= {(i, status) for action, i, status in done if action == "session.fork"}
+    refused = [e for e in trail if e["action"] == "session.fork" and e["result"] == "failure"]
+    assert refused and refused[-1]["error_code"] == "session_not_paused"
 
     for session_id in (source["id"], a, b):
         await vm_system.client.delete(f"/v1/sessions/{session_id}")
