@@ -16,7 +16,8 @@ The differences are what Chaser adds: boot→agent-ready minus bare boot is
 our initramfs, overlay root and guest agent; resume vs cold boot is what
 snapshots buy. Absolute figures depend on the accelerator (this prints which:
 TCG where KVM cannot run the guest) and the host; nothing here judges them.
-Runs with no network device in any VM; everything stays on this host.
+Every VM has its NIC wired to nothing (no network slot: the runtime alone);
+everything stays on this host.
 
     python -m benchmarks.bench_vm --rounds 5 [--json]
 """

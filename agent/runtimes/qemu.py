@@ -10,6 +10,13 @@ that warm starts fork from. QMP and guest sockets live in the short run dir.
 QEMU daemonizes, so VMs keep running across agent restarts; a live VM is
 recognised by its ``-name`` in ``/proc/<pid>/cmdline``.
 
+A sandbox with a network slot runs its QEMU inside the slot's namespace,
+its NIC on a tap bridged to the slot's veth (``qemu_network``); QEMU starts
+stopped, enters the cgroup of the sandbox's limits (``qemu_cgroup``), and
+only then runs. A workspace disk is a further virtio-blk device the guest
+mounts at /workspace; ``frozen`` freezes it from inside, and ``destroy``
+has the guest sync and freeze it before QEMU is killed.
+
 Booting is done when the guest agent answers its hello (exec-ready). A VM
 that dies first (a kernel panic ends QEMU: ``panic=-1`` and ``-no-reboot``)
 is reported with the console's last words; one that hangs is cut off by the
@@ -21,7 +28,7 @@ VM's state to ``memory.snap`` and ends QEMU; the disk stays as it is. Resume
 starts an identical QEMU with ``-incoming`` and loads the file. A fork gets
 an overlay over the paused sandbox's frozen disk and a link to its memory
 file, and resumes from there as a new sandbox: the hello gives it its own
-identity (session id, clock, a reseeded RNG).
+identity (session id, clock, a reseeded RNG, its slot's address).
 
 The guest channels' reader tasks, and template builds, run in the runtime's
 own nursery (``run``); a channel lost with its agent (a restart) is opened
