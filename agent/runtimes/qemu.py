@@ -79,7 +79,8 @@ _BYE_TIMEOUT = 5.0
 _QUIT_TIMEOUT = 10.0
 # A template is a whole boot plus a pause.
 _TEMPLATE_TIMEOUT = 300.0
-_CONSOLE_TAIL = 40
+# How much of the console's end explains a failed boot (a panic's trace is long).
+_CONSOLE_TAIL = 64 << 10
 # QEMU's own memory beside the guest's RAM (its cgroup allows both): under
 # TCG mostly the translated-code cache (qemu_command.TCG_CACHE_MB).
 _OVERHEAD_MB = {"tcg": 320, "kvm": 128}
@@ -568,7 +569,9 @@ async def _wait_exit(pid: int, name: str, grace: float) -> None:
 def _explain_exit(paths: VmPaths) -> str:
     """Why QEMU ended during boot, from the guest console's last lines."""
     try:
-        lines = paths.console.read_text(errors="replace").splitlines()[-_CONSOLE_TAIL:]
+        with open(paths.console, "rb") as console:
+            console.seek(max(0, console.seek(0, os.SEEK_END) - _CONSOLE_TAIL))
+            lines = console.read().decode(errors="replace").splitlines()
     except OSError:
         lines = []
     lines = [_TIMESTAMP.sub("", line).strip() for line in lines if line.strip()]
