@@ -39,6 +39,8 @@ _HELLO_EVERY = 0.5
 _FLUSH_AFTER = 1.0
 # Credit is returned in batches of this many bytes consumed.
 _CREDIT_BATCH = WINDOW // 4
+# Input is sent in messages of at most this many bytes.
+_INPUT_CHUNK = 64 << 10
 
 
 class GuestOutput(trio.abc.ReceiveStream):
@@ -86,10 +88,66 @@ class GuestOutput(trio.abc.ReceiveStream):
         await trio.lowlevel.checkpoint()
 
 
-class GuestProcess(Process):
-    """A process the guest agent started; its id is the channel's, not a pid."""
+class GuestInput(trio.abc.SendStream):
+    """What the host streams into a child of the guest: stdin, keystrokes, bytes to send.
 
-    def __init__(self, channel: GuestChannel, process_id: int, merge_stderr: bool) -> None:
+    At most ``WINDOW`` bytes travel unacknowledged: ``send_all`` waits for
+    the guest's ``input_credit`` beyond that, so a process that stops
+    reading its input stops its writer here.
+    """
+
+    def __init__(self, channel: GuestChannel, process_id: int) -> None:
+        self._channel = channel
+        self._process_id = process_id
+        self._outstanding = 0
+        self._credited = trio.Event()
+        self._closed = False
+        self._lost: str | None = None
+
+    def credit(self, count: int) -> None:
+        self._outstanding = max(0, self._outstanding - count)
+        self._credited.set()
+
+    def lost(self, reason: str) -> None:
+        self._lost = reason
+        self._credited.set()
+
+    async def _room(self) -> int:
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("the input was closed")
+            if self._lost is not None:
+                raise trio.BrokenResourceError(f"the guest is gone: {self._lost}")
+            if self._outstanding < WINDOW:
+                return WINDOW - self._outstanding
+            self._credited = trio.Event()
+            await self._credited.wait()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        await trio.lowlevel.checkpoint()
+        while view:
+            count = min(len(view), await self._room(), _INPUT_CHUNK)
+            self._channel.send({"type": "input", "id": self._process_id, "data": bytes(view[:count])})
+            self._outstanding += count
+            view = view[count:]
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._room()
+
+    async def aclose(self) -> None:
+        """End the input (the process reads EOF; a connection is half-closed)."""
+        if not self._closed:
+            self._closed = True
+            self._credited.set()
+            self._channel.send({"type": "input_eof", "id": self._process_id})
+        await trio.lowlevel.checkpoint()
+
+
+class GuestProcess(Process):
+    """A child of the guest agent: a process, or a connection; its id is the channel's, not a pid."""
+
+    def __init__(self, channel: GuestChannel, process_id: int, merge_stderr: bool, *, stdin: bool = False) -> None:
         self._channel = channel
         self.id = process_id
         self.pid: int | None = None
@@ -98,6 +156,7 @@ class GuestProcess(Process):
             self._outputs[2] = GuestOutput(channel, process_id, 2)
         self.stdout = self._outputs[1]
         self.stderr = self._outputs.get(2)
+        self.input = GuestInput(channel, process_id) if stdin else None
         self._code: int | None = None
         self._lost: str | None = None
         self._exited = trio.Event()
@@ -113,6 +172,8 @@ class GuestProcess(Process):
         self._lost = reason
         for output in self._outputs.values():
             output.end()
+        if self.input is not None:
+            self.input.lost(reason)
         self._exited.set()
 
     async def wait(self) -> int:
@@ -124,6 +185,15 @@ class GuestProcess(Process):
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if not self._exited.is_set():
             self._channel.send({"type": "kill", "id": self.id, "signal": int(sig)})
+
+    def signal_foreground(self, sig: int) -> None:
+        """Signal the foreground process group of the process's terminal."""
+        if not self._exited.is_set():
+            self._channel.send({"type": "kill", "id": self.id, "signal": int(sig), "foreground": True})
+
+    def resize(self, cols: int, rows: int) -> None:
+        if not self._exited.is_set():
+            self._channel.send({"type": "resize", "id": self.id, "cols": cols, "rows": rows})
 
     async def aclose(self) -> None:
         self._channel.release(self)
@@ -262,6 +332,8 @@ class GuestChannel:
                 stream.end()
         elif kind == "exit":
             process.exited(int(message["code"]))
+        elif kind == "input_credit" and process.input is not None:
+            process.input.credit(int(message["bytes"]))
 
     def _end(self, reason: str) -> None:
         log.info("guest channel closed: %s", reason, extra={"session_id": self.name})
@@ -281,10 +353,14 @@ class GuestChannel:
         if self._closed is None:
             self._outgoing_send.send_nowait(encode(message))
 
-    async def spawn(self, spec: ProcessSpec) -> GuestProcess:
+    async def spawn(
+        self, spec: ProcessSpec, *, stdin: bool = False, terminal: tuple[int, int] | None = None
+    ) -> GuestProcess:
+        """Start a process: with ``stdin``, its input streamed from ``GuestProcess.input``;
+        with ``terminal`` (cols, rows), on a new terminal whose keystrokes that input is."""
         if self._closed is not None:
             raise SandboxGone(f"no guest agent connection: {self._closed}")
-        process = GuestProcess(self, next(self._ids), spec.merge_stderr)
+        process = GuestProcess(self, next(self._ids), spec.merge_stderr, stdin=stdin or terminal is not None)
         self._processes[process.id] = process
         request: dict[str, Any] = {
             "type": "exec",
@@ -293,10 +369,32 @@ class GuestChannel:
             "env": dict(spec.env),
             "cwd": spec.cwd,
             "merge_stderr": spec.merge_stderr,
+            "stdin": stdin,
+            "pty": {"cols": terminal[0], "rows": terminal[1]} if terminal is not None else None,
         }
         self.send(request)
         await trio.lowlevel.checkpoint()
         return process
+
+    async def connect(self, port: int) -> GuestProcess | None:
+        """A TCP connection to ``port`` on the guest's loopback, as a child whose
+        output is what arrives and whose input is what to send; None if refused."""
+        if self._closed is not None:
+            raise SandboxGone(f"no guest agent connection: {self._closed}")
+        connection = GuestProcess(self, next(self._ids), True, stdin=True)
+        self._processes[connection.id] = connection
+        call = self._calls[connection.id] = _Call()
+        try:
+            self.send({"type": "connect", "id": connection.id, "port": port})
+            await call.done.wait()
+        finally:
+            self._calls.pop(connection.id, None)
+        if call.reply is None:
+            raise SandboxGone(f"the guest agent went away: {call.lost}")
+        if call.reply.get("error"):
+            self._processes.pop(connection.id, None)
+            return None
+        return connection
 
     async def request(self, message: Message) -> Message:
         """Send ``message`` with a fresh id and wait for the guest's reply to it.

@@ -8,7 +8,12 @@ runtime does from outside a container: start processes in their own session
 and process group, stream their output with flow control, report exit codes,
 signal process groups. As PID 1 it also reaps every orphan.
 
-One thread, one ``selectors`` loop: the port, the processes' pipes and a
+Besides processes on pipes it runs processes on a terminal (a pty it holds
+the master side of) and opens TCP connections to the guest's own ports:
+each is a "child" whose output is streamed the same way and whose input the
+host streams in (stdin, keystrokes, bytes to send), flow-controlled too.
+
+One thread, one ``selectors`` loop: the port, the children's fds and a
 wake-up pipe for signals (SIGCHLD for exits, SIGIO for the host connecting
 or disconnecting: a virtio-serial port reads EOF and polls as hung up while
 no host is connected, so the loop stops watching it and waits for SIGIO).
@@ -26,8 +31,10 @@ import os
 import select
 import selectors
 import signal
+import socket
 import struct
 import sys
+import termios
 import time
 
 from vmimages.guest.protocol import WINDOW, FrameDecoder, Message, encode, encode_sync
@@ -44,6 +51,7 @@ RNDRESEEDCRNG = 0x5207
 FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
 _READ_CHUNK = 65536
+_CONNECT_TIMEOUT = 5.0
 
 
 def log(text: str) -> None:
@@ -62,51 +70,104 @@ def find_port(name: str) -> str:
 
 
 class Child:
-    """A process started for the host, and its output pipes by stream (1, 2)."""
+    """What the host opened: a process (on pipes or a terminal) or a TCP connection.
 
-    __slots__ = ("code", "credit", "detached", "exit_sent", "id", "pid", "pipes", "stalled")
+    ``outputs`` are the fds read for the host, by stream (1, 2); ``input_fd``
+    is written with what the host sends (a pipe to stdin, the terminal, the
+    socket): the same fd as an output for a terminal or a socket.
+    """
 
-    def __init__(self, request_id: int, pid: int, pipes: dict[int, int]) -> None:
+    __slots__ = (
+        "code", "credit", "detached", "exit_sent", "id", "inbuf", "input_eof", "input_fd", "kind",
+        "outputs", "pid", "stalled",
+    )  # fmt: skip
+
+    def __init__(self, request_id: int, kind: str, pid: int | None, outputs: dict[int, int], input_fd: int | None):
         self.id = request_id
+        self.kind = kind  # process | pty | socket
         self.pid = pid
-        self.pipes = pipes
-        self.credit = dict.fromkeys(pipes, WINDOW)
+        self.outputs = outputs
+        self.input_fd = input_fd
+        self.credit = dict.fromkeys(outputs, WINDOW)
         self.code: int | None = None
         self.exit_sent = False
         # The host that started it is gone: output is read and dropped.
         self.detached = False
-        # Streams with no credit left, not watched until the host grants more.
+        # Streams with no credit left, not read until the host grants more.
         self.stalled: set[int] = set()
+        self.inbuf = bytearray()  # sent by the host, not yet written
+        self.input_eof = False  # the host ended its input: close it once written
 
 
-def spawn(argv: list[str], env: dict[str, str], cwd: str | None, merge_stderr: bool) -> tuple[int, dict[int, int]]:
+def spawn(argv: list[str], env: dict[str, str], cwd: str | None, merge_stderr: bool, stdin: bool) -> Child:
     """Fork and exec in a new session; a failure to exec exits 127 with a message."""
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = (out_r, out_w) if merge_stderr else os.pipe2(os.O_CLOEXEC)
+    in_r, in_w = os.pipe2(os.O_CLOEXEC) if stdin else (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
             os.setsid()
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
+            os.dup2(in_r, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-            # Python ignores these; an exec'd program must get the defaults.
-            for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGIO):
-                signal.signal(sig, signal.SIG_DFL)
-            if cwd:
-                os.chdir(cwd)
-            os.execvpe(argv[0], argv, env)
-        except OSError as exc:
-            os.write(2, f"chaser: cannot run {argv[0]!r}: {exc.strerror}\n".encode())
+            exec_program(argv, env, cwd)
         finally:
             os._exit(127)
-    pipes = {1: out_r} if merge_stderr else {1: out_r, 2: err_r}
-    for fd in {out_w, err_w}:
+    outputs = {1: out_r} if merge_stderr else {1: out_r, 2: err_r}
+    for fd in {out_w, err_w, in_r}:
         os.close(fd)
-    for fd in pipes.values():
+    for fd in [*outputs.values(), *([in_w] if stdin else [])]:
         os.set_blocking(fd, False)
-    return pid, pipes
+    return Child(0, "process", pid, outputs, in_w if stdin else None)
+
+
+def spawn_pty(argv: list[str], env: dict[str, str], cwd: str | None, cols: int, rows: int) -> Child:
+    """Fork and exec as the leader of a new session on a new terminal; we keep its master side."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(master)
+            os.setsid()
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+            for target in (0, 1, 2):
+                os.dup2(slave, target)
+            exec_program(argv, env, cwd)
+        finally:
+            os._exit(127)
+    os.close(slave)
+    os.set_inheritable(master, False)
+    os.set_blocking(master, False)
+    return Child(0, "pty", pid, {1: master}, master)
+
+
+def exec_program(argv: list[str], env: dict[str, str], cwd: str | None) -> None:
+    """In a forked child: default signal dispositions, cwd, exec (or say why not)."""
+    try:
+        # Python ignores these; an exec'd program must get the defaults.
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGIO):
+            signal.signal(sig, signal.SIG_DFL)
+        if cwd:
+            os.chdir(cwd)
+        os.execvpe(argv[0], argv, env)
+    except OSError as exc:
+        os.write(2, f"chaser: cannot run {argv[0]!r}: {exc.strerror}\n".encode())
+
+
+def connect(port: int) -> Child:
+    """A TCP connection to ``port`` on the guest's loopback (refused: ConnectionRefusedError)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.settimeout(_CONNECT_TIMEOUT)  # on loopback, an answer comes at once
+        sock.connect(("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
+    fd = sock.detach()
+    os.set_blocking(fd, False)
+    return Child(0, "socket", None, {1: fd}, fd)
 
 
 def configure_network(address: str, gateway: str) -> None:
@@ -162,7 +223,8 @@ class GuestAgent:
         self.outbuf = bytearray()
         self.children: dict[int, Child] = {}
         self.by_pid: dict[int, Child] = {}
-        self.pipe_owner: dict[int, tuple[Child, int]] = {}
+        self.fd_owner: dict[int, Child] = {}  # every fd of a child
+        self.watched: dict[int, int] = {}  # fd -> the selector events registered for it
         self.network: tuple[str, str] | None = None  # as configured last
         self.frozen: set[str] = set()  # filesystems frozen for the host
 
@@ -191,10 +253,15 @@ class GuestAgent:
                 if events & selectors.EVENT_WRITE:
                     self.flush()
             else:
-                # An earlier event of this batch may have closed or stalled the pipe.
-                owner = self.pipe_owner.get(key.fd)
-                if owner is not None and owner[1] in owner[0].pipes and owner[1] not in owner[0].stalled:
-                    self.read_pipe(*owner)
+                # An earlier event of this batch may have closed or stalled the fd: ask again.
+                child = self.fd_owner.get(key.fd)
+                if child is not None and events & selectors.EVENT_WRITE and key.fd == child.input_fd:
+                    self.write_input(child)
+                child = self.fd_owner.get(key.fd)
+                if child is not None and events & selectors.EVENT_READ:
+                    stream = self.readable_stream(child, key.fd)
+                    if stream is not None:
+                        self.read_output(child, stream)
         if not self.connected:
             self.check_connection()
         self.reap()
@@ -297,9 +364,13 @@ class GuestAgent:
             self.send({"type": "reply", "id": message["id"], "error": None})
         elif kind == "kill":
             child = self.children.get(message["id"])
-            if child is not None and child.code is None:
+            if child is not None and child.code is None and child.pid is not None:
+                target = child.pid
+                if message.get("foreground") and child.kind == "pty":
+                    with contextlib.suppress(OSError):
+                        target = os.tcgetpgrp(child.input_fd) if child.input_fd is not None else target
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, int(message["signal"]))
+                    os.killpg(target, int(message["signal"]))
         elif kind == "credit":
             child = self.children.get(message["id"])
             stream = int(message["fd"])
@@ -307,11 +378,30 @@ class GuestAgent:
                 child.credit[stream] += int(message["bytes"])
                 if stream in child.stalled and child.credit[stream] > 0:
                     child.stalled.discard(stream)
-                    self.selector.register(child.pipes[stream], selectors.EVENT_READ, None)
+                    self.watch(child.outputs[stream])
+        elif kind == "input":
+            child = self.children.get(message["id"])
+            if child is not None and child.input_fd is not None and not child.input_eof:
+                child.inbuf += message["data"]
+                self.watch(child.input_fd)
+        elif kind == "input_eof":
+            child = self.children.get(message["id"])
+            if child is not None and child.input_fd is not None:
+                child.input_eof = True
+                if not child.inbuf:
+                    self.end_input(child)
+        elif kind == "resize":
+            child = self.children.get(message["id"])
+            if child is not None and child.kind == "pty" and child.input_fd is not None:
+                size = struct.pack("HHHH", int(message["rows"]), int(message["cols"]), 0, 0)
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(child.input_fd, termios.TIOCSWINSZ, size)
+        elif kind == "connect":
+            self.open_connection(message)
         elif kind == "close":
             child = self.children.get(message["id"])
             if child is not None:
-                self.close_pipes(child)
+                self.close_all(child)
                 child.detached = True
                 self.forget_if_done(child)
         else:
@@ -356,30 +446,125 @@ class GuestAgent:
         request_id = int(message["id"])
         argv = [str(a) for a in message["argv"]]
         env = {str(k): str(v) for k, v in message["env"].items()}
-        cwd = message.get("cwd")
-        pid, pipes = spawn(argv, env, str(cwd) if cwd else None, bool(message.get("merge_stderr", True)))
-        child = Child(request_id, pid, pipes)
-        self.children[request_id] = child
-        self.by_pid[pid] = child
-        for stream, fd in pipes.items():
-            self.pipe_owner[fd] = (child, stream)
-            self.selector.register(fd, selectors.EVENT_READ, None)
-        self.send({"type": "started", "id": request_id, "pid": pid})
+        cwd = str(message["cwd"]) if message.get("cwd") else None
+        terminal = message.get("pty")
+        if isinstance(terminal, dict):
+            child = spawn_pty(argv, env, cwd, int(terminal["cols"]), int(terminal["rows"]))
+        else:
+            child = spawn(argv, env, cwd, bool(message.get("merge_stderr", True)), bool(message.get("stdin", False)))
+        child.id = request_id
+        assert child.pid is not None
+        self.by_pid[child.pid] = child
+        self.adopt(child)
+        self.send({"type": "started", "id": request_id, "pid": child.pid})
 
-    # -- processes -----------------------------------------------------
+    def open_connection(self, message: Message) -> None:
+        request_id = int(message["id"])
+        try:
+            child = connect(int(message["port"]))
+        except ConnectionRefusedError:
+            self.send({"type": "reply", "id": request_id, "error": "refused", "refused": True})
+            return
+        except OSError as exc:
+            self.send({"type": "reply", "id": request_id, "error": exc.strerror or str(exc), "refused": True})
+            return
+        child.id = request_id
+        self.adopt(child)
+        self.send({"type": "reply", "id": request_id, "error": None})
 
-    def read_pipe(self, child: Child, stream: int) -> bool:
-        """Read once; True if the pipe may hold more right now."""
-        fd = child.pipes[stream]
+    def adopt(self, child: Child) -> None:
+        self.children[child.id] = child
+        for fd in {*child.outputs.values(), *([child.input_fd] if child.input_fd is not None else [])}:
+            self.fd_owner[fd] = child
+            self.watch(fd)
+
+    # -- watching fds --------------------------------------------------
+
+    def watch(self, fd: int) -> None:
+        """(Re)register ``fd`` for what its child needs now: reading output with credit, writing input."""
+        child = self.fd_owner.get(fd)
+        wanted = 0
+        if child is not None:
+            if self.readable_stream(child, fd) is not None:
+                wanted |= selectors.EVENT_READ
+            if fd == child.input_fd and child.inbuf:
+                wanted |= selectors.EVENT_WRITE
+        current = self.watched.get(fd, 0)
+        if wanted == current:
+            return
+        if not wanted:
+            self.selector.unregister(fd)
+            del self.watched[fd]
+        elif current:
+            self.selector.modify(fd, wanted, None)
+            self.watched[fd] = wanted
+        else:
+            self.selector.register(fd, wanted, None)
+            self.watched[fd] = wanted
+
+    @staticmethod
+    def readable_stream(child: Child, fd: int) -> int | None:
+        """The output stream ``fd`` is, if it may be read now."""
+        for stream, out_fd in child.outputs.items():
+            if out_fd == fd and stream not in child.stalled:
+                return stream
+        return None
+
+    # -- input ---------------------------------------------------------
+
+    def write_input(self, child: Child) -> None:
+        fd = child.input_fd
+        if fd is None or not child.inbuf:
+            return
+        try:
+            written = os.write(fd, child.inbuf)
+        except BlockingIOError:
+            return
+        except OSError:
+            # The reader is gone (EPIPE), or the terminal hung up (EIO): drop what is left.
+            written = len(child.inbuf)
+            child.input_eof = True
+        del child.inbuf[:written]
+        if not child.detached:
+            self.send({"type": "input_credit", "id": child.id, "bytes": written})
+        if not child.inbuf and child.input_eof:
+            self.end_input(child)
+        elif child.input_fd is not None:
+            self.watch(child.input_fd)
+
+    def end_input(self, child: Child) -> None:
+        """No more input: close a pipe, half-close a socket; a terminal stays as it is."""
+        fd = child.input_fd
+        if fd is None:
+            return
+        child.inbuf.clear()
+        if child.kind == "socket":
+            with contextlib.suppress(OSError):
+                socket.socket(fileno=os.dup(fd)).shutdown(socket.SHUT_WR)
+            child.input_fd = None
+            self.watch(fd)
+        elif child.kind == "process":
+            child.input_fd = None
+            self.release_fd(fd)
+
+    # -- output and exits ----------------------------------------------
+
+    def read_output(self, child: Child, stream: int) -> bool:
+        """Read once; True if the stream may hold more right now."""
+        fd = child.outputs[stream]
         size = _READ_CHUNK if child.detached else min(_READ_CHUNK, child.credit[stream])
         try:
             data = os.read(fd, size)
         except BlockingIOError:
             return False
+        except OSError:
+            data = b""  # a terminal whose last user left (EIO), a reset connection: its end
         if not data:
-            self.close_pipe(child, stream)
+            self.close_output(child, stream)
             if not child.detached:
                 self.send({"type": "eof", "id": child.id, "fd": stream})
+            if child.kind == "socket":
+                child.code = 0  # a connection has no exit but its end
             self.forget_if_done(child)
             return False
         if not child.detached:
@@ -387,7 +572,7 @@ class GuestAgent:
             child.credit[stream] -= len(data)
             if child.credit[stream] <= 0:
                 child.stalled.add(stream)
-                self.selector.unregister(fd)
+                self.watch(fd)
                 return False
         return True
 
@@ -410,8 +595,8 @@ class GuestAgent:
             if child.code is None or child.exit_sent:
                 continue
             drained = True
-            for stream in list(child.pipes):
-                while stream in child.pipes and stream not in child.stalled and self.read_pipe(child, stream):
+            for stream in list(child.outputs):
+                while stream in child.outputs and stream not in child.stalled and self.read_output(child, stream):
                     pass
                 drained = drained and stream not in child.stalled
             if not drained:
@@ -419,30 +604,59 @@ class GuestAgent:
             child.exit_sent = True
             if not child.detached:
                 self.send({"type": "exit", "id": child.id, "code": child.code})
+            if child.kind == "pty" and child.input_fd is not None:
+                # Its output was read to the end: nothing more will use the terminal.
+                child.outputs.pop(1, None)
+                fd, child.input_fd = child.input_fd, None
+                self.release_fd(fd)
             self.forget_if_done(child)
 
-    def close_pipe(self, child: Child, stream: int) -> None:
-        fd = child.pipes.pop(stream)
-        if stream not in child.stalled:
-            self.selector.unregister(fd)
+    # -- closing -------------------------------------------------------
+
+    def close_output(self, child: Child, stream: int) -> None:
+        fd = child.outputs.pop(stream)
         child.stalled.discard(stream)
-        del self.pipe_owner[fd]
+        if fd == child.input_fd and child.kind != "socket":
+            child.input_fd = None  # a terminal: its input goes with it
+        if fd != child.input_fd:
+            self.release_fd(fd)
+        else:
+            self.watch(fd)
+
+    def close_all(self, child: Child) -> None:
+        for stream in list(child.outputs):
+            child.stalled.discard(stream)
+            self.release_fd(child.outputs.pop(stream))
+        if child.input_fd is not None:
+            fd, child.input_fd = child.input_fd, None
+            self.release_fd(fd)
+        child.inbuf.clear()
+        if child.kind == "socket":
+            child.code = 0
+
+    def release_fd(self, fd: int) -> None:
+        """Stop watching ``fd`` and close it (once, whatever roles it had)."""
+        if self.fd_owner.pop(fd, None) is None:
+            return
+        if self.watched.pop(fd, 0):
+            self.selector.unregister(fd)
         os.close(fd)
 
-    def close_pipes(self, child: Child) -> None:
-        for stream in list(child.pipes):
-            self.close_pipe(child, stream)
-
     def forget_if_done(self, child: Child) -> None:
-        if (child.exit_sent or (child.detached and child.code is not None)) and not child.pipes:
+        finished = child.exit_sent or (child.detached and child.code is not None)
+        if finished and not child.outputs and child.input_fd is None:
             self.children.pop(child.id, None)
 
     def detach_all(self) -> None:
         for child in list(self.children.values()):
             child.detached = True
-            for stream in list(child.stalled):
-                child.stalled.discard(stream)
-                self.selector.register(child.pipes[stream], selectors.EVENT_READ, None)
+            child.stalled.clear()
+            if child.kind == "socket":
+                self.close_all(child)  # nobody is left at the other end
+            else:
+                self.end_input(child)  # a process reading its stdin gets EOF
+                for fd in [*child.outputs.values(), *([child.input_fd] if child.input_fd is not None else [])]:
+                    self.watch(fd)
             self.forget_if_done(child)
 
 

@@ -29,9 +29,21 @@ host → guest
              previous one, sets its clock, reseeds its RNG, gives eth0
              that address and default route (unless it has them already),
              answers ``hello`` with the same nonce (and nothing else).
-    exec     id, argv, env, cwd, merge_stderr: start a process.
-    kill     id, signal: signal the process group.
+    exec     id, argv, env, cwd, merge_stderr, stdin (bool: a pipe to
+             stream input into, else /dev/null), pty (nil, or cols and
+             rows: run on a new terminal; its output is stream 1, its
+             input the keystrokes): start a process.
+    connect  id, port: open a TCP connection to the guest's loopback;
+             answered by ``reply`` (error and refused set if it was),
+             then a stream like a process's: output/eof one way,
+             input/input_eof the other, no exit until it ends.
+    kill     id, signal, foreground (bool): signal the process group, or
+             (a terminal's) the foreground process group.
     credit   id, fd, bytes: the host consumed that much of a stream.
+    input    id, data: bytes for the process's stdin, terminal or socket;
+             at most ``WINDOW`` bytes not yet answered by ``input_credit``.
+    input_eof  id: no more input (stdin closed, socket half-closed).
+    resize   id, cols, rows: a terminal's new size.
     close    id: the host is done with the process's streams.
     bye      the host is about to disconnect: detach every process, answer.
     freeze   id, path, frozen (bool): freeze or thaw the filesystem mounted
@@ -44,6 +56,7 @@ guest → host
     started  id, pid.
     output   id, fd (1 or 2), data.
     eof      id, fd.
+    input_credit  id, bytes: that much input was written on.
     exit     id, code (128+N when killed by signal N), sent once the
              output read before it has been sent.
     bye      nothing more follows on this connection.
@@ -51,7 +64,9 @@ guest → host
 
 Output is flow-controlled per stream: the guest sends at most ``WINDOW``
 bytes the host has not credited back, so a reader that stops reading stops
-the process (its pipe fills) rather than filling the host's memory.
+the process (its pipe fills) rather than filling the host's memory; input
+likewise the other way, so a process that stops reading its stdin stops
+the host's writer rather than filling the guest's memory.
 
 No I/O here: ``FrameDecoder`` is fed bytes and returns messages (as h11
 does), so both sides and the tests share this code.
