@@ -37,6 +37,7 @@ import sys
 import termios
 import time
 
+from vmimages.guest import fileops
 from vmimages.guest.protocol import WINDOW, FrameDecoder, Message, encode, encode_sync
 
 PORT_NAME = "chaser.0"
@@ -398,6 +399,8 @@ class GuestAgent:
                     fcntl.ioctl(child.input_fd, termios.TIOCSWINSZ, size)
         elif kind == "connect":
             self.open_connection(message)
+        elif kind == "file":
+            self.file_operation(message)
         elif kind == "close":
             child = self.children.get(message["id"])
             if child is not None:
@@ -457,6 +460,17 @@ class GuestAgent:
         self.by_pid[child.pid] = child
         self.adopt(child)
         self.send({"type": "started", "id": request_id, "pid": child.pid})
+
+    def file_operation(self, message: Message) -> None:
+        """Run one of ``fileops.OPERATIONS``; the reply says what came of it."""
+        reply: Message = {"type": "reply", "id": message["id"], "error": None}
+        try:
+            reply["ok"] = fileops.OPERATIONS[str(message["op"])](*message["args"])
+        except fileops.Refused as exc:
+            reply.update(error=str(exc), refused=exc.kind)
+        except OSError as exc:
+            reply.update(error=exc.strerror or str(exc), errno=exc.errno or errno.EIO)
+        self.send(reply)
 
     def open_connection(self, message: Message) -> None:
         request_id = int(message["id"])

@@ -49,6 +49,9 @@ host → guest
     freeze   id, path, frozen (bool): freeze or thaw the filesystem mounted
              at path; answered by ``reply``. The guest thaws what it froze
              when the host goes away.
+    file     id, op, args: a file operation (``fileops.OPERATIONS``);
+             answered by ``reply`` with ok (its result), or error and
+             refused (a kind of problem) or errno.
     sync     id: write everything cached to the disks (before the host
              ends the VM); answered by ``reply``.
 guest → host
