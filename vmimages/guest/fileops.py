@@ -17,6 +17,7 @@ import stat
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # typing is a costly import at every guest boot
+    from collections.abc import Callable
     from typing import Any
 
 
@@ -136,7 +137,7 @@ def finish_write(temp: str, path: str, commit: bool) -> None:
             os.unlink(temp)
 
 
-OPERATIONS = {
+OPERATIONS: dict[str, Callable[..., object]] = {
     "stat": stat_path,
     "list": list_dir,
     "mkdir": make_dir,
