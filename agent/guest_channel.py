@@ -396,10 +396,11 @@ class GuestChannel:
             return None
         return connection
 
-    async def request(self, message: Message) -> Message:
+    async def request(self, message: Message, *, check: bool = True) -> Message:
         """Send ``message`` with a fresh id and wait for the guest's reply to it.
 
-        The guest's ``error`` raises ``RuntimeFailure``; a lost connection ``SandboxGone``.
+        With ``check``, the guest's ``error`` raises ``RuntimeFailure``; a lost
+        connection always raises ``SandboxGone``.
         """
         if self._closed is not None:
             raise SandboxGone(f"no guest agent connection: {self._closed}")
@@ -412,7 +413,7 @@ class GuestChannel:
             self._calls.pop(call_id, None)
         if call.reply is None:
             raise SandboxGone(f"the guest agent went away: {call.lost}")
-        if call.reply.get("error"):
+        if check and call.reply.get("error"):
             raise RuntimeFailure(f"the guest agent could not {message['type']}: {call.reply['error']}")
         return call.reply
 
