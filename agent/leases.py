@@ -38,6 +38,10 @@ class Lease:
     opened_at: float
     last_seen: float
     last_active: float
+    # Whether silence ends the lease; off for spliced connections whose
+    # client protocol we do not speak (a forwarded WebSocket): the kernel's
+    # TCP keepalive finds their vanished clients instead.
+    keepalive: bool = True
     # Why the lease was ended from our side (expiry, force), for the client.
     ended_because: str | None = field(default=None)
 
@@ -55,10 +59,12 @@ class LeaseTable:
         self._draining: set[str] = set()
         self._last_activity: dict[str, float] = {}
 
-    def open(self, sandbox_id: str, kind: str, now: float) -> Lease:
+    def open(self, sandbox_id: str, kind: str, now: float, *, keepalive: bool = True) -> Lease:
         if sandbox_id in self._draining:
             raise LeaseRefused(f"sandbox {sandbox_id} is being terminated")
-        lease = Lease(next(self._ids), sandbox_id, kind, opened_at=now, last_seen=now, last_active=now)
+        lease = Lease(
+            next(self._ids), sandbox_id, kind, opened_at=now, last_seen=now, last_active=now, keepalive=keepalive
+        )
         self._leases[lease.id] = lease
         self._by_sandbox.setdefault(sandbox_id, set()).add(lease.id)
         self.touch(sandbox_id, now)
@@ -110,7 +116,7 @@ class LeaseTable:
         for lease in self._leases.values():
             if lease.ended_because is not None:
                 continue
-            if now - lease.last_seen > self.keepalive_timeout:
+            if lease.keepalive and now - lease.last_seen > self.keepalive_timeout:
                 lease.ended_because = f"no keepalive from the client for {self.keepalive_timeout:g}s"
             elif now - lease.last_active > self.idle_timeout:
                 lease.ended_because = f"no traffic but keepalives for {self.idle_timeout:g}s"

@@ -37,7 +37,6 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
     )
     await manager.recover()
     hypercorn = HypercornConfig()
-    hypercorn.bind = [config.bind]
     hypercorn.accesslog = None
     hypercorn.graceful_timeout = 1
     try:

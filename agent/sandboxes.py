@@ -183,6 +183,13 @@ class SandboxManager:
             raise errors.NotFound(f"sandbox {sandbox_id} not found")
         return sandbox
 
+    def running(self, sandbox_id: str) -> Sandbox:
+        """The sandbox, if it runs: 404 if unknown, 409 if starting or going."""
+        sandbox = self.get(sandbox_id)
+        if sandbox.status != "running":
+            raise errors.Conflict(f"sandbox {sandbox_id} is {sandbox.status}", code="session_not_running")
+        return sandbox
+
     def sandboxes(self) -> list[Sandbox]:
         return list(self._sandboxes.values())
 

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
-from chaser import _logging
+from chaser import _front, _logging
 from chaser._signals import run_until_signalled
 from scheduler.agents import AgentClient
 from scheduler.api import create_app
@@ -41,7 +40,6 @@ async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = 
         )
     agents = AgentClient(config.token.get_secret_value())
     hypercorn = HypercornConfig()
-    hypercorn.bind = [config.bind]
     hypercorn.accesslog = None
     hypercorn.graceful_timeout = 1
     try:
@@ -50,8 +48,9 @@ async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = 
             # listening; the service needs it only to render responses.
             service = SessionService(store, agents, config, public_url=config.public_url or "")
             await nursery.start(service.run)
-            binds = await nursery.start(partial(hypercorn_serve, create_app(config, service), hypercorn))
-            service.public_url = (config.public_url or binds[0]).rstrip("/")
+            router = EdgeRouter(service)
+            url = await nursery.start(partial(_front.serve, create_app(config, service), hypercorn, config.bind, router.route))
+            service.public_url = (config.public_url or url).rstrip("/")
             log.info("scheduler ready at %s", service.public_url)
             task_status.started(service.public_url)
     finally:
