@@ -9,17 +9,22 @@ from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 import vmimages
 from agent.api import create_app
 from agent.config import DEFAULT_CONFIG_FILE, AgentConfig
+from agent.connections import SessionConnections
+from agent.endpoints import Endpoints
 from agent.images import ImageStore
+from agent.lease_keeper import LeaseKeeper
+from agent.ports import PortForwarding
+from agent.pty import PtyHub
 from agent.registration import heartbeat_loop
 from agent.runtimes.lxc import LxcRuntime
 from agent.sandboxes import SandboxManager
-from chaser import _logging
+from chaser import _front, _logging
 from chaser._signals import run_until_signalled
+from chaser.frames import MAX_CLIENT_FRAME
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +40,26 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
         start_timeout=config.start_timeout,
         output_limit=config.exec_output_limit,
     )
+    keeper = LeaseKeeper(config.lease_keepalive_timeout, config.lease_idle_timeout)
+    ptys = PtyHub(manager, scrollback=config.pty_scrollback_bytes, max_per_sandbox=config.pty_max_per_sandbox)
+    manager.connections = SessionConnections(keeper, ptys)
     await manager.recover()
     hypercorn = HypercornConfig()
     hypercorn.accesslog = None
     hypercorn.graceful_timeout = 1
+    # Room for the largest frame a client may send; larger ones close the
+    # WebSocket with 1009 (message too big).
+    hypercorn.websocket_max_message_size = 2 * MAX_CLIENT_FRAME
+    app = Endpoints(config, manager, keeper, ptys, create_app(config, manager, keeper))
+    ports = PortForwarding(config.token.get_secret_value().encode(), manager, keeper)
     try:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(partial(hypercorn_serve, create_app(config, manager), hypercorn))
-            url = config.advertise_url or binds[0]
+            await nursery.start(keeper.run)
+            await nursery.start(ptys.run)
+            url = await nursery.start(partial(_front.serve, app, hypercorn, config.bind, ports.route))
+            url = config.advertise_url or url
             if config.scheduler_url:
-                await nursery.start(heartbeat_loop, config, url, manager)
+                await nursery.start(heartbeat_loop, config, url, manager, keeper)
             log.info("agent %s ready at %s", config.host_id, url)
             task_status.started(url)
     finally:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import trio
 
@@ -45,6 +46,18 @@ class Sandbox:
         return asdict(self)
 
 
+class Connections(Protocol):
+    """The live connections to sandboxes (leases, terminals), ended with their sandbox."""
+
+    def count(self, sandbox_id: str) -> int: ...
+
+    async def end(self, sandbox_id: str, reason: str) -> None:
+        """Refuse new connections and close the open ones, saying ``reason``."""
+
+    def forget(self, sandbox_id: str) -> None:
+        """The sandbox is gone; drop all that was kept about it."""
+
+
 class SandboxManager:
     def __init__(
         self,
@@ -66,6 +79,7 @@ class SandboxManager:
         self._sandboxes: dict[str, Sandbox] = {}
         # Creates in flight, so a destroy can cancel one and wait for its rollback.
         self._creating: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
+        self.connections: Connections | None = None
 
     # -- persistence -----------------------------------------------------
 
@@ -113,7 +127,7 @@ class SandboxManager:
         dead = [s.id for s in self.sandboxes() if s.status == "running" and s.id not in running]
         for sandbox_id in dead:
             log.warning("sandbox died on its own; removing it", extra={"session_id": sandbox_id})
-            await self._remove(sandbox_id)
+            await self._remove(sandbox_id, "the session's sandbox stopped")
         return dead
 
     async def create(self, sandbox_id: str, image_name: str) -> Sandbox:
@@ -154,14 +168,26 @@ class SandboxManager:
         self._save(sandbox)
         return sandbox
 
-    async def _remove(self, sandbox_id: str) -> None:
+    async def _remove(self, sandbox_id: str, reason: str = "the session was terminated") -> None:
         try:
+            if self.connections is not None:
+                await self.connections.end(sandbox_id, reason)
             await self.runtime.destroy(sandbox_id)
         finally:
             self._forget(sandbox_id)
+            if self.connections is not None:
+                self.connections.forget(sandbox_id)
 
-    async def destroy(self, sandbox_id: str) -> None:
+    async def destroy(self, sandbox_id: str, *, force: bool = True) -> None:
+        """Destroy; without ``force``, refused (409) while connections are open."""
         sandbox = self.get(sandbox_id)
+        leases = self.connections.count(sandbox_id) if self.connections is not None else 0
+        if leases and not force:
+            raise errors.Conflict(
+                f"session {sandbox_id} has {leases} active connection(s); pass force=true to terminate anyway",
+                code="active_connections",
+                details={"active_connection_leases": leases},
+            )
         if sandbox_id in self._creating:
             # The create's own rollback removes everything; wait for it.
             scope, settled = self._creating[sandbox_id]

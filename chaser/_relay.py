@@ -12,7 +12,7 @@ the two connections: frames pass through untouched, never decoded.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import cast
 
 import h11
@@ -133,6 +133,7 @@ async def relay(
     request: h11.Request,
     *,
     response_headers: Iterable[tuple[bytes, bytes]] = (),
+    on_traffic: Callable[[], None] | None = None,
 ) -> bool:
     """Send ``request`` (already rewritten) and its body upstream; the response back down.
 
@@ -179,7 +180,7 @@ async def relay(
     if gone:
         raise ClientGone()
     if switched:
-        await splice(down, upstream, up.trailing_data[0])
+        await splice(down, upstream, up.trailing_data[0], on_traffic)
         return False
     return up.our_state is h11.DONE and up.their_state is h11.DONE
 
@@ -219,7 +220,12 @@ async def _response_down(
             raise trio.BrokenResourceError("upstream closed mid-response")
 
 
-async def splice(down: Downstream, upstream: trio.abc.Stream, upstream_early: bytes = b"") -> None:
+async def splice(
+    down: Downstream,
+    upstream: trio.abc.Stream,
+    upstream_early: bytes = b"",
+    on_traffic: Callable[[], None] | None = None,
+) -> None:
     """Copy bytes both ways until either side ends; then close both."""
     client_early, _ = down.conn.trailing_data
     client = down.stream
@@ -229,6 +235,8 @@ async def splice(down: Downstream, upstream: trio.abc.Stream, upstream_early: by
             if early:
                 await dst.send_all(early)
             while data := await src.receive_some(RECEIVE_SIZE):
+                if on_traffic is not None:
+                    on_traffic()
                 await dst.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
