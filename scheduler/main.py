@@ -16,6 +16,7 @@ from scheduler.agents import AgentClient
 from scheduler.api import create_app
 from scheduler.auth import ensure_key
 from scheduler.config import DEFAULT_CONFIG_FILE, SchedulerConfig
+from scheduler.router import EdgeRouter
 from scheduler.sessions import SessionService
 from scheduler.store import Store
 
@@ -48,8 +49,8 @@ async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = 
             # listening; the service needs it only to render responses.
             service = SessionService(store, agents, config, public_url=config.public_url or "")
             await nursery.start(service.run)
-            router = EdgeRouter(service)
-            url = await nursery.start(partial(_front.serve, create_app(config, service), hypercorn, config.bind, router.route))
+            app = create_app(config, service)
+            url = await nursery.start(partial(_front.serve, app, hypercorn, config.bind, EdgeRouter(service).route))
             service.public_url = (config.public_url or url).rstrip("/")
             log.info("scheduler ready at %s", service.public_url)
             task_status.started(service.public_url)

@@ -85,6 +85,12 @@ sessions = sa.Table(
     sa.Column("create_deadline", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("terminated_at", sa.Float, nullable=True),
+    # Session lifetime and activity (migration 0003_endpoints).
+    sa.Column("timeout_ms", sa.BigInteger, nullable=True),
+    sa.Column("idle_timeout_ms", sa.BigInteger, nullable=True),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("last_activity_at", sa.Float, nullable=True),
+    sa.Column("active_connection_leases", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_sessions_account_created", "account_id", "created_at"),
     sa.Index("ix_sessions_status", "status"),
     sa.Index("ix_sessions_host", "host_id"),
