@@ -77,9 +77,21 @@ class LeaseKeeper:
         return None if last is None else max(self.now() - last, 0.0)
 
     def _end(self, lease: Lease) -> None:
+        """Cancel the lease's connection, and stop counting it at once.
+
+        The handler may take a while to finish (a write to a client that
+        reads nothing only fails when the front gives up on it), but the
+        connection is no longer served: it holds the session no longer.
+        """
+        self.table.close(lease.id)
         scope = self._scopes.get(lease.id)
         if scope is not None:
             scope.cancel()
+
+    def release(self, lease: Lease, reason: str) -> None:
+        """End a lease from its own handler's side (a client too slow to serve)."""
+        lease.ended_because = lease.ended_because or reason
+        self._end(lease)
 
     async def drain(self, sandbox_id: str, reason: str, timeout: float = 5.0) -> None:
         """Refuse new leases on the sandbox and end its open ones; wait (bounded) until they closed."""

@@ -95,6 +95,7 @@ class PtyClient:
         """Disconnect this client; the terminals stop waiting for it at once."""
         self.dropped_because = self.dropped_because or reason
         self.detach_all()
+        self.keeper.release(self.lease, reason)
         self.scope.cancel()
 
     def detach_all(self) -> None:

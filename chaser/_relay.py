@@ -22,6 +22,9 @@ from chaser import errors
 
 RECEIVE_SIZE = 1 << 16
 MAX_HEAD = 64 * 1024
+# A peer that takes no bytes for this long is cut off: a client that stops
+# reading cannot pin a connection (and what it holds upstream) for ever.
+SEND_TIMEOUT = 60.0
 
 # Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
 _HOP_BY_HOP = {
@@ -35,6 +38,14 @@ _HOP_BY_HOP = {
     b"transfer-encoding",
     b"upgrade",
 }
+
+
+async def send_all(stream: trio.abc.SendStream, data: bytes | bytearray) -> None:
+    """``stream.send_all`` within ``SEND_TIMEOUT``; a stalled peer is a broken one."""
+    with trio.move_on_after(SEND_TIMEOUT):
+        await stream.send_all(data)
+        return
+    raise trio.BrokenResourceError(f"the peer took no data for {SEND_TIMEOUT:g}s")
 
 
 class Downstream:
@@ -56,7 +67,7 @@ class Downstream:
     async def send(self, event: h11.Event) -> None:
         data = self.conn.send(event)
         if data:
-            await self.stream.send_all(data)
+            await send_all(self.stream, data)
 
     async def send_error(self, error: errors.ApiError, extra_headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
         """A JSON error response, if a response can still be started; the connection then closes."""
@@ -146,7 +157,7 @@ async def relay(
     for nobody).
     """
     up = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
-    await upstream.send_all(up.send(request))
+    await send_all(upstream, up.send(request))
     switched = False
     gone = False
     async with trio.open_nursery() as nursery:
@@ -156,9 +167,9 @@ async def relay(
             while down.conn.their_state is h11.SEND_BODY:
                 event = await down.next_event()
                 if isinstance(event, h11.Data):
-                    await upstream.send_all(up.send(h11.Data(data=event.data)))
+                    await send_all(upstream, up.send(h11.Data(data=event.data)))
                 elif isinstance(event, h11.EndOfMessage):
-                    await upstream.send_all(up.send(h11.EndOfMessage()))
+                    await send_all(upstream, up.send(h11.EndOfMessage()))
                 elif isinstance(event, h11.ConnectionClosed):
                     gone = True
                     nursery.cancel_scope.cancel()
@@ -233,11 +244,11 @@ async def splice(
     async def copy(src: trio.abc.ReceiveStream, dst: trio.abc.SendStream, early: bytes) -> None:
         try:
             if early:
-                await dst.send_all(early)
+                await send_all(dst, early)
             while data := await src.receive_some(RECEIVE_SIZE):
                 if on_traffic is not None:
                     on_traffic()
-                await dst.send_all(data)
+                await send_all(dst, data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         nursery.cancel_scope.cancel()
