@@ -89,24 +89,34 @@ async def read_json(receive: Receive) -> Any:
         raise errors.MalformedBody(f"request body is not valid JSON: {exc}") from None
 
 
-class WebSocket:
-    """One accepted ASGI WebSocket: receive and send messages, close with a code."""
+CLOSE_TOO_BIG = 1009
 
-    def __init__(self, receive: Receive, send: Send) -> None:
+
+class WebSocket:
+    """One accepted ASGI WebSocket: receive and send messages, close with a code.
+
+    A message over ``max_message`` closes the WebSocket with 1009 (message
+    too big). The server's own limit sits higher (hypercorn's
+    ``websocket_max_message_size``), as its handling of an oversized
+    message leaves the connection hanging until the front gives up on it.
+    """
+
+    def __init__(self, receive: Receive, send: Send, max_message: int | None = None) -> None:
         self._receive = receive
         self._send = send
+        self.max_message = max_message
         self.closed = False
 
     @classmethod
-    async def accept(cls, receive: Receive, send: Send) -> WebSocket:
+    async def accept(cls, receive: Receive, send: Send, max_message: int | None = None) -> WebSocket:
         message = await receive()
         if message["type"] != "websocket.connect":
             raise errors.MalformedBody("expected a WebSocket handshake")
         await send({"type": "websocket.accept"})
-        return cls(receive, send)
+        return cls(receive, send, max_message)
 
     async def receive(self) -> bytes | str | None:
-        """The next message; None once the client has closed."""
+        """The next message; None once the client has closed (or was closed for an oversized one)."""
         if self.closed:
             return None
         message = await self._receive()
@@ -116,6 +126,9 @@ class WebSocket:
         data: bytes | str | None = message.get("bytes")
         if data is None:
             data = message.get("text") or ""
+        if self.max_message is not None and len(data) > self.max_message:
+            await self.close(CLOSE_TOO_BIG, f"a message may be at most {self.max_message} bytes")
+            return None
         return data
 
     async def send(self, data: bytes | str) -> None:

@@ -31,6 +31,7 @@ from agent.pty import PtyHub, serve_pty
 from agent.sandboxes import SandboxManager
 from agent.tunnel import serve_tunnel
 from chaser import errors
+from chaser.frames import MAX_CLIENT_FRAME
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class Endpoints:
 
     async def _pty(self, sandbox_id: str, receive: Receive, send: Send) -> None:
         self.manager.running(sandbox_id)
-        ws = await WebSocket.accept(receive, send)
+        ws = await WebSocket.accept(receive, send, MAX_CLIENT_FRAME)
         await serve_pty(
             ws,
             sandbox_id,
@@ -122,7 +123,7 @@ class Endpoints:
 
     async def _exec(self, sandbox_id: str, receive: Receive, send: Send) -> None:
         self.manager.running(sandbox_id)
-        ws = await WebSocket.accept(receive, send)
+        ws = await WebSocket.accept(receive, send, MAX_CLIENT_FRAME)
         await serve_exec(ws, sandbox_id, self.manager, self.keeper)
 
     async def _info(self, sandbox_id: str, rest: str, send: Send) -> None:

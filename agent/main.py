@@ -47,9 +47,9 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
     hypercorn = HypercornConfig()
     hypercorn.accesslog = None
     hypercorn.graceful_timeout = 1
-    # Room for the largest frame a client may send; larger ones close the
-    # WebSocket with 1009 (message too big).
-    hypercorn.websocket_max_message_size = 2 * MAX_CLIENT_FRAME
+    # A bound on what one WebSocket message may make hypercorn buffer. The
+    # PTY and exec endpoints refuse far smaller frames themselves (1009).
+    hypercorn.websocket_max_message_size = 16 * MAX_CLIENT_FRAME
     app = Endpoints(config, manager, keeper, ptys, create_app(config, manager, keeper))
     ports = PortForwarding(config.token.get_secret_value().encode(), manager, keeper)
     try:

@@ -36,6 +36,12 @@ from chaser import errors, frames
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 1 << 16
+# A terminal hands out at most a page (4095 bytes) per read. When a read
+# comes back that full, more is usually waiting: gather it, briefly, so a
+# flood of output travels in few large frames while a keystroke's echo
+# still goes out at once.
+_FULL_READ = 4000
+_GATHER_WAIT = 0.002
 _OUTBOX_FRAMES = 16
 _REAP_DEADLINE = 5.0
 
@@ -173,13 +179,7 @@ class PtyHub:
         """Read the terminal until its process is gone; hand everything to its clients."""
         code: int | None = None
         try:
-            while True:
-                try:
-                    data = bytes(await terminal.process.terminal.receive_some(_READ_SIZE))
-                except trio.BrokenResourceError:
-                    data = b""  # EIO: the last process holding the terminal closed it
-                if not data:
-                    break
+            while data := await _gather(terminal.process.terminal):
                 terminal.scrollback.append(data)
                 for client in list(terminal.clients):
                     await client.output(terminal, data)
@@ -202,6 +202,26 @@ class PtyHub:
         """Kill the sandbox's terminals (their pumps then clean up)."""
         for terminal in self.of(sandbox_id):
             terminal.process.kill()
+
+
+async def _read(terminal: trio.abc.ReceiveStream, size: int) -> bytes:
+    try:
+        return bytes(await terminal.receive_some(size))
+    except trio.BrokenResourceError:
+        return b""  # EIO: the last process holding the terminal closed it
+
+
+async def _gather(terminal: trio.abc.ReceiveStream) -> bytes:
+    """The terminal's next output, up to ``_READ_SIZE``; b"" once it is closed."""
+    data = await _read(terminal, _READ_SIZE)
+    chunk = data
+    while len(chunk) >= _FULL_READ and len(data) < _READ_SIZE:
+        with trio.move_on_after(_GATHER_WAIT):
+            chunk = await _read(terminal, _READ_SIZE - len(data))
+            data += chunk
+            continue
+        break
+    return data
 
 
 async def serve_pty(
