@@ -251,9 +251,10 @@ class Runtime(abc.ABC):
     async def extract(self, sandbox_id: str, path: str) -> Process:
         """A process extracting the tar stream fed to its stdin into directory ``path`` (created).
 
-        Members that would land outside ``path`` (absolute names, ``..``,
-        links pointing out) are refused; the process then exits non-zero
-        with the reason on its stderr.
+        Every member lands inside ``path``: absolute names are taken as
+        relative to it, and members that climb out with ``..`` or links
+        pointing outside are refused; the process then exits non-zero with
+        the reason on its stderr.
         """
 
     @abc.abstractmethod

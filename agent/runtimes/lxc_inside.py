@@ -9,6 +9,9 @@ terminal) passed with SCM_RIGHTS so the agent streams from them directly.
 
 Only the standard library and no logging: the child is a fork of a
 multi-threaded process and must not touch locks other threads may hold.
+Being a fork (no exec), it also holds a copy of every descriptor of the
+agent; each entry point first closes all it does not need, or a pipe's
+write end kept here would stop the pipe from ever reaching its end.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import shutil
 import socket
 import stat
 import struct
-import sys
 import tarfile
 import termios
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+MAX_FD = os.sysconf("SC_OPEN_MAX")
 
 # Reply of a call: JSON-able data and descriptors to hand over.
 Reply = tuple[Any, list[int]]
@@ -50,8 +54,18 @@ class Call:
     sock_fd: int
 
 
+def close_inherited(keep: int | None = None) -> None:
+    """Close every descriptor above stderr except ``keep``."""
+    if keep is None:
+        os.closerange(3, MAX_FD)
+    else:
+        os.closerange(3, keep)
+        os.closerange(keep + 1, MAX_FD)
+
+
 def run_call(call: Call) -> int:
     """Attach entry point: run ``call.fn`` and send its reply (or its error)."""
+    close_inherited(call.sock_fd)
     sock = socket.socket(fileno=call.sock_fd)
     fds: list[int] = []
     try:
@@ -183,6 +197,7 @@ def open_terminal(
     process becomes the session leader with the terminal as its controlling
     one, then execs the program.
     """
+    close_inherited(sock_fd)
     sock = socket.socket(fileno=sock_fd)
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
@@ -204,8 +219,14 @@ def open_terminal(
     return 127
 
 
+def _say(message: str) -> None:
+    """To the stderr pipe (fd 2) itself: ``sys.stderr`` is whatever the agent had."""
+    os.write(2, (message + "\n").encode(errors="replace"))
+
+
 def write_archive(path: str) -> int:
     """Attach entry point: a tar stream of ``path`` on stdout (a directory as its contents)."""
+    close_inherited()
     try:
         st = os.lstat(path)
         arcname = "." if stat.S_ISDIR(st.st_mode) else os.path.basename(path)
@@ -215,7 +236,7 @@ def write_archive(path: str) -> int:
         ):
             tar.add(path, arcname=arcname, recursive=True)
     except (OSError, tarfile.TarError) as exc:
-        print(f"archive failed: {exc}", file=sys.stderr, flush=True)
+        _say(f"archive failed: {exc}")
         return 1
     return 0
 
@@ -223,20 +244,22 @@ def write_archive(path: str) -> int:
 def extract_archive(path: str) -> int:
     """Attach entry point: extract the tar stream on stdin into directory ``path``.
 
-    tarfile's "data" filter refuses members with absolute names, ``..``,
-    links pointing outside ``path``, and device files.
+    tarfile's "data" filter keeps every member inside ``path``: leading
+    slashes are stripped, and members with ``..`` that climb out, links
+    pointing outside, and device files are refused.
     """
+    close_inherited()
     try:
         os.makedirs(path, exist_ok=True)
         with os.fdopen(0, "rb", closefd=False) as src, tarfile.open(fileobj=src, mode="r|") as tar:
             tar.extractall(path, filter="data")
     except tarfile.FilterError as exc:
-        print(f"refused: {exc}", file=sys.stderr, flush=True)
+        _say(f"refused: {exc}")
         return 2
     except tarfile.TarError as exc:
-        print(f"not a valid tar stream: {exc}", file=sys.stderr, flush=True)
+        _say(f"not a valid tar stream: {exc}")
         return 2
     except OSError as exc:
-        print(f"extract failed: {exc}", file=sys.stderr, flush=True)
+        _say(f"extract failed: {exc}")
         return 1
     return 0
