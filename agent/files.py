@@ -170,8 +170,7 @@ class Files:
                 raise RuntimeError(f"archive of {path} failed: {await _error_tail(process)}")
             await send({"type": "http.response.body", "body": b""})
         finally:
-            process.kill()
-            await process.aclose()
+            await _end(process)
 
     async def _upload_tar(self, receive: Receive, send: Send, sandbox_id: str, path: str) -> None:
         process = await self._wrap(self.runtime.extract(sandbox_id, path), path)
@@ -192,8 +191,7 @@ class Files:
             if code != 0:
                 raise errors.InvalidInput(f"{await _error_tail(process)}", code="invalid_archive")
         finally:
-            process.kill()
-            await process.aclose()
+            await _end(process)
         await send_json(send, 200, {"path": path, "extracted": True})
 
     async def _fs(self, scope: Scope, send: Send, sandbox_id: str, method: str, op: str, path: str) -> None:
@@ -233,6 +231,15 @@ def _limit(raw: str | None) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
         raise errors.InvalidInput(f"limit must be between 1 and {MAX_LIST}", code="invalid_request")
     return int(raw)
+
+
+async def _end(process: Process) -> None:
+    """Kill (if still running), reap and release a process, whatever ended the request."""
+    with trio.CancelScope(shield=True):
+        process.kill()
+        with trio.move_on_after(5):
+            await process.wait()
+        await process.aclose()
 
 
 async def _error_tail(process: Process) -> str:

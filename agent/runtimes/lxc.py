@@ -60,6 +60,7 @@ Ts = TypeVarTuple("Ts")
 _INIT_IN_CONTAINER = "/.chaser-init"
 
 _START_TIMEOUT = 10
+_STOP_TIMEOUT = 30
 # A file operation in the container (stat, mkdir, ...) that takes longer is killed.
 _CALL_TIMEOUT = 60.0
 _FILE_CHUNK = 1 << 20
@@ -133,6 +134,12 @@ class _Child:
             os.killpg(pgid or self.pid, sig)
 
     def close(self) -> None:
+        """Drop the handle; reap the process if it has ended, so no zombie is left."""
+        if self.status is None:
+            with contextlib.suppress(ChildProcessError):
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    self.status = os.waitstatus_to_exitcode(status)
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
@@ -514,17 +521,26 @@ class LxcRuntime(Runtime):
         return await self._spawn(sandbox_id, lxc_inside.extract_archive, path, stdin=True, merge_stderr=False)
 
     async def destroy(self, sandbox_id: str) -> None:
-        await self._run(self._destroy_sync, sandbox_id)
-
-    def _destroy_sync(self, sandbox_id: str) -> None:
+        # The stop is lxc-stop in a process, not python-lxc's stop(): that
+        # one blocks holding the GIL until the container is down, and the
+        # container is only down once the agent has reaped its own children
+        # in it (a terminal, an exec), which needs the event loop to run.
         self._forget_netns(sandbox_id)
         home = self._dir(sandbox_id)
-        if (home / "config").exists():
-            container = self._container(sandbox_id)
-            if container.running and not container.stop():
+        if (home / "config").exists() and await self._run(self._is_running, sandbox_id):
+            with trio.move_on_after(_STOP_TIMEOUT):
+                await trio.run_process(
+                    ["lxc-stop", "-k", "-P", str(self.lxc_path), "-n", sandbox_id],
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                )
+            if await self._run(self._is_running, sandbox_id):
                 raise RuntimeFailure(f"container {sandbox_id} would not stop")
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(home)
+        await self._run(_remove_tree, home)
+
+    def _is_running(self, sandbox_id: str) -> bool:
+        return bool(self._container(sandbox_id).running)
 
     async def running(self) -> set[str]:
         names = await self._run(_running_names, str(self.lxc_path))
@@ -532,6 +548,11 @@ class LxcRuntime(Runtime):
 
     async def leftovers(self) -> set[str]:
         return {p.name for p in self.lxc_path.iterdir() if p.is_dir()}
+
+
+def _remove_tree(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(path)
 
 
 def _apply(packed: tuple[Callable[..., int], Sequence[Any]]) -> int:
