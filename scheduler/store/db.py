@@ -212,7 +212,12 @@ class Store:
 
     def terminate(self, session_id: str, reason: str) -> bool:
         return self.transition(
-            session_id, ACTIVE_STATUSES, status="terminated", status_reason=reason, terminated_at=_now()
+            session_id,
+            ACTIVE_STATUSES,
+            status="terminated",
+            status_reason=reason,
+            terminated_at=_now(),
+            active_connection_leases=0,  # its connections end with it
         )
 
     def active_sessions_on_host(self, host_id: str) -> list[Row]:
