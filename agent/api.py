@@ -15,10 +15,12 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from agent.config import AgentConfig
+from agent.disk_api import Uuid, register_disk_routes
 from agent.lease_keeper import LeaseKeeper
 from agent.sandboxes import SandboxManager
 from chaser import errors
 from chaser._quart import install_error_handlers, json_response, parse_body, parse_query
+from chaser.isolation import EgressAllowList, Limits, NetworkMode
 
 SandboxId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f-]{36}$")]
 
@@ -29,6 +31,10 @@ class CreateSandbox(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     id: SandboxId
     image: str = Field(min_length=1, max_length=256)
+    workspace: Uuid | None = None  # the workspace disk to mount
+    network: NetworkMode = "egress"
+    egress_allow: EgressAllowList | None = None
+    limits: Limits = Field(default_factory=Limits)
 
 
 class ExecBody(BaseModel):
@@ -59,6 +65,10 @@ def host_info(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper)
             sandbox_id: {"leases": keeper.count(sandbox_id), "idle_for": keeper.idle_for(sandbox_id)}
             for sandbox_id in running
         },
+        "storage": manager.disks.info() if manager.disks is not None else None,
+        # Whether sessions here can reach outside networks at all.
+        "egress": manager.network is not None and manager.network.egress,
+        "limits": {"default": config.limits.default.model_dump(), "max": config.limits.max.model_dump()},
     }
 
 
@@ -102,7 +112,14 @@ def create_app(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper
     @app.post("/v1/sandboxes")
     async def create_sandbox() -> Response:
         body = await parse_body(CreateSandbox)
-        sandbox = await manager.create(body.id, body.image)
+        sandbox = await manager.create(
+            body.id,
+            body.image,
+            body.workspace,
+            network=body.network,
+            egress_allow=body.egress_allow,
+            limits=body.limits,
+        )
         return json_response(sandbox.to_json(), status=201)
 
     @app.get("/v1/sandboxes/<sandbox_id>")
@@ -126,4 +143,6 @@ def create_app(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper
         keeper.touch(sandbox_id)
         return json_response(result.to_json())
 
+    if manager.disks is not None:
+        register_disk_routes(app, manager.disks)
     return app

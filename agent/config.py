@@ -2,19 +2,66 @@
 
 from __future__ import annotations
 
+import os
 import socket
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from agent.network.addressing import PREFIX_PATTERN
 from chaser._config import FileAndEnvSettings
+from chaser.isolation import Limits
 
 DEFAULT_CONFIG_FILE = Path("/etc/chaser/agent.toml")
 
 
+class NetworkConfig(BaseModel):
+    """Sessions' networking (``[network]``; ``CHASER_AGENT_NETWORK__UPLINK=eth0``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Every netns, veth and nftables table of this agent is named
+    # <prefix>-<n> / <prefix>: two agents on one host need two prefixes.
+    prefix: str = Field(default="chaser", pattern=PREFIX_PATTERN)
+    # Sessions' addresses: one /30 per session. Must not overlap any other
+    # network of the host.
+    subnet: IPv4Network = IPv4Network("10.203.0.0/16")
+    # The interface sessions' traffic leaves by, masqueraded. None (the
+    # default) gives sessions no egress at all: sending them out of a
+    # host's real uplink is a decision for its operator.
+    uplink: str | None = None
+    # Next hop on the uplink; by default the main table's gateway there.
+    uplink_gateway: IPv4Address | None = None
+    # Routing table of sessions' traffic; one per agent on a host.
+    route_table: int = Field(default=2030, ge=1, lt=0xFFFFFFFF)
+    # Destinations no session may reach, beyond the built-in ones
+    # (0/8, 127/8, 169.254/16, multicast, 240/4 and the sessions' subnet):
+    # e.g. the host's LAN, or the cluster's private networks.
+    blocked: list[IPv4Network] = Field(default_factory=list)
+    # Slots kept ready, and how long a released one rests before reuse.
+    pool_size: int = Field(default=8, ge=0, le=1024)
+    cooldown: float = Field(default=2.0, ge=0)
+
+
+def _host_memory_mb() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
+
+
+class LimitsConfig(BaseModel):
+    """What a session gets when it asks for nothing (``[limits.default]``), and at most (``[limits.max]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    default: Limits = Limits(cpus=1.0, memory_mb=1024, pids=1024, disk_mb=4096)
+    max: Limits = Field(
+        default_factory=lambda: Limits(
+            cpus=float(os.cpu_count() or 1), memory_mb=_host_memory_mb(), pids=32768, disk_mb=65536
+        )
+    )
+
+
 class AgentConfig(FileAndEnvSettings):
-    model_config = SettingsConfigDict(env_prefix="CHASER_AGENT_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="CHASER_AGENT_", env_nested_delimiter="__", extra="forbid")
 
     host_id: str = Field(default_factory=socket.gethostname)
     # host:port to listen on; port 0 picks a free one (tests).
@@ -42,6 +89,18 @@ class AgentConfig(FileAndEnvSettings):
     pty_scrollback_bytes: int = Field(default=256 * 1024, ge=1024)
     pty_max_per_sandbox: int = Field(default=32, ge=1)
     pty_max_channels: int = Field(default=32, ge=1)
+    # The storage pool of workspace disks and snapshots; <state_dir>/storage
+    # if unset. Put it on XFS (reflink=1) or btrfs for O(1) snapshots and clones.
+    storage_dir: Path | None = None
+    # Deadlines of disk operations (a sparse copy where there is no
+    # reflink), and of cloning a repository into a new workspace.
+    disk_op_timeout: float = Field(default=600.0, gt=0)
+    import_timeout: float = Field(default=600.0, gt=0)
     # Embedded mode tears everything down on exit; a host service keeps
     # sandboxes running across agent restarts and re-adopts them.
     destroy_on_shutdown: bool = False
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    # Sandboxes' writable layers live on a btrfs filesystem in this sparse
+    # file (made on first start), one quota-limited subvolume each.
+    scratch_size_gb: int = Field(default=256, ge=1)

@@ -37,9 +37,11 @@ class OutputTail:
         self.limit = limit
         self._buf = bytearray()
         self.truncated = False
+        self.written = 0  # bytes ever written, so a reader can tell whether anything is new
 
     def write(self, data: bytes | bytearray) -> None:
         self._buf += data
+        self.written += len(data)
         excess = len(self._buf) - self.limit
         if excess > 0:
             del self._buf[:excess]
@@ -138,19 +140,24 @@ async def run_process(process: Process, timeout: float | None, on_output: OnOutp
     return Outcome(exit_code=exit_code if exit_code is not None else 137, timed_out=timed_out)
 
 
-async def collect(process: Process, timeout: float | None, output_limit: int) -> ExecResult:
-    """Run ``process`` to its end and keep the tail of its output: the one-shot exec."""
+async def collect(
+    process: Process, timeout: float | None, output_limit: int, sink: OutputTail | None = None
+) -> ExecResult:
+    """Run ``process`` to its end and keep the tail of its output: the one-shot exec.
+
+    Pass ``sink`` to read the output while the process runs.
+    """
     started = time.monotonic()
-    sink = OutputTail(output_limit)
+    tail = sink if sink is not None else OutputTail(output_limit)
 
     async def keep(_stream: str, chunk: bytes) -> None:
-        sink.write(chunk)
+        tail.write(chunk)
 
     outcome = await run_process(process, timeout, keep)
     return ExecResult(
         exit_code=outcome.exit_code,
-        output=sink.text(),
-        output_truncated=sink.truncated,
+        output=tail.text(),
+        output_truncated=tail.truncated,
         timed_out=outcome.timed_out,
         duration_ms=int((time.monotonic() - started) * 1000),
     )

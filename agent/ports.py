@@ -38,7 +38,7 @@ class PortForwarding:
         self.manager = manager
         self.keeper = keeper
 
-    async def route(self, request: h11.Request) -> Handler | None:
+    async def route(self, request: h11.Request, _peer: str) -> Handler | None:
         match = _PORT_TARGET.match(bytes(request.target))
         if match is None:
             return None

@@ -19,7 +19,7 @@ from chaser import frames
 from chaser.frames import FrameError
 
 # Without a command, a terminal runs the image's login shell.
-LOGIN_SHELL = ("/bin/sh", "-c", 'if command -v bash >/dev/null; then exec bash -l; else exec sh -l; fi')
+LOGIN_SHELL = ("/bin/sh", "-c", "if command -v bash >/dev/null; then exec bash -l; else exec sh -l; fi")
 DEFAULT_TERM = "xterm-256color"
 
 
@@ -192,4 +192,3 @@ class PtyMux:
 
 def _argv(cmd: str | list[str]) -> list[str]:
     return ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-

@@ -32,7 +32,7 @@ async def heartbeat_loop(
     endpoint = config.scheduler_url.rstrip("/") + "/internal/v1/hosts/heartbeat"
     headers = {"Authorization": f"Bearer {config.token.get_secret_value()}"}
     started = False
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
         while True:
             await manager.reap()
             try:

@@ -15,14 +15,19 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
+from agent.config import LimitsConfig
+from agent.disks import DiskManager
 from agent.execution import ExecResult, collect
 from agent.images import ImageStore
-from agent.runtimes.base import ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
+from agent.network.firewall import FirewallError
+from agent.network.pool import Lease, SlotPool, lease_from_json
+from agent.runtimes.base import WORKSPACE_MOUNT, Process, ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
 from chaser import errors
+from chaser.isolation import EgressRule, Limits, NetworkMode
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,11 @@ class Sandbox:
     runtime: str
     status: str  # creating | running | destroying
     created_at: float
+    workspace: str | None = None  # id of the workspace disk it holds
+    # The network lease (netns path, address, policy: see ``Lease.to_json``)
+    # and the limits in force; None for a sandbox without them.
+    network: dict[str, Any] | None = None
+    limits: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -68,8 +78,16 @@ class SandboxManager:
         max_sandboxes: int,
         start_timeout: float,
         output_limit: int,
+        disks: DiskManager | None = None,
+        network: SlotPool | None = None,
+        limits: LimitsConfig | None = None,
     ) -> None:
         self.runtime = runtime
+        self.disks = disks
+        # Without a pool, sandboxes get a loopback-only network; without
+        # limits, they run unlimited (both only in tests of the runtime).
+        self.network = network
+        self.limits = limits
         self.images = images
         self.records_dir = state_dir / "sandboxes"
         self.records_dir.mkdir(parents=True, exist_ok=True)
@@ -120,28 +138,56 @@ class SandboxManager:
                 log.info("removing debris of sandbox %s", sandbox_id, extra={"session_id": sandbox_id})
                 await self.runtime.destroy(sandbox_id)
                 self._forget(sandbox_id)
+        if self.disks is not None:
+            await self.disks.recover({s.id: s.workspace for s in self.sandboxes() if s.workspace is not None})
 
     async def reap(self) -> list[str]:
         """Remove sandboxes that died on their own (OOM, a crash inside, an admin)."""
+        # Book first, runtime second: a create finishing in between is then
+        # absent from the book snapshot, not mistaken for a dead sandbox.
+        booked = [s.id for s in self.sandboxes() if s.status == "running"]
         running = await self.runtime.running()
-        dead = [s.id for s in self.sandboxes() if s.status == "running" and s.id not in running]
+        dead = [sandbox_id for sandbox_id in booked if sandbox_id not in running]
         for sandbox_id in dead:
             log.warning("sandbox died on its own; removing it", extra={"session_id": sandbox_id})
             await self._remove(sandbox_id, "the session's sandbox stopped")
         return dead
 
-    async def create(self, sandbox_id: str, image_name: str) -> Sandbox:
+    def leases(self) -> list[Lease]:
+        """Network leases of the sandboxes kept, for the pool to re-adopt at start."""
+        if self.network is None:
+            return []
+        plan = self.network.plan
+        return [lease_from_json(plan, s.id, s.network) for s in self._sandboxes.values() if s.network is not None]
+
+    async def create(
+        self,
+        sandbox_id: str,
+        image_name: str,
+        workspace: str | None = None,
+        *,
+        network: NetworkMode = "egress",
+        egress_allow: list[EgressRule] | None = None,
+        limits: Limits | None = None,
+    ) -> Sandbox:
         if sandbox_id in self._sandboxes:
             raise errors.Conflict(f"sandbox {sandbox_id} already exists")
         if len(self._sandboxes) >= self.max_sandboxes:
             raise errors.Unavailable("host is at capacity", code="no_capacity")
+        if workspace is not None and self.disks is None:
+            raise errors.Unavailable("this host has no storage pool", code="no_storage")
         image = self.images.resolve(image_name)
+        resolved = (limits or Limits()).resolved(self.limits.default, self.limits.max) if self.limits else None
+        if network == "egress" and self.network is not None and not self.network.egress:
+            network = "none"  # this host gives sessions no way out (no uplink configured)
         sandbox = Sandbox(
             id=sandbox_id,
             image=image.name,
             runtime=self.runtime.name,
             status="creating",
             created_at=time.time(),
+            workspace=workspace,
+            limits=resolved.model_dump() if resolved else None,
         )
         self._sandboxes[sandbox_id] = sandbox
         self._save(sandbox)
@@ -149,7 +195,24 @@ class SandboxManager:
         self._creating[sandbox_id] = (scope, settled)
         try:
             with scope, trio.fail_after(self.start_timeout):
-                await self.runtime.create(SandboxSpec(id=sandbox_id, image=image.name, rootfs=image.rootfs))
+                mount = None
+                if workspace is not None and self.disks is not None:
+                    mount = await self.disks.attach(workspace, sandbox_id)
+                netns = None
+                if self.network is not None:
+                    lease = await self.network.acquire(sandbox_id, network, egress_allow)
+                    sandbox.network = lease.to_json()
+                    self._save(sandbox)
+                    netns = lease.slot.netns_path
+                spec = SandboxSpec(
+                    id=sandbox_id,
+                    image=image.name,
+                    rootfs=image.rootfs,
+                    workspace=mount,
+                    netns=netns,
+                    limits=resolved,
+                )
+                await self.runtime.create(spec)
                 await self.runtime.start(sandbox_id)
             if scope.cancelled_caught:
                 raise errors.Conflict(f"sandbox {sandbox_id} was destroyed while starting", code="destroyed")
@@ -158,7 +221,7 @@ class SandboxManager:
                 await self._remove(sandbox_id)
             if isinstance(exc, trio.TooSlowError):
                 raise errors.Timeout(f"sandbox did not start within {self.start_timeout:g}s") from None
-            if isinstance(exc, RuntimeFailure):
+            if isinstance(exc, RuntimeFailure | FirewallError):
                 raise errors.Unavailable(f"sandbox failed to start: {exc}", code="start_failed") from None
             raise
         finally:
@@ -173,6 +236,10 @@ class SandboxManager:
             if self.connections is not None:
                 await self.connections.end(sandbox_id, reason)
             await self.runtime.destroy(sandbox_id)
+            if self.disks is not None:
+                await self.disks.detach(sandbox_id)
+            if self.network is not None:
+                await self.network.release(sandbox_id)
         finally:
             self._forget(sandbox_id)
             if self.connections is not None:
@@ -227,14 +294,19 @@ class SandboxManager:
         cwd: str | None,
         timeout: float | None,
     ) -> ExecResult:
+        return await collect(await self.spawn(sandbox_id, argv, env, cwd), timeout, self.output_limit)
+
+    async def spawn(self, sandbox_id: str, argv: list[str], env: Mapping[str, str], cwd: str | None) -> Process:
+        """Start a process in a running sandbox, with the sandbox's default environment."""
         sandbox = self.get(sandbox_id)
         if sandbox.status != "running":
             raise errors.Conflict(f"sandbox {sandbox_id} is {sandbox.status}")
-        spec = ProcessSpec(argv=argv, env={**DEFAULT_ENV, **env}, cwd=cwd or DEFAULT_CWD)
+        default_cwd = WORKSPACE_MOUNT if sandbox.workspace is not None else DEFAULT_CWD
+        spec = ProcessSpec(argv=argv, env={**DEFAULT_ENV, **env}, cwd=cwd or default_cwd)
         try:
             process = await self.runtime.spawn(sandbox_id, spec)
         except SandboxGone:
             raise errors.Conflict(f"sandbox {sandbox_id} is not running") from None
         except RuntimeFailure as exc:
             raise errors.Unavailable(str(exc), code="exec_failed") from None
-        return await collect(process, timeout, self.output_limit)
+        return process

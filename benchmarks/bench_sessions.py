@@ -35,7 +35,7 @@ import httpx
 import trio
 
 from agent.images import ImageStore
-from agent.runtimes.lxc import _CONFIG_TEMPLATE, _INIT_IN_CONTAINER
+from agent.runtimes.lxc import _CONFIG_TEMPLATE, _INIT_IN_CONTAINER, _LOOPBACK_ONLY
 from chaser import embedded
 
 IMAGES_DIR = Path("/var/lib/chaser/images")
@@ -152,7 +152,7 @@ def define(lxc_path: Path, name: str, rootfs: Path) -> None:
         init_rel=_INIT_IN_CONTAINER.lstrip("/"),
         log=home / "lxc.log",
     )
-    (home / "config").write_text(config)
+    (home / "config").write_text(config + _LOOPBACK_ONLY)
 
 
 async def baseline_round(lxc_path: Path, name: str, rootfs: Path, execs: int, samples: Samples) -> None:
@@ -185,21 +185,21 @@ async def baseline_round(lxc_path: Path, name: str, rootfs: Path, execs: int, sa
 
 
 def leftovers(lxc_path: Path) -> list[str]:
-    """Containers still defined in ``lxc_path``, and any still running for it.
+    """Containers still defined in ``lxc_path``, or still running for it.
 
-    The monitor check catches a container whose directory is gone but whose
-    processes are not, which a directory listing alone would miss.
+    A running container's monitor listens on the abstract socket
+    ``@<lxcpath>/<name>/command``; looking for those catches one whose
+    directory is gone but whose processes are not, which a listing of the
+    directory would miss (and python-lxc's monitors keep the agent's process
+    title, so their command lines do not tell either).
     """
-    found = sorted(p.name for p in lxc_path.iterdir()) if lxc_path.exists() else []
-    prefix = f"[lxc monitor] {lxc_path} "
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue  # the process ended while we looked
-        if text.startswith(prefix):
-            found.append(f"running: {text.removeprefix(prefix).strip()}")
-    return found
+    names = {p.name for p in lxc_path.iterdir()} if lxc_path.exists() else set()
+    prefix, suffix = f"@{lxc_path}/", "/command"
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        socket_path = line.split()[-1]
+        if socket_path.startswith(prefix) and socket_path.endswith(suffix):
+            names.add(socket_path.removeprefix(prefix).removesuffix(suffix))
+    return sorted(names)
 
 
 async def remove_all(lxc_path: Path) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.middleware import ProxyFixMiddleware
 from hypercorn.trio import serve as hypercorn_serve
 
 from chaser import errors
@@ -33,7 +34,7 @@ from chaser._relay import ClientGone, Downstream, forward_headers, relay
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Downstream, h11.Request], Awaitable[None]]
-Route = Callable[[h11.Request], Awaitable[Handler | None]]
+Route = Callable[[h11.Request, str], Awaitable[Handler | None]]  # the request, its peer's address
 
 # How long a keep-alive connection may wait for its next request.
 IDLE_TIMEOUT = 75.0
@@ -73,7 +74,7 @@ class Front:
                 if not isinstance(event, h11.Request):
                     break
                 try:
-                    handler = await self.route(event)
+                    handler = await self.route(event, down.peer)
                 except errors.ApiError as exc:
                     # The body (if any) is left unread, so the connection closes after.
                     await down.send_error(exc)
@@ -84,9 +85,8 @@ class Front:
                     if app is None:
                         app = await trio.open_unix_socket(self.app_socket)
                     add = [(b"x-forwarded-for", down.peer.encode())]
-                    request = h11.Request(
-                        method=event.method, target=event.target, headers=forward_headers(event, add=add)
-                    )
+                    headers = forward_headers(event, drop=[b"x-forwarded-for"], add=add)
+                    request = h11.Request(method=event.method, target=event.target, headers=headers)
                     if not await relay(down, app, request):
                         await app.aclose()
                         app = None
@@ -132,7 +132,9 @@ async def serve(
     async with _private_dir() as private, trio.open_nursery() as nursery:
         app_socket = str(private / "app.sock")
         hypercorn.bind = [f"unix:{app_socket}"]
-        await nursery.start(partial(hypercorn_serve, app, hypercorn))  # type: ignore[arg-type]
+        # The app sees the client's address (the front's X-Forwarded-For), not the socket's.
+        proxied = ProxyFixMiddleware(app, mode="legacy", trusted_hops=1)  # type: ignore[arg-type]
+        await nursery.start(partial(hypercorn_serve, proxied, hypercorn))
         front = Front(route, app_socket)
         listeners = await trio.open_tcp_listeners(int(port), host=host.strip("[]") or None)
         nursery.start_soon(partial(trio.serve_listeners, front.handle, listeners))

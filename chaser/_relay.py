@@ -12,7 +12,7 @@ the two connections: frames pass through untouched, never decoded.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import cast
 
 import h11
@@ -145,8 +145,12 @@ async def relay(
     *,
     response_headers: Iterable[tuple[bytes, bytes]] = (),
     on_traffic: Callable[[], None] | None = None,
+    on_response: Callable[[int], Awaitable[None]] | None = None,
 ) -> bool:
     """Send ``request`` (already rewritten) and its body upstream; the response back down.
+
+    ``on_response`` hears the response's status as soon as its head has gone
+    down (101 for a switch, before the splice).
 
     Returns when the exchange is over, True if the upstream connection may
     carry another request: the response was relayed whole, or the two
@@ -184,7 +188,7 @@ async def relay(
                 down.conn.receive_data(bytes(data))
 
         nursery.start_soon(body_up)
-        switched = await _response_down(down, upstream, up, request, list(response_headers))
+        switched = await _response_down(down, upstream, up, request, list(response_headers), on_response)
         # An early response (an error before the body was read) ends the
         # exchange; the client connection is then not reused.
         nursery.cancel_scope.cancel()
@@ -202,6 +206,7 @@ async def _response_down(
     up: h11.Connection,
     request: h11.Request,
     extra: list[tuple[bytes, bytes]],
+    on_response: Callable[[int], Awaitable[None]] | None,
 ) -> bool:
     """Relay the response; True if it switched protocols (101)."""
     upgrade = is_upgrade(request)
@@ -215,6 +220,8 @@ async def _response_down(
             if event.status_code == 101 and upgrade:
                 headers = _response_headers(event.headers, upgrade=True)
                 await down.send(h11.InformationalResponse(status_code=101, headers=headers, reason=event.reason))
+                if on_response is not None:
+                    await on_response(101)
                 return True
             if event.status_code == 100:
                 await down.send(h11.InformationalResponse(status_code=100, headers=[]))
@@ -222,6 +229,8 @@ async def _response_down(
         if isinstance(event, h11.Response):
             headers = _response_headers(event.headers, upgrade=False) + extra
             await down.send(h11.Response(status_code=event.status_code, headers=headers, reason=event.reason))
+            if on_response is not None:
+                await on_response(event.status_code)
         elif isinstance(event, h11.Data):
             await down.send(h11.Data(data=event.data))
         elif isinstance(event, h11.EndOfMessage):

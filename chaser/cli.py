@@ -3,6 +3,8 @@
 eval "$(chaser up --detach)"     # start scheduler + agent here, export creds
 chaser exec --ephemeral "uname -a"
 chaser sessions list
+chaser --account "Acme Engineering" keys create --name ci --scope sessions.read
+chaser jobs exec --ephemeral "npm test" --wait --json
 chaser down
 """
 
@@ -21,9 +23,9 @@ from typing import Any
 import trio
 
 import vmimages
-from chaser import embedded, errors
+from chaser import cli_accounts, cli_jobs, embedded, errors
 from chaser._signals import run_until_signalled
-from chaser.client import Client
+from chaser.cli_workspaces import add_workspace_commands
 
 _DETACH_TIMEOUT = 120.0
 _DOWN_TIMEOUT = 60.0
@@ -74,7 +76,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         async with trio.open_nursery() as nursery:
             url = await nursery.start(
                 lambda task_status: embedded.serve(
-                    args.state_dir, port=args.port, images_dir=args.images_dir, task_status=task_status
+                    args.state_dir,
+                    port=args.port,
+                    images_dir=args.images_dir,
+                    uplink=args.uplink,
+                    task_status=task_status,
                 )
             )
             sys.stdout.write(embedded.exports(url, embedded.load_credentials(paths)))
@@ -95,6 +101,7 @@ def _detach(args: argparse.Namespace, paths: embedded.Paths) -> int:
         "--state-dir", str(args.state_dir),
         "--images-dir", str(args.images_dir),
         "--port", str(args.port),
+        *(["--uplink", args.uplink] if args.uplink else []),
     ]  # fmt: skip
     with open(paths.log, "ab") as log:
         child = subprocess.Popen(
@@ -140,10 +147,14 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    with Client() as client:
+    with cli_accounts.client_for(args) as client:
         if args.action == "create":
             result = client.create_session(
-                session_type=args.type, ephemeral=args.ephemeral, workspace=args.workspace, image=args.image
+                session_type=args.type,
+                ephemeral=args.ephemeral,
+                workspace=args.workspace,
+                image=args.image,
+                isolation=_isolation(args),
             )
         elif args.action == "list":
             result = client.list_sessions(status=args.status, limit=args.limit)
@@ -160,7 +171,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    with Client() as client:
+    with cli_accounts.client_for(args) as client:
         result = client.exec(
             args.command,
             session_id=args.session,
@@ -170,6 +181,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
             cwd=args.cwd,
             env=dict(kv.split("=", 1) for kv in args.env) or None,
             timeout_ms=args.timeout_ms,
+            isolation=_isolation(args),
         )
     if args.json:
         _print_json(result)
@@ -180,8 +192,44 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return int(result["exit_code"])
 
 
+def _allow_rule(text: str) -> dict[str, Any]:
+    """``CIDR`` or ``CIDR:PORT[,PORT...]`` -> an egress_allow entry."""
+    cidr, _, ports = text.partition(":")
+    rule: dict[str, Any] = {"cidr": cidr}
+    if ports:
+        try:
+            rule["ports"] = [int(p) for p in ports.split(",")]
+        except ValueError:
+            raise ValueError(f"--allow {text!r}: ports must be numbers, like 203.0.113.0/24:80,443") from None
+    return rule
+
+
+def _isolation(args: argparse.Namespace) -> dict[str, Any]:
+    """The network and limits fields of a new session, from the flags given."""
+    fields: dict[str, Any] = {}
+    if args.network:
+        fields["network"] = args.network
+    if args.allow:
+        fields["egress_allow"] = [_allow_rule(a) for a in args.allow]
+    limits = {k: getattr(args, k) for k in ("cpus", "memory_mb", "pids", "disk_mb") if getattr(args, k) is not None}
+    if limits:
+        fields["limits"] = limits
+    return fields
+
+
+def _add_isolation_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--network", choices=["egress", "none"], help="egress (host's default) or none")
+    parser.add_argument("--allow", action="append", default=[], metavar="CIDR[:PORTS]", help="egress allow-list")
+    parser.add_argument("--cpus", type=float)
+    parser.add_argument("--memory-mb", type=int)
+    parser.add_argument("--pids", type=int)
+    parser.add_argument("--disk-mb", type=int)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chaser", description="Chaser: Linux sandboxes on demand")
+    parser.add_argument("--account", help="act on this account (ID, exact name, or 'personal'; X-Chaser-Account)")
+    parser.set_defaults(json=False)
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     up = sub.add_parser("up", help="run scheduler and agent on this machine")
@@ -189,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=embedded.DEFAULT_PORT)
     up.add_argument("--state-dir", type=Path, default=embedded.DEFAULT_STATE_DIR)
     up.add_argument("--images-dir", type=Path, default=embedded.DEFAULT_IMAGES_DIR)
+    up.add_argument("--uplink", metavar="IFACE", help="give sessions egress, NATed out of IFACE (default: none)")
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="stop the embedded system and remove its sandboxes")
@@ -203,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--ephemeral", action="store_true")
     create.add_argument("--workspace")
     create.add_argument("--image")
+    _add_isolation_flags(create)
     listing = actions.add_parser("list")
     listing.add_argument("--status", choices=["creating", "running", "terminated"])
     listing.add_argument("--limit", type=int, default=50)
@@ -223,8 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     run.add_argument("--timeout-ms", type=int)
     run.add_argument("--json", action="store_true")
+    _add_isolation_flags(run)
     run.add_argument("command")
     run.set_defaults(func=cmd_exec)
+    cli_accounts.register(sub)
+
+    add_workspace_commands(sub)
+
+    cli_jobs.add_job_commands(sub)
     return parser
 
 

@@ -1,30 +1,42 @@
 """Python SDK: a thin synchronous client of the public API.
 
-Reads ``CHASER_API_URL`` and ``CHASER_API_KEY`` when not given them, and
-raises the same error types the servers use (``chaser.errors``).
+Reads ``CHASER_API_URL``, ``CHASER_API_KEY`` and ``CHASER_ACCOUNT`` when not
+given them, and raises the same error types the servers use
+(``chaser.errors``). ``account`` selects the active account for every call
+(``X-Chaser-Account``: an account ID, its exact name, or ``personal``).
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from chaser import errors
+from chaser._client_accounts import AccountsMixin
+from chaser._workspaces_client import WorkspacesApi
 
 
-class Client:
-    def __init__(self, api_url: str | None = None, api_key: str | None = None, timeout: float = 120.0) -> None:
+class Client(AccountsMixin, WorkspacesApi):
+    def __init__(
+        self,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        account: str | None = None,
+    ) -> None:
         api_url = api_url or os.environ.get("CHASER_API_URL")
         api_key = api_key or os.environ.get("CHASER_API_KEY")
+        account = account or os.environ.get("CHASER_ACCOUNT")
         if not api_url or not api_key:
             raise ValueError('set CHASER_API_URL and CHASER_API_KEY (eval "$(chaser up --detach)" does)')
-        self._http = httpx.Client(
-            base_url=api_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout=timeout,
-        )
+        headers = {"Authorization": f"Bearer {api_key}"}
+        if account:
+            headers["X-Chaser-Account"] = account
+        self._http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=timeout)
 
     def __enter__(self) -> Client:
         return self
@@ -51,8 +63,10 @@ class Client:
         ephemeral: bool = False,
         workspace: str | None = None,
         image: str | None = None,
+        isolation: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"session_type": session_type, "ephemeral": ephemeral}
+        """``isolation`` may hold ``network``, ``egress_allow`` and ``limits``, as the API takes them."""
+        body: dict[str, Any] = {"session_type": session_type, "ephemeral": ephemeral, **(isolation or {})}
         if workspace is not None:
             body["workspace"] = workspace
         if image is not None:
@@ -87,8 +101,9 @@ class Client:
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         timeout_ms: int | None = None,
+        isolation: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"command": command}
+        body: dict[str, Any] = {"command": command, **(isolation or {})}
         optional = {
             "session_id": session_id,
             "workspace": workspace,
@@ -104,3 +119,63 @@ class Client:
         if timeout_ms is not None:
             timeout = max(timeout, timeout_ms / 1000 + 60)
         return self._request("POST", "/v1/exec", json=body, timeout=timeout)  # type: ignore[no-any-return]
+
+    # -- jobs -------------------------------------------------------------
+
+    def create_job(
+        self,
+        kind: str,
+        job_input: dict[str, Any],
+        *,
+        run_at: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"kind": kind, "input": job_input}
+        if run_at is not None:
+            body["run_at"] = run_at
+        if idempotency_key is not None:
+            body["idempotency_key"] = idempotency_key
+        return self._request("POST", "/v1/jobs", json=body)  # type: ignore[no-any-return]
+
+    def list_jobs(
+        self, *, kind: str | None = None, status: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        optional = {"kind": kind, "status": status, "cursor": cursor}
+        params.update({k: v for k, v in optional.items() if v is not None})
+        return self._request("GET", "/v1/jobs", params=params)  # type: ignore[no-any-return]
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}")  # type: ignore[no-any-return]
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/jobs/{job_id}/cancel")  # type: ignore[no-any-return]
+
+    def retry_job(self, job_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/jobs/{job_id}/retry")  # type: ignore[no-any-return]
+
+    def job_kinds(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/jobs/kinds")  # type: ignore[no-any-return]
+
+    def wait_job(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll: float = 0.25,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job has succeeded, failed or been canceled; ``on_change`` sees each new state."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = None
+        while True:
+            job = self.get_job(job_id)
+            if (job["status"], job["attempt"]) != seen:
+                seen = (job["status"], job["attempt"])
+                if on_change is not None:
+                    on_change(job)
+            if job["status"] in ("succeeded", "failed", "canceled"):
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise errors.Timeout(f"job {job_id} is still {job['status']} after {timeout:g}s", code="wait_timeout")
+            time.sleep(poll)

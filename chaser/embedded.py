@@ -17,11 +17,8 @@ from pathlib import Path
 
 import trio
 
-from agent.config import AgentConfig
-from agent.main import serve as serve_agent
-from scheduler.auth import new_secret
-from scheduler.config import SchedulerConfig
-from scheduler.main import serve as serve_scheduler
+# The servers (and their SQLAlchemy, alembic, python-lxc) are imported where
+# they run: every `chaser` command imports this module, and should start fast.
 
 DEFAULT_STATE_DIR = Path("/var/lib/chaser/embedded")
 DEFAULT_IMAGES_DIR = Path("/var/lib/chaser/images")
@@ -62,6 +59,8 @@ def load_credentials(paths: Paths) -> Credentials:
         return Credentials(token=data["token"], api_key=data["api_key"])
     except FileNotFoundError:
         pass
+    from scheduler.auth import new_secret
+
     paths.state_dir.mkdir(parents=True, exist_ok=True)
     creds = Credentials(token=secrets.token_urlsafe(32), api_key=new_secret())
     fd = os.open(paths.credentials, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -75,9 +74,19 @@ async def serve(
     *,
     port: int = DEFAULT_PORT,
     images_dir: Path = DEFAULT_IMAGES_DIR,
+    uplink: str | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run scheduler and agent; report the API URL once the agent is registered."""
+    """Run scheduler and agent; report the API URL once the agent is registered.
+
+    Sessions get egress only with ``uplink`` (or ``CHASER_AGENT_NETWORK__UPLINK``):
+    NATing them out of this machine's network is the user's decision.
+    """
+    from agent.config import AgentConfig
+    from agent.main import serve as serve_agent
+    from scheduler.config import SchedulerConfig
+    from scheduler.main import serve as serve_scheduler
+
     paths = Paths(state_dir)
     creds = load_credentials(paths)
     scheduler_config = SchedulerConfig.load(
@@ -100,6 +109,8 @@ async def serve(
             token=creds.token,
             destroy_on_shutdown=True,
         )
+        if uplink is not None:
+            agent_config.network.uplink = uplink
         await nursery.start(serve_agent, agent_config)
         paths.ready.write_text(json.dumps({"api_url": url, "pid": os.getpid()}))
         try:

@@ -38,9 +38,10 @@ MAX_TERMINAL_SIZE = 1000
 
 EnvName = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^=\x00]+$")]
 EnvValue = Annotated[str, StringConstraints(max_length=32768, pattern=r"^[^\x00]*$")]
-Command = Annotated[str, StringConstraints(min_length=1, max_length=65536)] | Annotated[
-    list[Annotated[str, StringConstraints(max_length=65536)]], Field(min_length=1, max_length=4096)
-]
+Command = (
+    Annotated[str, StringConstraints(min_length=1, max_length=65536)]
+    | Annotated[list[Annotated[str, StringConstraints(max_length=65536)]], Field(min_length=1, max_length=4096)]
+)
 Channel = Annotated[int, Field(ge=0, le=MAX_CHANNEL)]
 TerminalSize = Annotated[int, Field(ge=1, le=MAX_TERMINAL_SIZE)]
 Cwd = Annotated[str, StringConstraints(min_length=1, max_length=4096)]

@@ -16,6 +16,7 @@ class AgentClient:
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(30.0),
             limits=httpx.Limits(max_keepalive_connections=64),
+            trust_env=False,  # never route host-token traffic through an env proxy
         )
 
     async def aclose(self) -> None:
@@ -40,10 +41,20 @@ class AgentClient:
             raise errors.from_response(response.status_code, body)
         return body
 
-    async def create_sandbox(self, host_url: str, sandbox_id: str, image: str, timeout: float) -> Any:
-        return await self._call(
-            "POST", f"{host_url}/v1/sandboxes", json={"id": sandbox_id, "image": image}, timeout=timeout
-        )
+    async def create_sandbox(
+        self,
+        host_url: str,
+        sandbox_id: str,
+        image: str,
+        isolation: dict[str, Any],
+        timeout: float,
+        workspace: str | None = None,
+    ) -> Any:
+        """Create and start; ``isolation`` holds ``network``, ``egress_allow`` and ``limits``."""
+        body = {"id": sandbox_id, "image": image, **isolation}
+        if workspace is not None:
+            body["workspace"] = workspace
+        return await self._call("POST", f"{host_url}/v1/sandboxes", json=body, timeout=timeout)
 
     async def destroy_sandbox(self, host_url: str, sandbox_id: str, *, force: bool = True) -> None:
         """Destroy; a sandbox the host does not know counts as destroyed.
@@ -59,3 +70,50 @@ class AgentClient:
 
     async def exec(self, host_url: str, sandbox_id: str, body: dict[str, Any], timeout: float) -> Any:
         return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/exec", json=body, timeout=timeout)
+
+    # -- workspace disks (a git token in ``git`` is sent, never logged) -----
+
+    async def create_disk(self, host_url: str, body: dict[str, Any], timeout: float) -> Any:
+        """``body``: id, size_bytes, and a ``source`` (disk, snapshot, force) or ``git`` (url, ref, token)."""
+        return await self._call("POST", f"{host_url}/v1/disks", json=body, timeout=timeout)
+
+    async def delete_disk(self, host_url: str, disk_id: str, timeout: float) -> None:
+        await self._call("DELETE", f"{host_url}/v1/disks/{disk_id}", timeout=timeout)
+
+    async def reimport_disk(
+        self, host_url: str, disk_id: str, size_bytes: int, git: dict[str, Any], timeout: float
+    ) -> None:
+        body = {"size_bytes": size_bytes, "git": git}
+        await self._call("POST", f"{host_url}/v1/disks/{disk_id}/import", json=body, timeout=timeout)
+
+    async def snapshot_disk(self, host_url: str, disk_id: str, snapshot_id: str, force: bool, timeout: float) -> bool:
+        """Take a snapshot; True if the filesystem was frozen for it."""
+        body = {"id": snapshot_id, "force": force}
+        result = await self._call("POST", f"{host_url}/v1/disks/{disk_id}/snapshots", json=body, timeout=timeout)
+        return bool(result["frozen"])
+
+    async def delete_snapshot(self, host_url: str, disk_id: str, snapshot_id: str, timeout: float) -> None:
+        await self._call("DELETE", f"{host_url}/v1/disks/{disk_id}/snapshots/{snapshot_id}", timeout=timeout)
+
+    async def restore_disk(self, host_url: str, disk_id: str, snapshot_id: str, timeout: float) -> None:
+        body = {"snapshot": snapshot_id}
+        await self._call("POST", f"{host_url}/v1/disks/{disk_id}/restore", json=body, timeout=timeout)
+
+    # -- detached execs (jobs) -------------------------------------------
+
+    async def start_exec(self, host_url: str, sandbox_id: str, body: dict[str, Any], timeout: float) -> Any:
+        """Start (or find, by ``body["id"]``) a command that outlives this request."""
+        return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/execs", json=body, timeout=timeout)
+
+    async def poll_exec(
+        self, host_url: str, sandbox_id: str, exec_id: str, *, wait_ms: int, seen: int | None, timeout: float
+    ) -> Any:
+        query = f"wait_ms={wait_ms}" + (f"&seen={seen}" if seen is not None else "")
+        return await self._call("GET", f"{host_url}/v1/sandboxes/{sandbox_id}/execs/{exec_id}?{query}", timeout=timeout)
+
+    async def kill_exec(self, host_url: str, sandbox_id: str, exec_id: str) -> Any:
+        return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/execs/{exec_id}/kill")
+
+    async def forget_exec(self, host_url: str, sandbox_id: str, exec_id: str) -> None:
+        with contextlib.suppress(errors.NotFound):
+            await self._call("DELETE", f"{host_url}/v1/sandboxes/{sandbox_id}/execs/{exec_id}")

@@ -12,21 +12,24 @@ import binascii
 import hmac
 import json
 import uuid
-from collections.abc import Awaitable, Callable
-from functools import wraps
-from typing import Annotated, Any, Literal, ParamSpec
+from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from quart import Response, g, request
+from quart import Response, request
 from quart_trio import QuartTrio
 
 from chaser import errors
 from chaser._quart import install_error_handlers, json_response, parse_body, parse_query
+from chaser.isolation import EgressAllowList, Limits, NetworkMode
 from scheduler import session_tokens
-from scheduler.auth import Principal, authenticate
+from scheduler.access import audit_resource, principal, requires
 from scheduler.config import SchedulerConfig
 from scheduler.session_routes import register_session_routes
 from scheduler.sessions import SessionService
+from scheduler.tenancy import install_tenancy
+
+if TYPE_CHECKING:
+    from scheduler.workspaces import WorkspaceService
 
 P = ParamSpec("P")
 
@@ -41,7 +44,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class CreateSessionBody(_Strict):
+class IsolationFields(_Strict):
+    """Network policy and limits of a new session (absent: the host's defaults)."""
+
+    network: NetworkMode | None = None
+    egress_allow: EgressAllowList | None = None
+    limits: Limits | None = None
+
+    @model_validator(mode="after")
+    def _allow_list_needs_egress(self) -> IsolationFields:
+        if self.network == "none" and self.egress_allow:
+            raise ValueError('egress_allow needs network "egress"; a session with network "none" reaches nothing')
+        return self
+
+    def given(self) -> bool:
+        return self.network is not None or self.egress_allow is not None or self.limits is not None
+
+
+class CreateSessionBody(IsolationFields):
     session_type: Literal["sandbox", "browser"] = "sandbox"
     workspace: Selector | None = None
     ephemeral: bool = False
@@ -69,7 +89,7 @@ def check_session_rules(session_type: str, ephemeral: bool, workspace: str | Non
         )
 
 
-class ExecBody(_Strict):
+class ExecBody(IsolationFields):
     command: str | Annotated[list[str], Field(min_length=1)] = Field(min_length=1)
     session_id: str | None = None
     workspace: Selector | None = None
@@ -86,6 +106,8 @@ class ExecBody(_Strict):
             raise ValueError("give exactly one of session_id, workspace, or ephemeral: true")
         if self.image is not None and not self.ephemeral:
             raise ValueError("image is accepted only when ephemeral is true")
+        if self.given() and not self.ephemeral:
+            raise ValueError("network, egress_allow and limits are accepted only when ephemeral is true")
         return self
 
 
@@ -124,35 +146,16 @@ def session_id_of(raw: str) -> str:
         raise errors.NotFound(f"session {raw} not found", code="session_not_found") from None
 
 
-def requires(scope: str) -> Callable[[Callable[P, Awaitable[Response]]], Callable[P, Awaitable[Response]]]:
-    """Declare the scope a route needs; the check happens before the handler."""
+def create_app(config: SchedulerConfig, service: SessionService, workspaces: WorkspaceService) -> QuartTrio:
+    from scheduler.workspace_api import register_workspace_routes
 
-    def decorate(handler: Callable[P, Awaitable[Response]]) -> Callable[P, Awaitable[Response]]:
-        @wraps(handler)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
-            principal().require(scope)
-            return await handler(*args, **kwargs)
-
-        return wrapper
-
-    return decorate
-
-
-def principal() -> Principal:
-    return g.principal  # type: ignore[no-any-return]
-
-
-def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
     app = QuartTrio("chaser-scheduler")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     install_error_handlers(app)
     store = service.store
     cluster_token = config.token.get_secret_value().encode()
 
-    @app.before_request
-    async def _authenticate() -> None:
-        if request.path.startswith("/v1/"):
-            g.principal = await authenticate(store, request.headers.get("Authorization"))
+    install_tenancy(app, config, store)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -165,10 +168,11 @@ def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
             raise errors.Unauthorized("missing or wrong host token")
         body = await parse_body(HeartbeatBody)
         await service.on_heartbeat(body.model_dump())
+        await workspaces.on_heartbeat(body.host_id, body.storage.model_dump() if body.storage else None)
         return json_response({"ok": True})
 
     @app.post("/v1/sessions")
-    @requires("sessions.write")
+    @requires("sessions.write", action="session.create")
     async def create_session() -> Response:
         body = await parse_body(CreateSessionBody)
         row = await service.create(
@@ -177,13 +181,17 @@ def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
             ephemeral=body.ephemeral,
             workspace=body.workspace,
             image=body.image,
+            network=body.network,
+            egress_allow=body.egress_allow,
+            limits=body.limits,
             timeout_ms=body.timeout_ms,
             idle_timeout_ms=body.idle_timeout_ms,
         )
+        audit_resource(row["id"])
         return json_response(service.to_json(row), status=201)
 
     @app.get("/v1/sessions")
-    @requires("sessions.read")
+    @requires("sessions.read", action="session.list")
     async def list_sessions() -> Response:
         query = parse_query(ListSessionsQuery)
         after = _decode_cursor(query.cursor) if query.cursor else None
@@ -195,13 +203,13 @@ def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
         return json_response({"sessions": [service.to_json(r) for r in page], "next_cursor": next_cursor})
 
     @app.get("/v1/sessions/<raw_id>")
-    @requires("sessions.read")
+    @requires("sessions.read", action="session.get")
     async def get_session(raw_id: str) -> Response:
         row = await service.get(principal().account_id, session_id_of(raw_id))
         return json_response(service.to_json(await service.with_live_leases(row)))
 
     @app.delete("/v1/sessions/<raw_id>")
-    @requires("sessions.write")
+    @requires("sessions.write", action="session.terminate")
     async def delete_session(raw_id: str) -> Response:
         force = parse_query(ForceQuery).force in ("true", "1")
         row = await service.terminate(
@@ -210,22 +218,32 @@ def create_app(config: SchedulerConfig, service: SessionService) -> QuartTrio:
         return json_response(service.to_json(row))
 
     @app.post("/v1/exec")
-    @requires("exec.write")
+    @requires("exec.write", action="exec.run", resource="session")
     async def exec_command() -> Response:
         body = await parse_body(ExecBody)
         agent_body = {"command": body.command, "env": body.env, "cwd": body.cwd, "timeout_ms": body.timeout_ms}
         timeout = body.timeout_ms / 1000
         account_id = principal().account_id
         if body.ephemeral:
-            result = await service.exec_ephemeral(account_id, body.image, agent_body, timeout)
+            result = await service.exec_ephemeral(
+                account_id,
+                body.image,
+                agent_body,
+                timeout,
+                network=body.network,
+                egress_allow=body.egress_allow,
+                limits=body.limits,
+            )
         elif body.workspace is not None:
-            raise errors.NotFound(f"workspace {body.workspace!r} not found", code="workspace_not_found")
+            result = await workspaces.exec_on(account_id, body.workspace, agent_body, timeout)
         else:
             row = await service.get(account_id, session_id_of(body.session_id or ""))
             result = {**await service.exec_in(row, agent_body, timeout), "session_id": row["id"]}
+        audit_resource(result["session_id"])
         return json_response(result)
 
     register_session_routes(app, service, session_tokens.signing_key(config.token.get_secret_value()))
+    register_workspace_routes(app, workspaces)
     return app
 
 
@@ -238,12 +256,23 @@ class HeartbeatBody(BaseModel):
         cpus: int = Field(ge=1)
         memory_mb: int = Field(ge=0)
 
+    class Storage(BaseModel):
+        """The host's pool of workspace disks."""
+
+        model_config = ConfigDict(extra="forbid")
+        reflink: bool
+        capacity_bytes: int = Field(ge=0)
+        free_bytes: int = Field(ge=0)
+
     host_id: str = Field(min_length=1, max_length=128)
     url: str = Field(min_length=1, max_length=512)
     runtimes: list[str]
     session_types: list[str]
     images: list[str]
+
     class Activity(BaseModel):
+        """A sandbox's open leases, and seconds since its last activity."""
+
         model_config = ConfigDict(extra="forbid")
         leases: int = Field(ge=0)
         idle_for: float | None = Field(ge=0)
@@ -251,3 +280,6 @@ class HeartbeatBody(BaseModel):
     capacity: Capacity
     sandboxes: list[str]
     activity: dict[str, Activity] = Field(default_factory=dict)
+    storage: Storage | None = None
+    egress: bool = False
+    limits: dict[str, Limits] | None = None

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from chaser._config import FileAndEnvSettings
+from scheduler.jwt_tokens import ASYMMETRIC
 
 DEFAULT_CONFIG_FILE = Path("/etc/chaser/scheduler.toml")
 
@@ -39,3 +40,63 @@ class SchedulerConfig(FileAndEnvSettings):
     default_session_timeout_ms: int = Field(default=3_600_000, gt=0)
     max_session_timeout_ms: int = Field(default=86_400_000, gt=0)
     default_idle_timeout_ms: int = Field(default=600_000, gt=0)
+
+    # JWT access tokens (from an OAuth login elsewhere): accepted only when
+    # an issuer, an audience and a JWKS (file or URL) are all configured.
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    jwt_leeway: float = Field(default=30.0, ge=0)
+    # A token naming an unknown key id refetches the JWKS (key rotation), at
+    # most this often; the JWKS is refetched anyway once this old.
+    jwt_jwks_refetch_interval: float = Field(default=10.0, gt=0)
+    jwt_jwks_max_age: float = Field(default=300.0, gt=0)
+    # The claim that names the user's email (linked to our user on first sight).
+    jwt_email_claim: str = "email"
+
+    # Webhook deliveries: per-attempt timeout, retries with exponential
+    # backoff (base * 2^(n-1), capped), and parallel sends per scheduler.
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_retry_base: float = Field(default=10.0, gt=0)
+    webhook_retry_max: float = Field(default=3600.0, gt=0)
+    webhook_concurrency: int = Field(default=16, ge=1)
+    # How often the outbox is checked besides being woken by new events
+    # (other replicas' events, retries coming due).
+    webhook_poll_interval: float = Field(default=2.0, gt=0)
+    # Refuse deliveries to loopback, private, link-local and reserved addresses.
+    webhook_block_private_networks: bool = True
+
+    @model_validator(mode="after")
+    def _jwt_complete(self) -> SchedulerConfig:
+        jwt = [self.jwt_issuer, self.jwt_audience, self.jwt_jwks_url or self.jwt_jwks_file]
+        if any(jwt) and not all(jwt):
+            raise ValueError("JWT needs jwt_issuer, jwt_audience and one of jwt_jwks_url / jwt_jwks_file")
+        if self.jwt_jwks_url and self.jwt_jwks_file:
+            raise ValueError("give one of jwt_jwks_url and jwt_jwks_file, not both")
+        if not set(self.jwt_algorithms) <= ASYMMETRIC:
+            raise ValueError(f"jwt_algorithms must be among {sorted(ASYMMETRIC)} (never 'none' or HMAC)")
+        return self
+
+    # Where workspace imports clone from: GitHub, a GitHub Enterprise, or any
+    # smart-HTTP Git server. Repository URLs on other hosts are refused.
+    git_base_url: str = "https://github.com"
+    # A new workspace's disk; sparse, so only what is written takes room.
+    workspace_disk_gb: int = Field(default=10, ge=1, le=16384)
+    # Deadlines of disk operations on a host, and of a repository clone.
+    workspace_op_timeout: float = Field(default=600.0, gt=0)
+    import_timeout: float = Field(default=900.0, gt=0)
+
+    # Jobs: how many this scheduler process runs at once, how many one
+    # account may have running across all replicas, how often the queue is
+    # polled (a job submitted here wakes it at once), how long a worker's
+    # claim on a running job lasts unless renewed (a dead replica's jobs are
+    # taken over after that), and how many attempts a job that never got to
+    # start (host full, scheduler stopped) is given before it fails.
+    job_concurrency: int = Field(default=16, ge=1)
+    job_account_concurrency: int = Field(default=8, ge=1)
+    job_poll_interval: float = Field(default=0.5, gt=0)
+    job_lease_timeout: float = Field(default=20.0, gt=0)
+    job_max_attempts: int = Field(default=5, ge=1)

@@ -16,9 +16,12 @@ from scheduler.agents import AgentClient
 from scheduler.api import create_app
 from scheduler.auth import ensure_key
 from scheduler.config import DEFAULT_CONFIG_FILE, SchedulerConfig
+from scheduler.jobs import JobService, register_job_routes
 from scheduler.router import EdgeRouter
 from scheduler.sessions import SessionService
 from scheduler.store import Store
+from scheduler.webhook_delivery import DeliveryWorker
+from scheduler.workspaces import WorkspaceService
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,13 @@ async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = 
             # listening; the service needs it only to render responses.
             service = SessionService(store, agents, config, public_url=config.public_url or "")
             await nursery.start(service.run)
-            app = create_app(config, service)
+            await nursery.start(DeliveryWorker(store, config).run)
+            workspaces = WorkspaceService(service)
+            await nursery.start(workspaces.run)
+            jobs = JobService(service, config, workspaces)
+            await nursery.start(jobs.run)
+            app = create_app(config, service, workspaces)
+            register_job_routes(app, jobs)
             url = await nursery.start(partial(_front.serve, app, hypercorn, config.bind, EdgeRouter(service).route))
             service.public_url = (config.public_url or url).rstrip("/")
             log.info("scheduler ready at %s", service.public_url)

@@ -6,12 +6,16 @@ A request is for a session's endpoints when it is addressed
 - by host: ``<session_id>.<session_domain>`` (then the whole path is the
   endpoint), or ``<port>-<session_id>.<session_domain>`` (a forwarded port).
 
-The router authenticates the caller (an API key, or a session access
-token in the ``Authorization`` header, the ``chaser_token`` query parameter
-or cookie), checks the scope the endpoint needs and that the session is the
-caller's and runs, then relays the request to the agent that owns the
-session as bytes (``chaser._relay``): bodies stream, WebSockets are spliced.
-The client's credentials never reach the agent or the sandbox.
+The router authenticates the caller through the API's own code (an API
+key or a JWT, with ``X-Chaser-Account`` selecting the account; or a
+session access token in the ``Authorization`` header, the ``chaser_token``
+query parameter or cookie), checks the scope the endpoint needs and that
+the session is in the caller's account (another account's session is a
+404, like an unknown one) and runs, then relays the request to the agent
+that owns the session as bytes (``chaser._relay``): bodies stream,
+WebSockets are spliced. The client's credentials never reach the agent or
+the sandbox. Refused calls and mutations (file writes, opening a PTY, exec
+or tunnel) go to the audit trail like the API's.
 
 Scopes: ``GET /`` and ``GET /pty`` need sessions.read; the PTY and exec
 WebSockets exec.write; files and fs reads files.read, their writes
@@ -36,9 +40,12 @@ from chaser import errors
 from chaser._front import Handler
 from chaser._relay import ClientGone, Downstream, forward_headers, header, is_upgrade, relay
 from scheduler import session_tokens
-from scheduler.auth import authenticate
+from scheduler.audit import actor_fields, append_event
+from scheduler.auth import Authenticator, AuthFailure, Principal
 from scheduler.session_tokens import Claims
 from scheduler.sessions import SessionService
+from scheduler.store import Row
+from scheduler.tenancy import ACCOUNT_HEADER, jwt_verifier
 
 TOKEN_PARAM = "chaser_token"
 CLIENT_AUTHORIZATION = b"x-chaser-client-authorization"
@@ -89,18 +96,36 @@ def session_target(target: bytes, host: bytes | None, domain: str) -> SessionTar
     return SessionTarget(session_id, endpoint, query, prefix)
 
 
-def required_scope(endpoint: str, method: str, websocket: bool) -> str:
-    """The scope a request to ``endpoint`` needs; 404 for what is no endpoint."""
+@dataclass(frozen=True)
+class Requirement:
+    """What a session endpoint needs, and the action its audit event names (None: not audited)."""
+
+    scope: str
+    action: str | None
+
+
+_FILE_ACTIONS = {"PUT files": "file.upload", "DELETE files": "file.delete", "POST fs": "file.operation"}
+
+
+def requirement(endpoint: str, method: str, websocket: bool) -> Requirement:
+    """The scope a request to ``endpoint`` needs; 404 for what is no endpoint.
+
+    A forwarded port's own traffic is the program's business, not audited.
+    """
     first = endpoint.lstrip("/").split("/", 1)[0]
-    if first in ("ports", "tunnel"):
-        return "sessions.write"
+    if first == "ports":
+        return Requirement("sessions.write", None)
+    if first == "tunnel":
+        return Requirement("sessions.write", "session.tunnel" if websocket else None)
     if websocket:
         if first in ("pty", "exec"):
-            return "exec.write"
+            return Requirement("exec.write", f"session.{first}")
     elif first in ("", "pty") and endpoint.strip("/") == first and method in ("GET", "HEAD"):
-        return "sessions.read"
+        return Requirement("sessions.read", None)
     elif first in ("files", "fs"):
-        return "files.read" if method in ("GET", "HEAD") else "files.write"
+        if method in ("GET", "HEAD"):
+            return Requirement("files.read", None)
+        return Requirement("files.write", _FILE_ACTIONS.get(f"{method} {first}", "file.write"))
     raise errors.NotFound(f"no session endpoint {endpoint!r}", code="not_found")
 
 
@@ -145,6 +170,61 @@ def _strip_cookie(request: h11.Request) -> bytes | None:
     return b";".join(kept) if kept else None
 
 
+@dataclass
+class _Caller:
+    """Who a routed request speaks for, as far as it is known (for the audit trail)."""
+
+    principal: Principal | None = None
+    claims: Claims | None = None
+    failure: AuthFailure | None = None
+
+    def account_id(self) -> str:
+        if self.principal is not None:
+            return self.principal.account_id
+        assert self.claims is not None
+        return self.claims.account_id
+
+    def actor(self) -> dict[str, object]:
+        if self.claims is not None:
+            return {
+                "account_id": self.claims.account_id,
+                "actor_type": "session_token",
+                "actor_id": None,
+                "actor_name": None,
+                "key_id": None,
+                "auth_method": "session_token",
+            }
+        return actor_fields(self.principal, self.failure)
+
+
+@dataclass(frozen=True)
+class _Audit:
+    """One routed request's audit event, written once its status is known."""
+
+    caller: _Caller
+    action: str
+    session_id: str
+    method: str
+    path: str
+    peer: str
+
+    def row(self, status: int, error_code: str | None = None) -> Row:
+        denied = status in (401, 403)
+        return {
+            "time": time.time(),
+            **self.caller.actor(),
+            "action": self.action[:64],
+            "resource_type": "session",
+            "resource_id": self.session_id,
+            "method": self.method[:8],
+            "path": self.path[:512],
+            "source_ip": self.peer[:64] or None,
+            "result": "denied" if denied else ("success" if status < 400 else "failure"),
+            "status": status,
+            "error_code": error_code,
+        }
+
+
 class EdgeRouter:
     def __init__(self, service: SessionService) -> None:
         self.service = service
@@ -152,36 +232,53 @@ class EdgeRouter:
         self.domain = service.config.session_domain
         self.cluster_token = service.config.token.get_secret_value()
         self.token_key = session_tokens.signing_key(self.cluster_token)
+        self.authenticator = Authenticator(self.store, jwt_verifier(service.config))
         self._activity_written: dict[str, float] = {}
 
-    async def route(self, request: h11.Request) -> Handler | None:
+    async def route(self, request: h11.Request, peer: str) -> Handler | None:
         target = session_target(bytes(request.target), header(request, b"host"), self.domain)
         if target is None:
             return None
         method = request.method.decode("ascii", "replace").upper()
         websocket = is_upgrade(request)
-        scope = required_scope(target.endpoint, method, websocket)
-        credentials = _credentials(request, target.query)
-        account_id = await self._authorize(credentials, target.session_id, scope)
-        row = await self.service.get(account_id, target.session_id)
+        needed = requirement(target.endpoint, method, websocket)
+        caller = _Caller()
+        audit = _Audit(caller, needed.action or "session.endpoint", target.session_id, method, _path(request), peer)
+        try:
+            credentials = _credentials(request, target.query)
+            await self._authorize(caller, request, credentials, target.session_id, needed.scope)
+        except (errors.Unauthorized, errors.Forbidden) as exc:
+            if caller.principal is not None or caller.claims is not None or caller.failure is not None:
+                await append_event(self.store, audit.row(exc.status, exc.code))
+            raise
+        row = await self.service.get(caller.account_id(), target.session_id)
         if row["status"] != "running":
             raise errors.Conflict(f"session {row['id']} is {row['status']}", code="session_not_running")
         host = await self.store.run(self.store.host, row["host_id"])
         if host is None:
             raise errors.Unavailable("the session's host is gone", code="host_gone")
         await self._record_activity(row["id"])
-        return partial(self._forward, host["url"], target, credentials)
+        return partial(self._forward, host["url"], target, credentials, audit if needed.action else None)
 
-    async def _authorize(self, credentials: _Credentials, session_id: str, scope: str) -> str:
+    async def _authorize(
+        self, caller: _Caller, request: h11.Request, credentials: _Credentials, session_id: str, scope: str
+    ) -> None:
         if credentials.token is not None:
             claims: Claims = session_tokens.verify(self.token_key, credentials.token, time.time())
+            caller.claims = claims
             if claims.session_id != session_id:
                 raise errors.Forbidden("this session token is for another session", code="wrong_session")
             claims.require(scope)
-            return claims.account_id
-        principal = await authenticate(self.store, f"Bearer {credentials.api_key}")
-        principal.require(scope)
-        return principal.account_id
+            return
+        account = header(request, ACCOUNT_HEADER.lower().encode())
+        try:
+            caller.principal = await self.authenticator.authenticate(
+                f"Bearer {credentials.api_key}", account.decode("latin-1") if account else None
+            )
+        except AuthFailure as exc:
+            caller.failure = exc
+            raise
+        caller.principal.require(scope)
 
     async def _record_activity(self, session_id: str) -> None:
         now = time.time()
@@ -193,7 +290,13 @@ class EdgeRouter:
         await self.store.run(self.store.record_activity, session_id, now)
 
     async def _forward(
-        self, host_url: str, target: SessionTarget, credentials: _Credentials, down: Downstream, request: h11.Request
+        self,
+        host_url: str,
+        target: SessionTarget,
+        credentials: _Credentials,
+        audit: _Audit | None,
+        down: Downstream,
+        request: h11.Request,
     ) -> None:
         query = _without_token(target.query) if not credentials.header_used else target.query
         agent_target = f"/v1/sandboxes/{target.session_id}{target.endpoint}" + (f"?{query}" if query else "")
@@ -211,23 +314,34 @@ class EdgeRouter:
         if (cookie := _strip_cookie(request)) is not None:
             add.append((b"cookie", cookie))
         drop = [b"authorization", b"cookie", CLIENT_AUTHORIZATION, b"x-forwarded-for", b"x-forwarded-host",
-                b"x-forwarded-proto", b"x-forwarded-prefix"]  # fmt: skip
+                b"x-forwarded-proto", b"x-forwarded-prefix", ACCOUNT_HEADER.lower().encode()]  # fmt: skip
         forwarded = h11.Request(
             method=request.method, target=agent_target.encode("latin-1"), headers=forward_headers(request, drop, add)
         )
+
+        async def record(status: int) -> None:
+            if audit is not None:
+                await append_event(self.store, audit.row(status))
+
         try:
             agent = await _connect(host_url)
         except OSError as exc:
             error = errors.BadGateway(f"the session's host is unreachable: {exc}", code="host_unreachable")
             await down.send_error(error)
+            await record(error.status)
             return
         async with agent:
             try:
-                await relay(down, agent, forwarded)
+                await relay(down, agent, forwarded, on_response=record)
             except ClientGone:
                 pass
             except trio.BrokenResourceError:
                 await down.send_error(errors.BadGateway("the session's host closed the connection", code="host_error"))
+
+
+def _path(request: h11.Request) -> str:
+    """The request's path for the audit trail: never its query (it may carry a token)."""
+    return bytes(request.target).decode("latin-1").partition("?")[0]
 
 
 async def _connect(url: str) -> trio.SocketStream:

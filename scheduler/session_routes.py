@@ -1,11 +1,11 @@
 """Routes about a session's lifetime and its endpoints' access tokens.
 
-    PATCH /v1/sessions/{id}          {"timeout_ms": N, "idle_timeout_ms": M}
-        A new ``timeout_ms`` sets the deadline to now + N (extends, or
-        shortens); the deadline is stored, so it sticks.
-    POST  /v1/sessions/{id}/tokens   {"ttl_seconds": 900, "scopes": [...]}
-        A short-lived access token for this session's endpoints, carrying
-        at most the scopes of the key that mints it.
+PATCH /v1/sessions/{id}          {"timeout_ms": N, "idle_timeout_ms": M}
+    A new ``timeout_ms`` sets the deadline to now + N (extends, or
+    shortens); the deadline is stored, so it sticks.
+POST  /v1/sessions/{id}/tokens   {"ttl_seconds": 900, "scopes": [...]}
+    A short-lived access token for this session's endpoints, carrying
+    at most the scopes of the key that mints it.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from quart_trio import QuartTrio
 from chaser import errors
 from chaser._quart import json_response, parse_body
 from scheduler import session_tokens
+from scheduler.access import principal, requires
 from scheduler.session_tokens import Claims
-from scheduler.sessions import SessionService, rfc3339
+from scheduler.sessions import SessionService
+from scheduler.timefmt import rfc3339
 
 TimeoutMs = Annotated[int, Field(gt=0)]
 
@@ -45,10 +47,10 @@ class TokenBody(BaseModel):
 
 
 def register_session_routes(app: QuartTrio, service: SessionService, token_key: bytes) -> None:
-    from scheduler.api import principal, requires, session_id_of
+    from scheduler.api import session_id_of
 
     @app.patch("/v1/sessions/<raw_id>")
-    @requires("sessions.write")
+    @requires("sessions.write", action="session.update")
     async def set_lifetime(raw_id: str) -> Response:
         body = await parse_body(LifetimeBody)
         row = await service.set_lifetime(
@@ -60,7 +62,7 @@ def register_session_routes(app: QuartTrio, service: SessionService, token_key: 
         return json_response(service.to_json(row))
 
     @app.post("/v1/sessions/<raw_id>/tokens")
-    @requires("sessions.write")
+    @requires("sessions.write", action="session.token")
     async def mint_token(raw_id: str) -> Response:
         body = await parse_body(TokenBody)
         caller = principal()

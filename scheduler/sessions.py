@@ -13,17 +13,20 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import trio
 
 from chaser import errors
+from chaser.isolation import EgressRule, Limits
+from scheduler import workspace_lookup
 from scheduler.agents import AgentClient
 from scheduler.config import SchedulerConfig
 from scheduler.placement import HostLoad, candidates
 from scheduler.store import Row, Store
+from scheduler.store import workspaces as workspace_db
+from scheduler.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +35,6 @@ DEFAULT_IMAGE = "default"
 _EXEC_SLACK = 30.0
 # How long a session read waits for its host's live lease count.
 _LIVE_LEASES_TIMEOUT = 2.0
-
-
-def rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -53,6 +50,7 @@ class SessionService:
         self.config = config
         self.public_url = public_url.rstrip("/")
         self._nursery: trio.Nursery | None = None
+        self._up_since = time.time()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the background work (provisioning, cleanup, the reconcile sweep)."""
@@ -82,6 +80,9 @@ class SessionService:
             "created_at": rfc3339(row["created_at"]),
             "started_at": rfc3339(row["started_at"]),
             "terminated_at": rfc3339(row["terminated_at"]),
+            "network": row["network"],
+            "egress_allow": row["egress_allow"],
+            "limits": row["limits"],
             "active_connection_leases": row.get("active_connection_leases") or 0,
             "timeout_ms": row.get("timeout_ms"),
             "idle_timeout_ms": row.get("idle_timeout_ms"),
@@ -125,6 +126,8 @@ class SessionService:
                 max_sandboxes=h["max_sandboxes"],
                 active=h["active"],
                 healthy=h["last_heartbeat"] > now - self.config.heartbeat_timeout,
+                egress=h["egress"],
+                max_limits=Limits(**h["limits"]["max"]) if h["limits"] else None,
             )
             for h in await self.store.run(self.store.hosts_with_load)
         ]
@@ -139,17 +142,33 @@ class SessionService:
         ephemeral: bool,
         workspace: str | None,
         image: str | None,
+        session_id: str | None = None,
+        network: str | None = None,
+        egress_allow: list[EgressRule] | None = None,
+        limits: Limits | None = None,
         timeout_ms: int | None = None,
         idle_timeout_ms: int | None = None,
     ) -> Row:
+        """Place and provision a session; ``session_id`` lets a caller record the id before it exists.
+
+        ``network`` None means egress where the host gives it.
+        """
         timeout_ms = timeout_ms or self.config.default_session_timeout_ms
         idle_timeout_ms = idle_timeout_ms or self.config.default_idle_timeout_ms
         self.check_lifetime(timeout_ms)
+        attached: Row | None = None
         if workspace is not None:
-            raise errors.NotFound(f"workspace {workspace!r} not found", code="workspace_not_found")
+            attached = await workspace_lookup.for_session(self.store, account_id, workspace, session_type)
+            image = attached["image"]
         if session_type == "sandbox":
             image = image or DEFAULT_IMAGE
         hosts = [h for h in await self._hosts() if h.healthy]
+        if attached is not None:  # a workspace's sessions run where its disk is
+            hosts = [h for h in hosts if h.id == attached["host_id"]]
+            if not hosts:
+                raise errors.Unavailable(
+                    f"the host holding workspace {attached['name']!r} is not available", code="workspace_host_down"
+                )
         able = [h for h in hosts if session_type in h.session_types]
         if not able:
             raise errors.Unavailable(f"no host can run {session_type} sessions", code="no_host")
@@ -158,16 +177,18 @@ class SessionService:
             raise errors.InvalidInput(
                 f"unknown image {image!r}; available: {', '.join(known) or 'none'}", code="unknown_image"
             )
-        options = candidates(hosts, session_type, image)
+        needs_egress = network == "egress" or bool(egress_allow)
+        _check_isolation(able, needs_egress, limits)
+        options = candidates(hosts, session_type, image, needs_egress=needs_egress, limits=limits)
         if not options:
             raise errors.Unavailable(f"no host has room for another {session_type} session", code="no_capacity")
         now = time.time()
         row: Row = {
-            "id": str(uuid.uuid4()),
+            "id": session_id or str(uuid.uuid4()),
             "account_id": account_id,
             "session_type": session_type,
             "ephemeral": ephemeral,
-            "workspace_id": None,
+            "workspace_id": attached["id"] if attached is not None else None,
             "image": image,
             "host_id": options[0].id,
             "status": "creating",
@@ -176,13 +197,19 @@ class SessionService:
             "create_deadline": now + self.config.create_timeout,
             "started_at": None,
             "terminated_at": None,
+            "network": network,
+            "egress_allow": [r.model_dump() for r in egress_allow] if egress_allow else None,
+            "limits": limits.model_dump() if limits else None,
             "timeout_ms": timeout_ms,
             "idle_timeout_ms": idle_timeout_ms,
             "expires_at": now + timeout_ms / 1000,
             "last_activity_at": now,
             "active_connection_leases": 0,
         }
-        await self.store.run(self.store.insert_session, row)
+        if attached is None:
+            await self.store.run(self.store.insert_session, row)
+        else:
+            await self.store.run(workspace_db.attach_session, self.store, row, attached["name"])
         outcome = _Provisioning()
         self.nursery.start_soon(self._provision, row, options, outcome)
         await outcome.done.wait()
@@ -196,11 +223,19 @@ class SessionService:
         host: HostLoad | None = None
         try:
             for host in options:
-                await self.store.run(self.store.transition, session_id, ["creating"], host_id=host.id)
+                if host.id != row["host_id"]:
+                    await self.store.run(self.store.transition, session_id, ["creating"], host_id=host.id)
                 remaining = row["create_deadline"] - time.time()
                 try:
                     with trio.fail_after(max(remaining, 0)):
-                        await self.agents.create_sandbox(host.url, session_id, row["image"], timeout=remaining)
+                        sandbox = await self.agents.create_sandbox(
+                            host.url,
+                            session_id,
+                            row["image"],
+                            _isolation_body(row),
+                            timeout=remaining,
+                            workspace=row["workspace_id"],
+                        )
                 except errors.Unavailable as exc:
                     if exc.code == "no_capacity":
                         continue  # the host filled up since its heartbeat: next one
@@ -222,8 +257,12 @@ class SessionService:
             outcome.error = exc
             log.warning("session create failed: %s", exc.message, extra=ctx)
         else:
+            granted = sandbox.get("network") or {}
             started = await self.store.run(
-                self.store.transition, session_id, ["creating"], status="running", started_at=time.time()
+                self.store.mark_running,
+                session_id,
+                network=granted.get("mode", "none"),
+                limits=sandbox.get("limits"),
             )
             if not started:  # terminated while we were creating it
                 await self._destroy_quietly(host, session_id)
@@ -299,10 +338,27 @@ class SessionService:
         return result
 
     async def exec_ephemeral(
-        self, account_id: str, image: str | None, body: dict[str, Any], timeout: float
+        self,
+        account_id: str,
+        image: str | None,
+        body: dict[str, Any],
+        timeout: float,
+        *,
+        network: str | None = None,
+        egress_allow: list[EgressRule] | None = None,
+        limits: Limits | None = None,
     ) -> dict[str, Any]:
         """Provision, run, and always clean up, whatever ends the call."""
-        row = await self.create(account_id, session_type="sandbox", ephemeral=True, workspace=None, image=image)
+        row = await self.create(
+            account_id,
+            session_type="sandbox",
+            ephemeral=True,
+            workspace=None,
+            image=image,
+            network=network,
+            egress_allow=egress_allow,
+            limits=limits,
+        )
         try:
             result = await self.exec_in(row, body, timeout)
         finally:
@@ -344,6 +400,8 @@ class SessionService:
         for row in await self.store.run(self.store.overdue_creates, now):
             await self._terminate_row(row, f"did not start within {self.config.create_timeout:g}s")
         silent_since = now - 2 * self.config.heartbeat_timeout
+        if silent_since < self._up_since:
+            return  # too soon after our own start to tell a silent host from one we were not there to hear
         for row in await self.store.run(self.store.active_sessions_on_silent_hosts, silent_since):
             await self.store.run(self.store.terminate, row["id"], "its host stopped responding")
         await self._expire(now)
@@ -375,3 +433,24 @@ class SessionService:
             except Exception:
                 log.exception("reconcile sweep failed")
             await trio.sleep(self.config.reconcile_interval)
+
+
+def _check_isolation(able: list[HostLoad], needs_egress: bool, limits: Limits | None) -> None:
+    """Refuse what no host able to run the session could ever give it."""
+    if needs_egress and not any(h.egress for h in able):
+        raise errors.Unavailable(
+            'no host gives sessions network egress; ask for network: "none", or configure an uplink on a host',
+            code="no_egress",
+        )
+    if limits is not None and not any(h.fits(limits) for h in able):
+        maxima = [h.max_limits for h in able if h.max_limits is not None]
+        raise errors.InvalidInput("; ".join(limits.exceeding(maxima[0])), code="limit_exceeded")
+
+
+def _isolation_body(row: Row) -> dict[str, Any]:
+    """The session's network policy and limits, as the agent's create takes them."""
+    return {
+        "network": row["network"] or "egress",
+        "egress_allow": row["egress_allow"],
+        "limits": row["limits"] or {},
+    }

@@ -24,10 +24,15 @@ import trio
 import vmimages
 from agent.config import AgentConfig
 from agent.main import serve as serve_agent
+from agent.network import links
+from agent.network.addressing import SlotPlan
 from scheduler.auth import hash_secret, lookup_prefix, new_secret
 from scheduler.config import SchedulerConfig
 from scheduler.main import serve as serve_scheduler
 from scheduler.store import Store
+
+# Workspace fixtures (storage pool on XFS, local Git host) live in their own module.
+pytest_plugins = ["tests.workspace_support"]
 
 IMAGES_DIR = Path(os.environ.get("CHASER_TEST_IMAGES_DIR", "/var/lib/chaser/images"))
 POSTGRES_URL = os.environ.get("CHASER_TEST_POSTGRES_URL")
@@ -160,6 +165,22 @@ def scheduler_config(database_url: str, token: str, api_key: str, **overrides: A
     return SchedulerConfig.load(None, **{**values, **overrides})
 
 
+def network_settings(**overrides: Any) -> dict[str, Any]:
+    """Network settings no other agent on this machine uses: own prefix, subnet and table.
+
+    No uplink unless a test gives one: such agents' sessions reach nothing.
+    """
+    rand = secrets.randbelow(1 << 16)
+    values: dict[str, Any] = {
+        "prefix": f"t{secrets.token_hex(3)}",
+        "subnet": f"10.{200 + (rand >> 8) % 50}.{rand & 0xFF}.0/24",
+        "route_table": 10_000 + secrets.randbelow(50_000),
+        "pool_size": 2,
+        "cooldown": 0.5,
+    }
+    return {**values, **overrides}
+
+
 def agent_config(
     state_dir: Path, images_dir: Path, scheduler_url: str | None, token: str, **overrides: Any
 ) -> AgentConfig:
@@ -172,6 +193,8 @@ def agent_config(
         "token": token,
         "heartbeat_interval": 0.2,
         "destroy_on_shutdown": True,
+        "network": network_settings(),
+        "scratch_size_gb": 8,
     }
     return AgentConfig.load(None, **{**values, **overrides})
 
@@ -202,6 +225,25 @@ async def stop_system(system: System) -> None:
     await system.scheduler.stop()
     assert system.containers() == set(), "containers left running"
     assert system.leftovers() == set(), "sandbox directories left behind"
+    if system.agent.config.destroy_on_shutdown:
+        assert await network_debris(system.agent.config) == [], "network objects left behind"
+        assert not os.path.ismount(system.lxc_path.parent / "disks"), "disks left mounted"
+
+
+async def network_debris(config: AgentConfig) -> list[str]:
+    """What exists of the agent's network: namespaces, links, nftables table, rules, routes."""
+    plan = SlotPlan(config.network.prefix, config.network.subnet)
+    namespaces, host_links = await trio.to_thread.run_sync(links.own_objects, plan.index_of)
+    tables = await trio.run_process(["nft", "list", "tables"], capture_stdout=True)
+    rules = await trio.run_process(["ip", "rule"], capture_stdout=True)
+    routes = await trio.run_process(
+        ["ip", "route", "show", "table", str(config.network.route_table)], capture_stdout=True
+    )
+    found = sorted(namespaces | host_links)
+    found += [t for t in tables.stdout.decode().splitlines() if t.split()[-1:] == [config.network.prefix]]
+    found += [r for r in rules.stdout.decode().splitlines() if str(config.network.subnet) in r]
+    found += routes.stdout.decode().splitlines()
+    return found
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from agent.images import ImageStore
 from agent.runtimes.lxc import LxcRuntime
@@ -105,7 +106,12 @@ async def test_destroy_during_create_cancels_it(tmp_path: Path, images_dir: Path
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(create)
-        await trio.sleep(0)  # let the create register itself
+
+        # Poll every scheduler tick: the create spends tens of milliseconds in
+        # worker threads, so the destroy lands while it is still in flight.
+        with trio.fail_after(10):
+            while not any(s.id == sandbox_id and s.status == "creating" for s in manager.sandboxes()):
+                await trio.sleep(0)
         await manager.destroy(sandbox_id)
     assert outcome and isinstance(outcome[0], errors.Conflict)
     assert await runtime.leftovers() == set()

@@ -60,7 +60,7 @@ async def test_sessions_do_not_share_a_filesystem(system: System, images_dir: Pa
     # Writes land in the session's own layer, never in the shared image.
     image = vmimages.image_dir(images_dir, vmimages.resolve("default"))  # type: ignore[arg-type]
     assert not (image / "rootfs/root/note").exists()
-    assert (system.lxc_path / a["id"] / "delta0/root/note").read_text() == "secret\n"
+    assert (system.lxc_path.parent / "disks" / a["id"] / "delta0/root/note").read_text() == "secret\n"
     for s in (a, b):
         await system.client.delete(f"/v1/sessions/{s['id']}")
 

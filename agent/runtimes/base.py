@@ -29,6 +29,11 @@ from pathlib import Path
 
 import trio
 
+from chaser.isolation import Limits
+
+# Where a workspace's disk appears inside a sandbox.
+WORKSPACE_MOUNT = "/workspace"
+
 
 class RuntimeFailure(Exception):
     """A runtime operation failed; the message is safe to show a user."""
@@ -45,6 +50,12 @@ class SandboxSpec:
     id: str
     image: str
     rootfs: Path  # read-only lower layer, never written
+    workspace: Path | None = None  # host directory to show at WORKSPACE_MOUNT
+    # A prepared network namespace to run in (lo up, eth0 configured);
+    # None runs with loopback only.
+    netns: Path | None = None
+    # Every field set; None runs unlimited (tests of the runtime alone).
+    limits: Limits | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ behind a limiter; processes are waited for through a pidfd on the trio loop.
 Terminals, file operations and archives run as functions in an attached
 child inside the container (``lxc_inside``), so every path resolves in the
 container's own root; ports are reached through a socket made in the
-container's network namespace (``netns_socket``).
+container's network namespace (``netns.tcp_socket_in``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import signal
 import socket
 import struct
 import termios
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
@@ -34,9 +35,11 @@ from typing import Any, TypeVar, TypeVarTuple
 import lxc
 import trio
 
-from agent import netns, netns_socket
+from agent import netns
+from agent.limits import CGROUP_ROOT, lxc_cgroup_lines, unified_hierarchy
 from agent.runtimes import lxc_inside
 from agent.runtimes.base import (
+    WORKSPACE_MOUNT,
     FileError,
     FileInfo,
     FileReader,
@@ -51,6 +54,7 @@ from agent.runtimes.base import (
     SandboxGone,
     SandboxSpec,
 )
+from agent.scratch import ScratchVolume, StorageError
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -60,7 +64,8 @@ Ts = TypeVarTuple("Ts")
 _INIT_IN_CONTAINER = "/.chaser-init"
 
 _START_TIMEOUT = 10
-_STOP_TIMEOUT = 30
+_STOP_TIMEOUT = 10.0
+_STOP_POLL = 0.005
 # A file operation in the container (stat, mkdir, ...) that takes longer is killed.
 _CALL_TIMEOUT = 60.0
 _FILE_CHUNK = 1 << 20
@@ -95,13 +100,40 @@ lxc.init.cmd = {init} -s -- /bin/sleep infinity
 lxc.mount.entry = {init_host} {init_rel} none bind,ro,create=file 0 0
 lxc.mount.entry = tmpfs dev/shm tmpfs rw,nosuid,nodev,size=256m,create=dir 0 0
 lxc.mount.entry = tmpfs tmp tmpfs rw,nosuid,nodev,size=1g 0 0
-lxc.net.0.type = empty
 lxc.apparmor.profile = unconfined
 lxc.tty.max = 0
 lxc.autodev = 1
 lxc.log.level = ERROR
 lxc.log.file = {log}
 """
+
+# A network of its own with only a loopback (brought up after start).
+_LOOPBACK_ONLY = "lxc.net.0.type = empty\n"
+
+# Hardening on top of common.conf (pid, mount, ipc, uts namespaces; the
+# device allow-list; seccomp denying module loading and kexec): keep only
+# the capabilities builds and package managers need, Docker's default set
+# less NET_RAW. So no mounts, modules, raw I/O, network administration,
+# ptrace of the host, or clock changes. User namespaces are not used: LXC
+# 5.0 can idmap only a "dir" rootfs, not our overlay (see the README).
+_CAPABILITIES = (
+    "lxc.cap.drop =\n"
+    "lxc.cap.keep = chown dac_override fowner fsetid kill setgid setuid setpcap"
+    " net_bind_service sys_chroot mknod audit_write setfcap\n"
+)
+
+
+def _network_config(spec: SandboxSpec) -> str:
+    """Join the pooled namespace prepared for the sandbox, or get a loopback-only one."""
+    if spec.netns is None:
+        return _LOOPBACK_ONLY
+    return f"lxc.namespace.share.net = {spec.netns}\n"
+
+
+def _limits_config(spec: SandboxSpec) -> str:
+    if spec.limits is None:
+        return ""
+    return "".join(line + "\n" for line in lxc_cgroup_lines(spec.limits, unified=unified_hierarchy()))
 
 
 class _Child:
@@ -267,8 +299,14 @@ def _file_error(err: int | None, message: str) -> RuntimeFailure:
 
 
 def _exec_in_container(spec: ProcessSpec) -> int:
-    """Runs in the attached child: own session (for group kill), then exec."""
+    """Runs in the attached child: own session (for group kill), no fd of ours, then exec.
+
+    Servers in this process (the agent's API, the scheduler's in embedded
+    mode) keep inheritable listening sockets; closing every descriptor past
+    stderr keeps them, and any pipe of the agent, out of the sandbox.
+    """
     try:
+        lxc_inside.close_inherited()
         os.setsid()
         if spec.cwd:
             os.chdir(spec.cwd)
@@ -281,9 +319,14 @@ def _exec_in_container(spec: ProcessSpec) -> int:
 class LxcRuntime(Runtime):
     name = "lxc"
 
-    def __init__(self, lxc_path: Path, init_binary: Path, max_threads: int = 8) -> None:
+    def __init__(
+        self, lxc_path: Path, init_binary: Path, max_threads: int = 8, scratch: ScratchVolume | None = None
+    ) -> None:
         self.lxc_path = lxc_path
         self.init_binary = init_binary
+        # Where sandbox directories get a disk quota; None: no disk limit.
+        self.scratch = scratch
+        self._own_cgroups = _cgroup_dirs_of_self()
         self._limiter = trio.CapacityLimiter(max_threads)
         lxc_path.mkdir(parents=True, exist_ok=True)
         # An open descriptor of each sandbox's network namespace, taken while
@@ -303,33 +346,53 @@ class LxcRuntime(Runtime):
     async def create(self, spec: SandboxSpec) -> None:
         await self._run(self._create_sync, spec)
 
+    def _disk(self, sandbox_id: str) -> Path | None:
+        """The quota-limited directory holding the sandbox's writable layer, if any."""
+        return self.scratch.mountpoint / sandbox_id if self.scratch is not None else None
+
     def _create_sync(self, spec: SandboxSpec) -> None:
         home = self._dir(spec.id)
         home.mkdir(mode=0o700)
-        (home / "delta0").mkdir()
+        # The writable layer (delta0, and overlay's work dir beside it) goes
+        # on the sandbox's disk when it has a size; config and log stay here.
+        layers = home
+        if self.scratch is not None and spec.limits is not None and spec.limits.disk_mb is not None:
+            disk = self.scratch.mountpoint / spec.id
+            try:
+                self.scratch.make_directory(disk, spec.limits.disk_mb)
+            except StorageError as exc:
+                raise RuntimeFailure(f"could not make the sandbox's disk: {exc}") from None
+            layers = disk
+        (layers / "delta0").mkdir()
         config = _CONFIG_TEMPLATE.format(
             hostname="sandbox",
             lower=spec.rootfs,
-            upper=home / "delta0",
+            upper=layers / "delta0",
             init=_INIT_IN_CONTAINER,
             init_host=self.init_binary,
             init_rel=_INIT_IN_CONTAINER.lstrip("/"),
             log=home / "lxc.log",
         )
+        if spec.workspace is not None:
+            config += f"lxc.mount.entry = {spec.workspace} {WORKSPACE_MOUNT.lstrip('/')} none bind,create=dir 0 0\n"
+        config += _network_config(spec) + _CAPABILITIES + _limits_config(spec)
         (home / "config").write_text(config)
 
     async def start(self, sandbox_id: str) -> None:
         pid = await self._run(self._start_sync, sandbox_id)
-        await self._run(netns.bring_up_loopback, pid)
+        if _LOOPBACK_ONLY in (self._dir(sandbox_id) / "config").read_text():
+            await self._run(netns.bring_up_loopback, pid)
 
     def _start_sync(self, sandbox_id: str) -> int:
         container = self._container(sandbox_id)
         if not container.defined:
             raise SandboxGone(f"sandbox {sandbox_id} does not exist")
         if not container.start():
+            _move_self_to(self._own_cgroups)
             raise RuntimeFailure(f"container failed to start: {self._log_tail(sandbox_id)}")
         if not container.wait("RUNNING", _START_TIMEOUT):
             raise RuntimeFailure("container did not reach RUNNING")
+        _move_self_to(self._own_cgroups)
         return int(container.init_pid)
 
     def _log_tail(self, sandbox_id: str) -> str:
@@ -456,7 +519,7 @@ class LxcRuntime(Runtime):
     async def open_port(self, sandbox_id: str, port: int) -> trio.abc.Stream:
         netns_fd = await self._run(self._netns_fd_sync, sandbox_id)
         sock = trio.socket.from_stdlib_socket(
-            await trio.to_thread.run_sync(netns_socket.tcp_socket_in, netns_fd, limiter=self._limiter)
+            await trio.to_thread.run_sync(netns.tcp_socket_in, netns_fd, limiter=self._limiter)
         )
         try:
             await sock.connect(("127.0.0.1", port))
@@ -521,38 +584,45 @@ class LxcRuntime(Runtime):
         return await self._spawn(sandbox_id, lxc_inside.extract_archive, path, stdin=True, merge_stderr=False)
 
     async def destroy(self, sandbox_id: str) -> None:
-        # The stop is lxc-stop in a process, not python-lxc's stop(): that
-        # one blocks holding the GIL until the container is down, and the
-        # container is only down once the agent has reaped its own children
-        # in it (a terminal, an exec), which needs the event loop to run.
         self._forget_netns(sandbox_id)
-        home = self._dir(sandbox_id)
-        if (home / "config").exists() and await self._run(self._is_running, sandbox_id):
-            with trio.move_on_after(_STOP_TIMEOUT):
-                await trio.run_process(
-                    ["lxc-stop", "-k", "-P", str(self.lxc_path), "-n", sandbox_id],
-                    capture_stdout=True,
-                    capture_stderr=True,
-                    check=False,
-                )
-            if await self._run(self._is_running, sandbox_id):
-                raise RuntimeFailure(f"container {sandbox_id} would not stop")
-        await self._run(_remove_tree, home)
+        await self._run(self._destroy_sync, sandbox_id)
 
-    def _is_running(self, sandbox_id: str) -> bool:
-        return bool(self._container(sandbox_id).running)
+    def _destroy_sync(self, sandbox_id: str) -> None:
+        home = self._dir(sandbox_id)
+        if (home / "config").exists():
+            self._kill_sync(self._container(sandbox_id))
+        disk = self._disk(sandbox_id)
+        for path in (home, disk):
+            if path is not None:
+                _remove_tree(path)
+        _remove_cgroups(sandbox_id)
+
+    def _kill_sync(self, container: lxc.Container) -> None:
+        """Kill the container's init and wait until it has stopped.
+
+        Not ``Container.stop()``: it waits holding the GIL, and a dying
+        container's init waits in turn for the agent to reap the processes
+        it attached (children of this process), which needs the GIL: the
+        agent would hang whenever a sandbox is destroyed under a running
+        exec. Sleeping here releases the GIL while the loop reaps them.
+        """
+        deadline = time.monotonic() + _STOP_TIMEOUT
+        while container.running:
+            init_pid = container.init_pid  # -1 once stopped: never signal that (it means every process)
+            if init_pid > 1:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(init_pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(f"container {container.name} would not stop")
+            time.sleep(_STOP_POLL)
 
     async def running(self) -> set[str]:
         names = await self._run(_running_names, str(self.lxc_path))
         return set(names)
 
     async def leftovers(self) -> set[str]:
-        return {p.name for p in self.lxc_path.iterdir() if p.is_dir()}
-
-
-def _remove_tree(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(path)
+        places = [self.lxc_path] if self.scratch is None else [self.lxc_path, self.scratch.mountpoint]
+        return {p.name for place in places if place.exists() for p in place.iterdir() if p.is_dir()}
 
 
 def _apply(packed: tuple[Callable[..., int], Sequence[Any]]) -> int:
@@ -567,3 +637,73 @@ def _run_call(sock_fd: int, fn: Callable[..., lxc_inside.Reply], args: Sequence[
 
 def _running_names(lxc_path: str) -> tuple[str, ...]:
     return tuple(lxc.list_containers(active=True, defined=False, config_path=lxc_path))
+
+
+def _remove_cgroups(sandbox_id: str, deadline: float = 2.0) -> None:
+    """Remove the container's cgroups LXC leaves behind.
+
+    LXC's monitor process tries to remove its own cgroup while still inside
+    it, which fails (EBUSY), so every container would leave an empty
+    ``lxc.monitor.<name>`` per hierarchy; it empties once the monitor exits.
+    """
+    pattern = f"lxc.*.{sandbox_id}*"
+    paths = [*CGROUP_ROOT.glob(pattern), *CGROUP_ROOT.glob(f"*/{pattern}")]
+    give_up = time.monotonic() + deadline
+    for path in sorted(paths, key=lambda p: len(p.parts), reverse=True):
+        while True:
+            try:
+                path.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() > give_up:
+                    break
+                time.sleep(0.01)
+
+
+def _cgroup_dirs_of_self() -> list[Path]:
+    """The directory of each cgroup hierarchy this process belongs to."""
+    mounts: list[tuple[str, set[str], Path]] = []  # fstype, super options, mount point
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        fstype = fields[fields.index("-") + 1]
+        if fstype in ("cgroup", "cgroup2"):
+            mounts.append((fstype, set(fields[-1].split(",")), Path(fields[4])))
+    dirs = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for fstype, options, point in mounts:
+            wanted = set(controllers.split(",")) if controllers else set()
+            if (fstype == "cgroup2" and not wanted) or (fstype == "cgroup" and wanted and wanted <= options):
+                dirs.append(point / path.lstrip("/"))
+                break
+    return dirs
+
+
+def _move_self_to(dirs: list[Path]) -> None:
+    """Put this process back where it was: python-lxc's start leaves its caller in the
+    container's ``lxc.monitor.<name>`` cgroups, where it would keep them alive (and
+    be accounted) until the next start."""
+    for directory in dirs:
+        with contextlib.suppress(OSError):
+            (directory / "cgroup.procs").write_text(str(os.getpid()))
+
+
+def _remove_tree(path: Path) -> None:
+    """``rmtree``, retried until the stop deadline.
+
+    Right after init dies, the container's monitor may still be tearing
+    down below ``path``; rmtree then meets an entry changing under it.
+    """
+    deadline = time.monotonic() + _STOP_TIMEOUT
+    while True:
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

@@ -188,9 +188,7 @@ def open_for_writing(path: str, parents: bool) -> Reply:
     return {"temp": temp, "name": name}, [dir_fd, fd]
 
 
-def open_terminal(
-    sock_fd: int, argv: Sequence[str], env: dict[str, str], cwd: str | None, cols: int, rows: int
-) -> int:
+def open_terminal(sock_fd: int, argv: Sequence[str], env: dict[str, str], cwd: str | None, cols: int, rows: int) -> int:
     """Attach entry point: a new terminal of the container, the program on it.
 
     The terminal's master side goes back to the agent over ``sock_fd``; this

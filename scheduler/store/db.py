@@ -20,7 +20,11 @@ import trio
 from alembic import command
 from alembic.config import Config as AlembicConfig
 
+from scheduler.events import session_data
+from scheduler.store.accounts import AccountQueries
+from scheduler.store.audit import AuditQueries
 from scheduler.store.schema import accounts, api_keys, hosts, memberships, sessions, users
+from scheduler.store.webhooks import WebhookQueries
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -34,11 +38,13 @@ def _now() -> float:
     return time.time()
 
 
-class Store:
+class Store(AccountQueries, AuditQueries, WebhookQueries):
     def __init__(self, url: str, max_threads: int = 8) -> None:
         self.url = url
         self.engine = _make_engine(url)
         self._limiter = trio.CapacityLimiter(max_threads)
+        # Called (from any thread) after a commit that queued webhook deliveries.
+        self.outbox_listeners: list[Callable[[], None]] = []
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Call a blocking store method in a worker thread."""
@@ -67,7 +73,11 @@ class Store:
                 account: Row = {"id": str(uuid.uuid4()), "name": email, "kind": "personal", "created_at": now}
                 conn.execute(users.insert().values(**user))
                 conn.execute(accounts.insert().values(**account))
-                conn.execute(memberships.insert().values(account_id=account["id"], user_id=user["id"], role="owner"))
+                conn.execute(
+                    memberships.insert().values(
+                        account_id=account["id"], user_id=user["id"], role="owner", created_at=now
+                    )
+                )
                 return user, account
             personal = (
                 conn.execute(
@@ -89,6 +99,8 @@ class Store:
         prefix: str,
         secret_hash: str,
         scopes: list[str] | None,
+        service_account_id: str | None = None,
+        created_by: str | None = None,
     ) -> Row:
         row = {
             "id": str(uuid.uuid4()),
@@ -99,6 +111,10 @@ class Store:
             "secret_hash": secret_hash,
             "scopes": scopes,
             "created_at": _now(),
+            "service_account_id": service_account_id,
+            "created_by": created_by,
+            "last_used_at": None,
+            "revoked_at": None,
         }
         with self.engine.begin() as conn:
             conn.execute(api_keys.insert().values(**row))
@@ -124,6 +140,8 @@ class Store:
             "max_sandboxes": info["capacity"]["max_sandboxes"],
             "cpus": info["capacity"]["cpus"],
             "memory_mb": info["capacity"]["memory_mb"],
+            "egress": info.get("egress", False),
+            "limits": info.get("limits"),
             "last_heartbeat": now,
         }
         with self.engine.begin() as conn:
@@ -211,14 +229,36 @@ class Store:
         return result.rowcount == 1
 
     def terminate(self, session_id: str, reason: str) -> bool:
-        return self.transition(
-            session_id,
-            ACTIVE_STATUSES,
-            status="terminated",
-            status_reason=reason,
-            terminated_at=_now(),
-            active_connection_leases=0,  # its connections end with it
-        )
+        """Terminate, and queue ``session.terminated`` in the same transaction."""
+        values = {
+            "status": "terminated",
+            "status_reason": reason,
+            "terminated_at": _now(),
+            "active_connection_leases": 0,  # its connections end with it
+        }
+        return self._transition_with_event(session_id, ACTIVE_STATUSES, values, "session.terminated")
+
+    def mark_running(self, session_id: str, **granted: Any) -> bool:
+        """A created session is up, with what its host granted: queue ``session.created`` in one transaction."""
+        values = {"status": "running", "started_at": _now(), **granted}
+        return self._transition_with_event(session_id, ["creating"], values, "session.created")
+
+    def _transition_with_event(
+        self, session_id: str, from_statuses: Iterable[str], values: Row, event_type: str
+    ) -> bool:
+        with self.engine.begin() as conn:
+            won = conn.execute(
+                sessions.update()
+                .where(sessions.c.id == session_id, sessions.c.status.in_(tuple(from_statuses)))
+                .values(**values)
+            )
+            if won.rowcount != 1:
+                return False
+            row = conn.execute(sa.select(sessions).where(sessions.c.id == session_id)).mappings().one()
+            queued = self.enqueue_event_in(conn, row["account_id"], event_type, {"session": session_data(dict(row))})
+        if queued:
+            self.notify_outbox()
+        return True
 
     def active_sessions_on_host(self, host_id: str) -> list[Row]:
         query = sa.select(sessions).where(sessions.c.host_id == host_id, sessions.c.status.in_(ACTIVE_STATUSES))
@@ -255,9 +295,7 @@ class Store:
     def record_connections(self, session_id: str, leases: int, last_activity_at: float | None) -> None:
         """What a host reported: open leases, and the last activity it saw."""
         with self.engine.begin() as conn:
-            conn.execute(
-                sessions.update().where(sessions.c.id == session_id).values(active_connection_leases=leases)
-            )
+            conn.execute(sessions.update().where(sessions.c.id == session_id).values(active_connection_leases=leases))
         if last_activity_at is not None:
             self.record_activity(session_id, last_activity_at)
 
@@ -303,6 +341,9 @@ def _make_engine(url: str) -> sa.Engine:
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: no fsync per commit, still consistent after a
+            # crash; only a power loss can drop the last transactions.
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 

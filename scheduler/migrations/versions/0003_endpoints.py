@@ -1,14 +1,14 @@
 """Session endpoints: lifetime (timeout, idle timeout, deadline), activity, lease count.
 
 Revision ID: 0003_endpoints
-Revises: 0001
+Revises: 0005_network
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_endpoints"
-down_revision = "0001"
+down_revision = "0005_network"
 branch_labels = None
 depends_on = None
 
