@@ -1,6 +1,6 @@
 """What every runtime (LXC containers, QEMU microVMs) must do for the agent.
 
-The agent's API, exec collector and (later) PTY, file, port and CDP code are
+The agent's API, exec, PTY, file and port code (and later CDP) are
 written against these types only and never ask which runtime they have, the
 way httpcore's connection logic is written once against NetworkBackend.
 
