@@ -156,7 +156,7 @@ class GuestProcess(Process):
             self._outputs[2] = GuestOutput(channel, process_id, 2)
         self.stdout = self._outputs[1]
         self.stderr = self._outputs.get(2)
-        self.input = GuestInput(channel, process_id) if stdin else None
+        self.stdin: GuestInput | None = GuestInput(channel, process_id) if stdin else None
         self._code: int | None = None
         self._lost: str | None = None
         self._exited = trio.Event()
@@ -172,8 +172,8 @@ class GuestProcess(Process):
         self._lost = reason
         for output in self._outputs.values():
             output.end()
-        if self.input is not None:
-            self.input.lost(reason)
+        if self.stdin is not None:
+            self.stdin.lost(reason)
         self._exited.set()
 
     async def wait(self) -> int:
@@ -332,8 +332,8 @@ class GuestChannel:
                 stream.end()
         elif kind == "exit":
             process.exited(int(message["code"]))
-        elif kind == "input_credit" and process.input is not None:
-            process.input.credit(int(message["bytes"]))
+        elif kind == "input_credit" and process.stdin is not None:
+            process.stdin.credit(int(message["bytes"]))
 
     def _end(self, reason: str) -> None:
         log.info("guest channel closed: %s", reason, extra={"session_id": self.name})
@@ -353,13 +353,12 @@ class GuestChannel:
         if self._closed is None:
             self._outgoing_send.send_nowait(encode(message))
 
-    async def spawn(
-        self, spec: ProcessSpec, *, stdin: bool = False, terminal: tuple[int, int] | None = None
-    ) -> GuestProcess:
-        """Start a process: with ``stdin``, its input streamed from ``GuestProcess.input``;
+    async def spawn(self, spec: ProcessSpec, *, terminal: tuple[int, int] | None = None) -> GuestProcess:
+        """Start a process: with ``spec.stdin``, its input streamed from ``GuestProcess.stdin``;
         with ``terminal`` (cols, rows), on a new terminal whose keystrokes that input is."""
         if self._closed is not None:
             raise SandboxGone(f"no guest agent connection: {self._closed}")
+        stdin = spec.stdin and terminal is None
         process = GuestProcess(self, next(self._ids), spec.merge_stderr, stdin=stdin or terminal is not None)
         self._processes[process.id] = process
         request: dict[str, Any] = {

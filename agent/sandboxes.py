@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
 from ipaddress import IPv4Interface
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -72,6 +72,21 @@ class Sandbox:
         return asdict(self)
 
 
+class Connections(Protocol):
+    """The live connections to sandboxes (leases, terminals), ended with their sandbox."""
+
+    def count(self, sandbox_id: str) -> int: ...
+
+    async def end(self, sandbox_id: str, reason: str) -> None:
+        """Refuse new connections and close the open ones, saying ``reason``."""
+
+    def forget(self, sandbox_id: str) -> None:
+        """The sandbox is gone; drop all that was kept about it."""
+
+    def reopen(self, sandbox_id: str) -> None:
+        """Take new connections again after ``end`` (the sandbox was paused, not destroyed)."""
+
+
 class SandboxManager:
     def __init__(
         self,
@@ -107,6 +122,7 @@ class SandboxManager:
         # (Not the lifecycle lock: a destroy holds that while it detaches the
         # disk, which waits for the snapshot.)
         self._still: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
+        self.connections: Connections | None = None
 
     # -- persistence -----------------------------------------------------
 
@@ -165,7 +181,7 @@ class SandboxManager:
         dead = [sandbox_id for sandbox_id in booked if sandbox_id not in running]
         for sandbox_id in dead:
             log.warning("sandbox died on its own; removing it", extra={"session_id": sandbox_id})
-            await self._remove(sandbox_id)
+            await self._remove(sandbox_id, "the session's sandbox stopped")
         return dead
 
     def leases(self) -> list[Lease]:
@@ -304,8 +320,10 @@ class SandboxManager:
 
         return frozen
 
-    async def _remove(self, sandbox_id: str) -> None:
+    async def _remove(self, sandbox_id: str, reason: str = "the session was terminated") -> None:
         try:
+            if self.connections is not None:
+                await self.connections.end(sandbox_id, reason)
             await self.runtime.destroy(sandbox_id)
             if self.disks is not None:
                 await self.disks.detach(sandbox_id)
@@ -313,9 +331,19 @@ class SandboxManager:
                 await self.network.release(sandbox_id)
         finally:
             self._forget(sandbox_id)
+            if self.connections is not None:
+                self.connections.forget(sandbox_id)
 
-    async def destroy(self, sandbox_id: str) -> None:
+    async def destroy(self, sandbox_id: str, *, force: bool = True) -> None:
+        """Destroy; without ``force``, refused (409) while connections are open."""
         sandbox = self.get(sandbox_id)
+        leases = self.connections.count(sandbox_id) if self.connections is not None else 0
+        if leases and not force:
+            raise errors.Conflict(
+                f"session {sandbox_id} has {leases} active connection(s); pass force=true to terminate anyway",
+                code="active_connections",
+                details={"active_connection_leases": leases},
+            )
         if sandbox_id in self._creating:
             # The create's own rollback removes everything; wait for it.
             scope, settled = self._creating[sandbox_id]
@@ -329,9 +357,28 @@ class SandboxManager:
         self._lifecycle.pop(sandbox_id, None)
         self._still.pop(sandbox_id, None)
 
-    async def pause(self, sandbox_id: str) -> Sandbox:
-        """Save the sandbox whole to its host's disk and stop it; ``resume`` continues it."""
-        return await self._transition(sandbox_id, "running", "pausing", "paused", self.runtime.pause)
+    async def pause(self, sandbox_id: str, *, force: bool = False) -> Sandbox:
+        """Save the sandbox whole to its host's disk and stop it; ``resume`` continues it.
+
+        Its connections (terminals, streams, tunnels) cannot survive that:
+        without ``force`` a pause is refused (409) while any is open; with
+        it, they are ended first.
+        """
+        sandbox = self.get(sandbox_id)
+        if self.connections is None or sandbox.status != "running":
+            return await self._transition(sandbox_id, "running", "pausing", "paused", self.runtime.pause)
+        leases = self.connections.count(sandbox_id)
+        if leases and not force:
+            raise errors.Conflict(
+                f"session {sandbox_id} has {leases} active connection(s); pass force=true to pause anyway",
+                code="active_connections",
+                details={"active_connection_leases": leases},
+            )
+        await self.connections.end(sandbox_id, "the session was paused")
+        try:
+            return await self._transition(sandbox_id, "running", "pausing", "paused", self.runtime.pause)
+        finally:
+            self.connections.reopen(sandbox_id)  # a paused sandbox refuses them anyway; a resumed one takes them
 
     async def resume(self, sandbox_id: str) -> Sandbox:
         """Continue a paused sandbox; returns once it answers (exec-ready)."""
@@ -382,6 +429,13 @@ class SandboxManager:
         sandbox = self._sandboxes.get(sandbox_id)
         if sandbox is None:
             raise errors.NotFound(f"sandbox {sandbox_id} not found")
+        return sandbox
+
+    def running(self, sandbox_id: str) -> Sandbox:
+        """The sandbox, if it runs: 404 if unknown, 409 if starting or going."""
+        sandbox = self.get(sandbox_id)
+        if sandbox.status != "running":
+            raise errors.Conflict(f"sandbox {sandbox_id} is {sandbox.status}", code="session_not_running")
         return sandbox
 
     def sandboxes(self) -> list[Sandbox]:

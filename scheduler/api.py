@@ -21,8 +21,10 @@ from quart_trio import QuartTrio
 from chaser import errors
 from chaser._quart import install_error_handlers, json_response, parse_body, parse_query
 from chaser.isolation import EgressAllowList, Limits, NetworkMode
+from scheduler import session_tokens
 from scheduler.access import audit_resource, principal, requires
 from scheduler.config import SchedulerConfig
+from scheduler.session_routes import register_session_routes
 from scheduler.sessions import SessionService
 from scheduler.tenancy import install_tenancy
 
@@ -64,6 +66,8 @@ class CreateSessionBody(IsolationFields):
     workspace: Selector | None = None
     ephemeral: bool = False
     image: ImageName | None = None
+    timeout_ms: Annotated[int, Field(gt=0)] | None = None
+    idle_timeout_ms: Annotated[int, Field(gt=0)] | None = None
 
     @model_validator(mode="after")
     def _seed_rules(self) -> CreateSessionBody:
@@ -181,6 +185,8 @@ def create_app(config: SchedulerConfig, service: SessionService, workspaces: Wor
             network=body.network,
             egress_allow=body.egress_allow,
             limits=body.limits,
+            timeout_ms=body.timeout_ms,
+            idle_timeout_ms=body.idle_timeout_ms,
         )
         audit_resource(row["id"])
         return json_response(service.to_json(row), status=201)
@@ -201,7 +207,7 @@ def create_app(config: SchedulerConfig, service: SessionService, workspaces: Wor
     @requires("sessions.read", action="session.get")
     async def get_session(raw_id: str) -> Response:
         row = await service.get(principal().account_id, session_id_of(raw_id))
-        return json_response(service.to_json(row))
+        return json_response(service.to_json(await service.with_live_leases(row)))
 
     @app.delete("/v1/sessions/<raw_id>")
     @requires("sessions.write", action="session.terminate")
@@ -238,6 +244,7 @@ def create_app(config: SchedulerConfig, service: SessionService, workspaces: Wor
         return json_response(result)
 
     register_lifecycle_routes(app, SessionLifecycle(service))
+    register_session_routes(app, service, session_tokens.signing_key(config.token.get_secret_value()))
     register_workspace_routes(app, workspaces)
     return app
 
@@ -265,9 +272,18 @@ class HeartbeatBody(BaseModel):
     runtime_info: dict[str, dict[str, Any]] = Field(default_factory=dict)
     session_types: list[str]
     images: list[str]
+
+    class Activity(BaseModel):
+        """A sandbox's open leases, and seconds since its last activity."""
+
+        model_config = ConfigDict(extra="forbid")
+        leases: int = Field(ge=0)
+        idle_for: float | None = Field(ge=0)
+
     capacity: Capacity
     sandboxes: list[str]
     paused: list[str] = Field(default_factory=list)
+    activity: dict[str, Activity] = Field(default_factory=dict)
     storage: Storage | None = None
     egress: bool = False
     limits: dict[str, Limits] | None = None

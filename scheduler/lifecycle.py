@@ -7,6 +7,10 @@ continues it; the answer comes once it is exec-ready. ``POST
 /v1/sessions/{id}/fork`` creates a new ephemeral session from a paused one's
 snapshot, on the same host, with its own copy-on-write disk: the two then
 diverge. Only VM sessions can do this; others answer 409 ``unsupported``.
+A session's open connections (terminals, streams, tunnels) cannot survive
+a pause: it is refused (409 ``active_connections``) while any is open,
+unless ``force=true`` ends them. A paused session never idles out (its
+maximum lifetime still runs); idle time counts again from the resume.
 
 The host's work runs in the service's nursery, not the request's task, so a
 client that hangs up cannot leave the session half-paused: the request only
@@ -25,9 +29,9 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from chaser import errors
-from chaser._quart import json_response
+from chaser._quart import json_response, parse_query
 from scheduler.access import audit_resource, principal, requires
-from scheduler.api import session_id_of
+from scheduler.api import ForceQuery, session_id_of
 from scheduler.placement import HostLoad
 from scheduler.sessions import SessionService
 from scheduler.store import Row
@@ -68,7 +72,8 @@ class SessionLifecycle:
         url: str = host["url"]
         return url
 
-    async def pause(self, account_id: str, session_id: str) -> Row:
+    async def pause(self, account_id: str, session_id: str, *, force: bool) -> Row:
+        """Pause; its open connections refuse it (409) unless ``force`` ends them."""
         row = await self.service.get(account_id, session_id)
         if row["status"] == "paused":
             return row
@@ -77,8 +82,10 @@ class SessionLifecycle:
         url = await self._host_url(row)
 
         async def work() -> None:
-            await self.service.agents.pause_sandbox(url, session_id, self.service.config.create_timeout)
-            await self.store.run(self.store.transition, session_id, ["running"], status="paused")
+            await self.service.agents.pause_sandbox(url, session_id, self.service.config.create_timeout, force=force)
+            await self.store.run(
+                self.store.transition, session_id, ["running"], status="paused", active_connection_leases=0
+            )
 
         await self._detached(work)
         return await self.service.get(account_id, session_id)
@@ -93,7 +100,10 @@ class SessionLifecycle:
 
         async def work() -> None:
             await self.service.agents.resume_sandbox(url, session_id, self.service.config.create_timeout)
-            await self.store.run(self.store.transition, session_id, ["paused"], status="running")
+            # Idle time starts again from the resume (a paused session never idles out).
+            await self.store.run(
+                self.store.transition, session_id, ["paused"], status="running", last_activity_at=time.time()
+            )
 
         await self._detached(work)
         return await self.service.get(account_id, session_id)
@@ -136,6 +146,11 @@ class SessionLifecycle:
             "network": source["network"],
             "egress_allow": source["egress_allow"],
             "limits": source["limits"],
+            "timeout_ms": source["timeout_ms"],
+            "idle_timeout_ms": source["idle_timeout_ms"],
+            "expires_at": now + source["timeout_ms"] / 1000 if source["timeout_ms"] else None,
+            "last_activity_at": now,
+            "active_connection_leases": 0,
             "forked_from": session_id,
         }
         target = HostLoad(
@@ -158,7 +173,8 @@ def register_lifecycle_routes(app: QuartTrio, lifecycle: SessionLifecycle) -> No
     @app.post("/v1/sessions/<raw_id>/pause")
     @requires("sessions.write", action="session.pause")
     async def pause_session(raw_id: str) -> Response:
-        row = await lifecycle.pause(principal().account_id, session_id_of(raw_id))
+        force = parse_query(ForceQuery).force in ("true", "1")
+        row = await lifecycle.pause(principal().account_id, session_id_of(raw_id), force=force)
         return json_response(service.to_json(row))
 
     @app.post("/v1/sessions/<raw_id>/resume")

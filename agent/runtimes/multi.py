@@ -12,8 +12,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 
+import trio
+
 import vmimages
-from agent.runtimes.base import Process, ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
+from agent.runtimes.base import (
+    FileInfo,
+    FileReader,
+    FileWriter,
+    Process,
+    ProcessSpec,
+    PtyProcess,
+    PtySpec,
+    Runtime,
+    RuntimeFailure,
+    SandboxGone,
+    SandboxSpec,
+)
 
 
 class RuntimeSet(Runtime):
@@ -54,6 +68,39 @@ class RuntimeSet(Runtime):
 
     async def spawn(self, sandbox_id: str, spec: ProcessSpec) -> Process:
         return await self.owner(sandbox_id).spawn(sandbox_id, spec)
+
+    async def spawn_pty(self, sandbox_id: str, spec: PtySpec) -> PtyProcess:
+        return await self.owner(sandbox_id).spawn_pty(sandbox_id, spec)
+
+    async def open_port(self, sandbox_id: str, port: int) -> trio.abc.Stream:
+        return await self.owner(sandbox_id).open_port(sandbox_id, port)
+
+    async def open_file(self, sandbox_id: str, path: str) -> FileReader:
+        return await self.owner(sandbox_id).open_file(sandbox_id, path)
+
+    async def create_file(self, sandbox_id: str, path: str, *, parents: bool) -> FileWriter:
+        return await self.owner(sandbox_id).create_file(sandbox_id, path, parents=parents)
+
+    async def stat(self, sandbox_id: str, path: str) -> FileInfo:
+        return await self.owner(sandbox_id).stat(sandbox_id, path)
+
+    async def list_dir(self, sandbox_id: str, path: str, limit: int) -> tuple[list[FileInfo], bool]:
+        return await self.owner(sandbox_id).list_dir(sandbox_id, path, limit)
+
+    async def mkdir(self, sandbox_id: str, path: str, *, parents: bool) -> None:
+        await self.owner(sandbox_id).mkdir(sandbox_id, path, parents=parents)
+
+    async def remove(self, sandbox_id: str, path: str, *, recursive: bool) -> None:
+        await self.owner(sandbox_id).remove(sandbox_id, path, recursive=recursive)
+
+    async def rename(self, sandbox_id: str, source: str, target: str, *, overwrite: bool) -> None:
+        await self.owner(sandbox_id).rename(sandbox_id, source, target, overwrite=overwrite)
+
+    async def archive(self, sandbox_id: str, path: str) -> Process:
+        return await self.owner(sandbox_id).archive(sandbox_id, path)
+
+    async def extract(self, sandbox_id: str, path: str) -> Process:
+        return await self.owner(sandbox_id).extract(sandbox_id, path)
 
     async def pause(self, sandbox_id: str) -> None:
         await self.owner(sandbox_id).pause(sandbox_id)

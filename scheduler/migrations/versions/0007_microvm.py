@@ -4,14 +4,14 @@
 attached, so the one-active-session-per-workspace index counts it too.
 
 Revision ID: 0007_microvm
-Revises: 0005_network
+Revises: 0003_endpoints
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_microvm"
-down_revision = "0005_network"
+down_revision = "0003_endpoints"
 branch_labels = None
 depends_on = None
 
