@@ -109,7 +109,8 @@ class GuestInput(trio.abc.SendStream):
         self._credited.set()
 
     def lost(self, reason: str) -> None:
-        self._lost = reason
+        if self._lost is None:
+            self._lost = reason
         self._credited.set()
 
     async def _room(self) -> int:
@@ -117,7 +118,7 @@ class GuestInput(trio.abc.SendStream):
             if self._closed:
                 raise trio.ClosedResourceError("the input was closed")
             if self._lost is not None:
-                raise trio.BrokenResourceError(f"the guest is gone: {self._lost}")
+                raise trio.BrokenResourceError(f"nothing takes the input any more: {self._lost}")
             if self._outstanding < WINDOW:
                 return WINDOW - self._outstanding
             self._credited = trio.Event()
@@ -166,6 +167,8 @@ class GuestProcess(Process):
 
     def exited(self, code: int) -> None:
         self._code = code
+        if self.stdin is not None:
+            self.stdin.lost("the process exited")
         self._exited.set()
 
     def lost(self, reason: str) -> None:

@@ -141,6 +141,8 @@ class System:
     qemu_path: Path
     qemu_run_dir: Path
     client: httpx.AsyncClient
+    # The image of the sessions the endpoint tests make (``sandbox_system``).
+    session_image: str = "default"
 
     def store(self) -> Store:
         return Store(self.database_url)
@@ -316,6 +318,25 @@ async def vm_system(nursery: trio.Nursery, tmp_path: Path, vm_images_dir: Path) 
     running = await start_system(
         nursery, tmp_path, vm_images_dir, f"sqlite:///{tmp_path / 'chaser.db'}", agent_overrides=VM_AGENT
     )
+    try:
+        yield running
+    finally:
+        await stop_system(running)
+
+
+@pytest.fixture(params=["container", "vm"])
+async def sandbox_system(
+    request: pytest.FixtureRequest, nursery: trio.Nursery, tmp_path: Path, images_dir: Path
+) -> AsyncIterator[System]:
+    """For what must hold on both runtimes: sessions are containers, then (same test again) microVMs."""
+    overrides: dict[str, Any] = {}
+    if request.param == "vm":
+        request.getfixturevalue("vm_images_dir")
+        overrides = VM_AGENT
+    running = await start_system(
+        nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'chaser.db'}", agent_overrides=overrides
+    )
+    running.session_image = "debian:bookworm-vm" if request.param == "vm" else "default"
     try:
         yield running
     finally:

@@ -16,7 +16,8 @@ from tests.conftest import System
 
 
 async def new_session(system: System, **body: Any) -> dict[str, Any]:
-    response = await system.client.post("/v1/sessions", json={"ephemeral": True, **body})
+    """A session of the system's ``session_image`` (a container, or a VM: see ``sandbox_system``)."""
+    response = await system.client.post("/v1/sessions", json={"ephemeral": True, "image": system.session_image, **body})
     assert response.status_code == 201, response.text
     session: dict[str, Any] = response.json()
     return session

@@ -14,8 +14,8 @@ from tests.endpoints import new_session, receive, receive_until, run, send, webs
 BIG = 100_000_000
 
 
-async def test_exec_stream_separates_stdout_stderr_and_takes_stdin(sqlite_system: System) -> None:
-    system = sqlite_system
+async def test_exec_stream_separates_stdout_stderr_and_takes_stdin(sandbox_system: System) -> None:
+    system = sandbox_system
     session = await new_session(system)
     async with websocket(system, session["id"], "exec") as ws:
         assert (await receive(ws))["t"] == "hello"
@@ -32,8 +32,8 @@ async def test_exec_stream_separates_stdout_stderr_and_takes_stdin(sqlite_system
     await system.client.delete(f"/v1/sessions/{session['id']}")
 
 
-async def test_exec_stream_signal_and_timeout(sqlite_system: System) -> None:
-    system = sqlite_system
+async def test_exec_stream_signal_and_timeout(sandbox_system: System) -> None:
+    system = sandbox_system
     session = await new_session(system)
     async with websocket(system, session["id"], "exec") as ws:
         await receive(ws)
@@ -84,8 +84,8 @@ async def test_100_mb_arrive_whole_and_in_order_through_exec_and_pty(sqlite_syst
     await system.client.delete(f"/v1/sessions/{session['id']}")
 
 
-async def test_pty_shell_resize_signal_exit(sqlite_system: System) -> None:
-    system = sqlite_system
+async def test_pty_shell_resize_signal_exit(sandbox_system: System) -> None:
+    system = sandbox_system
     session = await new_session(system)
     async with websocket(system, session["id"], "pty") as ws:
         assert (await receive(ws))["t"] == "hello"

@@ -63,8 +63,8 @@ async def test_big_file_round_trip_streams_with_flat_memory(sqlite_system: Syste
     await system.client.delete(f"/v1/sessions/{session['id']}")
 
 
-async def test_file_operations(sqlite_system: System) -> None:
-    system = sqlite_system
+async def test_file_operations(sandbox_system: System) -> None:
+    system = sandbox_system
     session = await new_session(system)
     s = f"/s/{session['id']}"
     client = system.client
@@ -96,8 +96,8 @@ async def test_file_operations(sqlite_system: System) -> None:
     await client.delete(f"/v1/sessions/{session['id']}")
 
 
-async def test_tar_both_ways(sqlite_system: System, tmp_path: Path) -> None:
-    system = sqlite_system
+async def test_tar_both_ways(sandbox_system: System, tmp_path: Path) -> None:
+    system = sandbox_system
     session = await new_session(system)
     s = f"/s/{session['id']}"
     buffer = io.BytesIO()
@@ -141,8 +141,8 @@ async def test_tar_both_ways(sqlite_system: System, tmp_path: Path) -> None:
     await system.client.delete(f"/v1/sessions/{session['id']}")
 
 
-async def test_paths_are_confined_to_the_sandbox(sqlite_system: System) -> None:
-    system = sqlite_system
+async def test_paths_are_confined_to_the_sandbox(sandbox_system: System) -> None:
+    system = sandbox_system
     session = await new_session(system)
     base = f"{system.api_url}/s/{session['id']}"
     for path in ("files/../../etc/passwd", "files/root/%2e%2e/%2e%2e/etc/hostname", "fs/stat/root/%2E%2E"):

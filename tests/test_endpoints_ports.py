@@ -64,8 +64,8 @@ def port_url(system: System, session_id: str, port: int, path: str = "/") -> str
     return f"http://{port}-{session_id}.localhost:{api.port}{path}"
 
 
-async def test_http_through_both_url_styles(sqlite_system: System) -> None:
-    system = sqlite_system
+async def test_http_through_both_url_styles(sandbox_system: System) -> None:
+    system = sandbox_system
     session = await new_session(system)
     await start_servers(system, session["id"])
     # curl resolves *.localhost to loopback by itself.
@@ -89,8 +89,8 @@ async def test_http_through_both_url_styles(sqlite_system: System) -> None:
     await system.client.delete(f"/v1/sessions/{session['id']}")
 
 
-async def test_a_port_nobody_listens_on_is_a_clear_502(sqlite_system: System) -> None:
-    system = sqlite_system
+async def test_a_port_nobody_listens_on_is_a_clear_502(sandbox_system: System) -> None:
+    system = sandbox_system
     session = await new_session(system)
     for url in (f"{system.api_url}/s/{session['id']}/ports/8111/", port_url(system, session["id"], 8111)):
         with trio.fail_after(10):
@@ -140,8 +140,8 @@ async def _equals(get: Any, value: int) -> bool:
     return bool(await get() == value)
 
 
-async def test_raw_tunnel_over_websocket(sqlite_system: System) -> None:
-    system = sqlite_system
+async def test_raw_tunnel_over_websocket(sandbox_system: System) -> None:
+    system = sandbox_system
     session = await new_session(system)
     await start_servers(system, session["id"])
     headers = [("Authorization", f"Bearer {system.api_key}")]

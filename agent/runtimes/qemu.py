@@ -79,6 +79,7 @@ from agent.runtimes.qemu_disks import Bases, backing_file, overlay
 from agent.runtimes.qemu_io import (
     ARCHIVE,
     EXTRACT,
+    GUEST_PYTHONPATH,
     TOOL_ENV,
     WRITE,
     GuestConnection,
@@ -531,7 +532,8 @@ class QemuRuntime(Runtime):
 
     async def extract(self, sandbox_id: str, path: str) -> Process:
         channel = await self._channel(sandbox_id)
-        spec = ProcessSpec(argv=["sh", "-c", EXTRACT, path], env=TOOL_ENV, merge_stderr=False, stdin=True)
+        env = {**TOOL_ENV, "PYTHONPATH": GUEST_PYTHONPATH}
+        spec = ProcessSpec(argv=[*EXTRACT, path], env=env, merge_stderr=False, stdin=True)
         return await channel.spawn(spec)
 
     # -- teardown and inventory ---------------------------------------------

@@ -5,7 +5,8 @@ the guest agent for (``vmimages.guest.protocol``): a process on a terminal,
 a TCP connection to a port on the guest's loopback, file operations
 (``vmimages.guest.fileops``). Bytes of files and tar streams travel as the
 output and input of processes in the guest (``cat``, GNU ``tar``), so they
-are streamed with the channel's flow control both ways and never held whole.
+are streamed with the channel's flow control both ways and never held whole;
+a tar upload is extracted by the guest's copy of ``vmimages.guest.untar``.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ ARCHIVE = (
     'if [ -d "$0" ]; then exec tar --format=pax -cf - -C "$0" .; '
     'else exec tar --format=pax -cf - -C "$(dirname -- "$0")" -- "$(basename -- "$0")"; fi'
 )
-# Into a directory (made if missing): GNU tar strips leading slashes and
-# refuses members that climb out with "..", and exits 2 if it refused any.
-EXTRACT = 'mkdir -p -- "$0" && exec tar -xf - -C "$0" --no-same-owner --no-overwrite-dir'
+# Into a directory, by the guest's copy of our extractor (the rules of
+# tarfile's "data" filter: see vmimages.guest.untar).
+EXTRACT = ["python3", "-S", "-m", "vmimages.guest.untar"]
+GUEST_PYTHONPATH = "/run/chaser"
 # stdin into a file that already exists (a temporary one from fileops.prepare_write).
 WRITE = 'exec cat > "$0"'
 

@@ -385,6 +385,9 @@ class GuestAgent:
             if child is not None and child.input_fd is not None and not child.input_eof:
                 child.inbuf += message["data"]
                 self.watch(child.input_fd)
+            elif child is not None and not child.detached:
+                # Nobody takes it any more: dropped, but credited, so the host's writer never stalls.
+                self.send({"type": "input_credit", "id": child.id, "bytes": len(message["data"])})
         elif kind == "input_eof":
             child = self.children.get(message["id"])
             if child is not None and child.input_fd is not None:
