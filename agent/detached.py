@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import trio
 
 from agent.execution import ExecResult, OutputTail, collect
-from agent.runtimes.base import Process, SandboxGone
+from agent.runtimes.base import Process
 from agent.sandboxes import SandboxManager
 from chaser import errors
 
@@ -111,9 +111,6 @@ class DetachedExecs:
     async def _collect(self, detached: DetachedExec, timeout: float | None) -> None:
         try:
             detached.result = await collect(detached.process, timeout, self.manager.output_limit, detached.sink)
-        except* SandboxGone as gone:
-            # Its VM was paused or died under it: the exec ends with no exit code.
-            log.warning("exec %s lost: %s", detached.id, gone.exceptions[0], extra={"session_id": detached.sandbox_id})
         finally:
             detached.finished_at = trio.current_time()
             detached.done.set()

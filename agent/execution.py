@@ -13,12 +13,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from dataclasses import dataclass
 
 import trio
 
-from agent.runtimes.base import Process, RuntimeFailure
+from agent.runtimes.base import Process
 
 # After the main process exits, how long to wait for more output that a
 # background child may still hold open, per read, and in all.
@@ -134,9 +133,7 @@ async def run_process(process: Process, timeout: float | None, on_output: OnOutp
     finally:
         if exit_code is None:
             process.kill()
-            # A process whose sandbox is gone (a VM paused or dead) raises here
-            # too; the error that ended the wait above is the one to report.
-            with trio.CancelScope(shield=True), trio.move_on_after(_REAP_DEADLINE), suppress(RuntimeFailure):
+            with trio.CancelScope(shield=True), trio.move_on_after(_REAP_DEADLINE):
                 exit_code = await process.wait()
         with trio.CancelScope(shield=True):
             await process.aclose()

@@ -12,7 +12,8 @@ Besides processes, ``request`` sends one message and waits for the guest's
 
 When the connection ends (QEMU died, the VM was paused, the agent shuts
 down) every process still open ends with it: its output reads EOF and its
-``wait`` raises ``SandboxGone``; so does every request awaiting its reply.
+``wait`` answers 128+SIGKILL, as for a process killed; every request
+awaiting its reply raises ``SandboxGone``.
 """
 
 from __future__ import annotations
@@ -180,9 +181,10 @@ class GuestProcess(Process):
         self._exited.set()
 
     async def wait(self) -> int:
+        """The exit code; 128+SIGKILL if the VM went away (paused, died) first: it ended there."""
         await self._exited.wait()
         if self._code is None:
-            raise SandboxGone(f"the process's VM went away: {self._lost}")
+            return 128 + signal.SIGKILL
         return self._code
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

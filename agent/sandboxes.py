@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -450,11 +451,15 @@ class SandboxManager:
         timeout: float | None,
     ) -> ExecResult:
         process = await self.spawn(sandbox_id, argv, env, cwd)
-        try:
-            return await collect(process, timeout, self.output_limit)
-        except* SandboxGone as gone:
-            # The VM was paused, or died, while the command ran.
-            raise errors.Conflict(str(gone.exceptions[0]), code="sandbox_stopped") from None
+        result = await collect(process, timeout, self.output_limit)
+        if result.exit_code == 128 + signal.SIGKILL and not result.timed_out and not await self._runs(sandbox_id):
+            # Killed because its sandbox stopped under it (a VM paused, or dead): say that.
+            raise errors.Conflict(f"sandbox {sandbox_id} stopped while the command ran", code="sandbox_stopped")
+        return result
+
+    async def _runs(self, sandbox_id: str) -> bool:
+        sandbox = self._sandboxes.get(sandbox_id)
+        return sandbox is not None and sandbox.status == "running" and sandbox_id in await self.runtime.running()
 
     async def spawn(self, sandbox_id: str, argv: list[str], env: Mapping[str, str], cwd: str | None) -> Process:
         """Start a process in a running sandbox, with the sandbox's default environment."""

@@ -9,6 +9,8 @@ from typing import Any
 import trio
 
 from tests.conftest import System, start_system, stop_system, wait_until
+from tests.endpoints import receive, receive_until, send, websocket
+from tests.test_endpoints_leases import closed_reason, leases
 from tests.test_isolation import address_of
 
 VM_IMAGE = "debian:bookworm-vm"
@@ -222,3 +224,36 @@ async def test_lifecycle_routes_refuse_clearly(sqlite_system: System) -> None:
     limited = await sqlite_system.new_key("owner@test.invalid", scopes=["sessions.read"])
     response = await client.post(f"/v1/sessions/{session['id']}/pause", headers={"Authorization": f"Bearer {limited}"})
     assert response.status_code == 403
+
+
+async def test_pause_refuses_open_connections_unless_forced_and_endpoints_work_after_resume(
+    vm_system: System,
+) -> None:
+    session = await create_vm(vm_system)
+    sid = session["id"]
+    async with websocket(vm_system, sid, "pty") as ws:
+        await receive(ws)
+        await send(ws, t="open", ch=1, cmd="sleep 600")
+        assert (await receive(ws))["t"] == "opened"
+        assert await leases(vm_system, sid) == 1
+        refused = await vm_system.client.post(f"/v1/sessions/{sid}/pause")
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "active_connections"
+        assert (await vm_system.client.get(f"/v1/sessions/{sid}")).json()["status"] == "running"
+        forced = await vm_system.client.post(f"/v1/sessions/{sid}/pause", params={"force": "true"})
+        assert forced.status_code == 200 and forced.json()["status"] == "paused"
+        reason = await closed_reason(ws)
+        assert "paused" in reason.reason
+    assert await leases(vm_system, sid) == 0
+    refused = await vm_system.client.get(f"/s/{sid}/pty")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "session_not_running"
+
+    assert (await vm_system.client.post(f"/v1/sessions/{sid}/resume")).status_code == 200
+    async with websocket(vm_system, sid, "pty") as ws:
+        await receive(ws)
+        await send(ws, t="open", ch=2, cmd="echo back-$((40+2))")
+        frames = await receive_until(ws, "exit")
+    assert b"back-42" in b"".join(f.get("d", b"") for f in frames if f["t"] == "out")
+    put = await vm_system.client.put(f"/s/{sid}/files/root/after-resume", content=b"ok")
+    assert put.status_code == 201, put.text
+    assert (await vm_system.client.get(f"/s/{sid}/files/root/after-resume")).content == b"ok"
+    await vm_system.client.delete(f"/v1/sessions/{sid}")
