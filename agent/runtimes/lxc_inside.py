@@ -6,6 +6,8 @@ resolve, symlinks included, exactly as they would for a program in the
 sandbox, and nothing here can name a file of the host. Results travel back
 over a socket: a JSON reply, plus file descriptors (an open file, a
 terminal) passed with SCM_RIGHTS so the agent streams from them directly.
+The metadata operations themselves (stat, list, mkdir, remove, rename) are
+``vmimages.guest.fileops``, which a VM's guest agent runs too.
 
 Only the standard library and no logging: the child is a fork of a
 multi-threaded process and must not touch locks other threads may hold.
@@ -21,7 +23,6 @@ import fcntl
 import json
 import os
 import secrets
-import shutil
 import socket
 import stat
 import struct
@@ -31,18 +32,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vmimages.guest import fileops
+from vmimages.guest.fileops import Refused
+
 MAX_FD = os.sysconf("SC_OPEN_MAX")
 
 # Reply of a call: JSON-able data and descriptors to hand over.
 Reply = tuple[Any, list[int]]
-
-
-class Refused(Exception):
-    """A request the child turns down, with a FileError kind for the caller."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -83,68 +79,26 @@ def run_call(call: Call) -> int:
     return 0
 
 
-def _info(path: str, name: str, st: os.stat_result) -> dict[str, Any]:
-    if stat.S_ISREG(st.st_mode):
-        kind = "file"
-    elif stat.S_ISDIR(st.st_mode):
-        kind = "directory"
-    elif stat.S_ISLNK(st.st_mode):
-        kind = "symlink"
-    else:
-        kind = "other"
-    return {
-        "name": name,
-        "path": path,
-        "type": kind,
-        "size": st.st_size,
-        "mode": stat.S_IMODE(st.st_mode),
-        "mtime": st.st_mtime,
-        "link_target": os.readlink(path) if kind == "symlink" else None,
-    }
-
-
 def stat_path(path: str) -> Reply:
-    return _info(path, os.path.basename(path) or "/", os.lstat(path)), []
+    return fileops.stat_path(path), []
 
 
 def list_dir(path: str, limit: int) -> Reply:
-    names = sorted(os.listdir(path))
-    entries = []
-    for name in names[:limit]:
-        full = os.path.join(path, name)
-        try:
-            entries.append(_info(full, name, os.lstat(full)))
-        except FileNotFoundError:
-            continue  # removed while we listed
-    return {"entries": entries, "truncated": len(names) > limit}, []
+    return fileops.list_dir(path, limit), []
 
 
 def make_dir(path: str, parents: bool) -> Reply:
-    if parents:
-        os.makedirs(path, exist_ok=True)
-    else:
-        os.mkdir(path)
+    fileops.make_dir(path, parents)
     return None, []
 
 
 def remove(path: str, recursive: bool) -> Reply:
-    if path == "/":
-        raise Refused("invalid", "refusing to remove /")
-    st = os.lstat(path)
-    if stat.S_ISDIR(st.st_mode):
-        if recursive:
-            shutil.rmtree(path)
-        else:
-            os.rmdir(path)
-    else:
-        os.unlink(path)
+    fileops.remove(path, recursive)
     return None, []
 
 
 def rename(source: str, target: str, overwrite: bool) -> Reply:
-    if not overwrite and os.path.lexists(target):
-        raise Refused("exists", f"{target} exists; pass overwrite to replace it")
-    os.rename(source, target)
+    fileops.rename(source, target, overwrite)
     return None, []
 
 
