@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -450,16 +449,7 @@ class SandboxManager:
         cwd: str | None,
         timeout: float | None,
     ) -> ExecResult:
-        process = await self.spawn(sandbox_id, argv, env, cwd)
-        result = await collect(process, timeout, self.output_limit)
-        if result.exit_code == 128 + signal.SIGKILL and not result.timed_out and not await self._runs(sandbox_id):
-            # Killed because its sandbox stopped under it (a VM paused, or dead): say that.
-            raise errors.Conflict(f"sandbox {sandbox_id} stopped while the command ran", code="sandbox_stopped")
-        return result
-
-    async def _runs(self, sandbox_id: str) -> bool:
-        sandbox = self._sandboxes.get(sandbox_id)
-        return sandbox is not None and sandbox.status == "running" and sandbox_id in await self.runtime.running()
+        return await collect(await self.spawn(sandbox_id, argv, env, cwd), timeout, self.output_limit)
 
     async def spawn(self, sandbox_id: str, argv: list[str], env: Mapping[str, str], cwd: str | None) -> Process:
         """Start a process in a running sandbox, with the sandbox's default environment."""

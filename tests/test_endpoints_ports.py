@@ -56,7 +56,7 @@ async def start_servers(system: System, session_id: str) -> None:
         probe = "python3 -c 'import socket; [socket.create_connection((\"127.0.0.1\", p)) for p in (8000, 9000)]'"
         return bool((await run(system, session_id, probe))["exit_code"] == 0)
 
-    await wait_until(listening)
+    await wait_until(listening, timeout=60)  # each probe starts a Python: seconds in a TCG guest
 
 
 def port_url(system: System, session_id: str, port: int, path: str = "/") -> str:
