@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from quart import Response, request
@@ -16,9 +16,10 @@ from quart_trio import QuartTrio
 
 from agent.config import AgentConfig
 from agent.disk_api import Uuid, register_disk_routes
+from agent.lease_keeper import LeaseKeeper
 from agent.sandboxes import SandboxManager
 from chaser import errors
-from chaser._quart import install_error_handlers, json_response, parse_body
+from chaser._quart import install_error_handlers, json_response, parse_body, parse_query
 from chaser.isolation import EgressAllowList, Limits, NetworkMode
 
 SandboxId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f-]{36}$")]
@@ -34,6 +35,14 @@ class CreateSandbox(BaseModel):
     network: NetworkMode = "egress"
     egress_allow: EgressAllowList | None = None
     limits: Limits = Field(default_factory=Limits)
+    # Start from this paused sandbox's snapshot instead of booting the image
+    # (with the source's limits: its memory is the snapshot's).
+    fork_from: SandboxId | None = None
+
+
+class PauseQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    force: Literal["true", "false", "1", "0"] = "false"
 
 
 class ExecBody(BaseModel):
@@ -44,11 +53,17 @@ class ExecBody(BaseModel):
     timeout_ms: int | None = Field(default=None, gt=0)
 
 
-def host_info(config: AgentConfig, manager: SandboxManager) -> dict[str, object]:
-    """What the scheduler needs to place sessions here."""
+def host_info(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper) -> dict[str, object]:
+    """What the scheduler needs to place sessions here, and to time them out."""
+    runtimes = manager.runtime.describe()
+    # Sandboxes that exist here and are not paused (resuming and pausing
+    # ones included: they are not lost), and the paused ones.
+    running = [s.id for s in manager.sandboxes() if s.status in ("running", "pausing", "resuming")]
     return {
         "host_id": config.host_id,
-        "runtimes": [manager.runtime.name],
+        "runtimes": sorted(runtimes),
+        # What each runtime found out about the host (the VM accelerator).
+        "runtime_info": runtimes,
         "session_types": ["sandbox"],
         "images": manager.images.names(),
         "capacity": {
@@ -56,7 +71,14 @@ def host_info(config: AgentConfig, manager: SandboxManager) -> dict[str, object]
             "cpus": os.cpu_count() or 1,
             "memory_mb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20),
         },
-        "sandboxes": [s.id for s in manager.sandboxes() if s.status == "running"],
+        "sandboxes": running,
+        "paused": [s.id for s in manager.sandboxes() if s.status == "paused"],
+        # Per sandbox: open leases, and seconds since its last activity
+        # (relative, so the two hosts' clocks need not agree).
+        "activity": {
+            sandbox_id: {"leases": keeper.count(sandbox_id), "idle_for": keeper.idle_for(sandbox_id)}
+            for sandbox_id in running
+        },
         "storage": manager.disks.info() if manager.disks is not None else None,
         # Whether sessions here can reach outside networks at all.
         "egress": manager.network is not None and manager.network.egress,
@@ -69,7 +91,12 @@ def argv_of(command: str | list[str]) -> list[str]:
     return ["/bin/sh", "-c", command] if isinstance(command, str) else command
 
 
-def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
+class DeleteQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    force: Literal["true", "false", "1", "0"] = "true"
+
+
+def create_app(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper) -> QuartTrio:
     app = QuartTrio("chaser-agent")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     install_error_handlers(app)
@@ -90,7 +117,7 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
 
     @app.get("/v1/host")
     async def get_host() -> Response:
-        return json_response(host_info(config, manager))
+        return json_response(host_info(config, manager, keeper))
 
     @app.get("/v1/sandboxes")
     async def list_sandboxes() -> Response:
@@ -106,24 +133,39 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
             network=body.network,
             egress_allow=body.egress_allow,
             limits=body.limits,
+            fork_from=body.fork_from,
         )
         return json_response(sandbox.to_json(), status=201)
 
     @app.get("/v1/sandboxes/<sandbox_id>")
     async def get_sandbox(sandbox_id: str) -> Response:
-        return json_response(manager.get(sandbox_id).to_json())
+        sandbox = manager.get(sandbox_id).to_json()
+        return json_response({**sandbox, "active_connection_leases": keeper.count(sandbox_id)})
 
     @app.delete("/v1/sandboxes/<sandbox_id>")
     async def delete_sandbox(sandbox_id: str) -> Response:
-        await manager.destroy(sandbox_id)
+        force = parse_query(DeleteQuery).force in ("true", "1")
+        await manager.destroy(sandbox_id, force=force)
         # An explicit empty body: quart-trio cannot send Quart's default one.
         return Response(b"", status=204)
+
+    @app.post("/v1/sandboxes/<sandbox_id>/pause")
+    async def pause_sandbox(sandbox_id: str) -> Response:
+        # Unlike a destroy, a pause must be forced explicitly to end open connections.
+        force = parse_query(PauseQuery).force in ("true", "1")
+        return json_response((await manager.pause(sandbox_id, force=force)).to_json())
+
+    @app.post("/v1/sandboxes/<sandbox_id>/resume")
+    async def resume_sandbox(sandbox_id: str) -> Response:
+        return json_response((await manager.resume(sandbox_id)).to_json())
 
     @app.post("/v1/sandboxes/<sandbox_id>/exec")
     async def exec_in_sandbox(sandbox_id: str) -> Response:
         body = await parse_body(ExecBody)
         timeout = body.timeout_ms / 1000 if body.timeout_ms else None
+        keeper.touch(sandbox_id)
         result = await manager.exec(sandbox_id, argv_of(body.command), body.env, body.cwd, timeout)
+        keeper.touch(sandbox_id)
         return json_response(result.to_json())
 
     if manager.disks is not None:

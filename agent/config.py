@@ -6,6 +6,7 @@ import os
 import socket
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -83,6 +84,16 @@ class AgentConfig(FileAndEnvSettings):
     # Operator names for built images, e.g. {"node:20": "debian:bookworm"}:
     # the names a team's pipelines already use, mapped to images this host has.
     image_aliases: dict[str, str] = Field(default_factory=dict)
+    # Session endpoints. A client must show a sign of life (any frame, a
+    # ping) within the keepalive timeout, and real traffic (not just pings)
+    # within the idle timeout, or its connection is closed and its lease ends.
+    lease_keepalive_timeout: float = Field(default=60.0, gt=0)
+    lease_idle_timeout: float = Field(default=3600.0, gt=0)
+    # A client that reads no output for this long is disconnected.
+    slow_client_timeout: float = Field(default=10.0, gt=0)
+    pty_scrollback_bytes: int = Field(default=256 * 1024, ge=1024)
+    pty_max_per_sandbox: int = Field(default=32, ge=1)
+    pty_max_channels: int = Field(default=32, ge=1)
     # The storage pool of workspace disks and snapshots; <state_dir>/storage
     # if unset. Put it on XFS (reflink=1) or btrfs for O(1) snapshots and clones.
     storage_dir: Path | None = None
@@ -90,6 +101,20 @@ class AgentConfig(FileAndEnvSettings):
     # reflink), and of cloning a repository into a new workspace.
     disk_op_timeout: float = Field(default=600.0, gt=0)
     import_timeout: float = Field(default=600.0, gt=0)
+    # The runtimes this agent runs; each image says which one it needs
+    # (debian:bookworm is a container, debian:bookworm-vm a microVM).
+    runtimes: tuple[Literal["lxc", "qemu"], ...] = ("lxc", "qemu")
+    qemu_binary: str = "qemu-system-x86_64"
+    # Guest RAM and vCPUs of a VM without limits (tests of the runtime
+    # alone); a session's VM gets its limits' memory and CPUs.
+    vm_memory_mb: int = Field(default=256, ge=64)
+    vm_vcpus: int = Field(default=1, ge=1)
+    # Start VM sessions from a snapshot of a booted guest of their image
+    # (built in the background after the image's first cold boot).
+    vm_warm_start: bool = True
+    # Short paths for VM sockets (a unix socket path has at most 108 bytes)
+    # and the cached accelerator probe; a tmpfs, so the probe reruns at boot.
+    run_dir: Path = Path("/run/chaser")
     # Embedded mode tears everything down on exit; a host service keeps
     # sandboxes running across agent restarts and re-adopts them.
     destroy_on_shutdown: bool = False

@@ -2,11 +2,13 @@
 
 A disk is held by at most one sandbox: mounted on the host at
 ``<mounts_dir>/<sandbox id>`` and bound into the container at
-``/workspace``. Operations on a disk (attach, snapshot, restore, clone from
+``/workspace``, or, for a VM, handed to it whole as a block device (the
+guest mounts it; the host never does while the VM holds it). Operations on a disk (attach, snapshot, restore, clone from
 it, re-import, delete) take that disk's lock, so they never interleave.
 Those that replace or remove a disk refuse (409) while a sandbox holds it;
 a snapshot or clone of a held disk is refused too unless forced, and is then
-taken with the filesystem frozen, so it is consistent, not torn.
+taken with the filesystem frozen (by ``fsfreeze`` on the host, or by the
+holder's own freezer for a disk a VM holds), so it is consistent, not torn.
 
 Files are made in the pool's staging area and renamed into place, so a
 failure, a cancel or a crash half-way never leaves a half-made disk; a
@@ -21,6 +23,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import trio
@@ -35,6 +38,10 @@ log = logging.getLogger(__name__)
 # How long an operation waits for another one on the same disk to finish.
 LOCK_WAIT = 30.0
 
+# Holds a device-attached disk's filesystem still (as seen from the host's
+# file) for the duration of the block: frozen inside the guest, or a VM paused.
+Freezer = Callable[[], AbstractAsyncContextManager[None]]
+
 
 class DiskManager:
     def __init__(self, pool: StoragePool, mounts_dir: Path, *, op_timeout: float, import_timeout: float) -> None:
@@ -44,6 +51,8 @@ class DiskManager:
         self.op_timeout = op_timeout
         self.import_timeout = import_timeout
         self._holders: dict[str, str] = {}  # disk id -> sandbox id
+        # Sandboxes holding their disk as a device, with how to freeze it.
+        self._freezers: dict[str, Freezer] = {}
         self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
 
     # -- bookkeeping ------------------------------------------------------
@@ -120,7 +129,8 @@ class DiskManager:
                 "with the filesystem frozen",
                 code="disk_in_use",
             )
-        async with mounts.frozen(self.mount_point(holder)):
+        freezer = self._freezers.get(holder)
+        async with freezer() if freezer is not None else mounts.frozen(self.mount_point(holder)):
             yield True
 
     # -- disks ------------------------------------------------------------
@@ -219,6 +229,19 @@ class DiskManager:
             self._holders[disk_id] = sandbox_id
             return target
 
+    async def attach_device(self, disk_id: str, sandbox_id: str, freezer: Freezer) -> Path:
+        """Give the disk to ``sandbox_id`` as a whole device; the disk file to attach.
+
+        ``freezer`` is how a forced snapshot or clone holds the filesystem
+        still while the sandbox has it.
+        """
+        async with self._locked(disk_id):
+            disk = self._require_disk(disk_id)
+            self._refuse_if_held(disk_id, "attach the disk")
+            self._holders[disk_id] = sandbox_id
+            self._freezers[sandbox_id] = freezer
+            return disk
+
     async def detach(self, sandbox_id: str) -> None:
         """Unmount whatever ``sandbox_id`` holds; idempotent.
 
@@ -231,17 +254,22 @@ class DiskManager:
             for disk_id in held:
                 if self._holders.get(disk_id) == sandbox_id:  # a concurrent detach may have been first
                     del self._holders[disk_id]
+            self._freezers.pop(sandbox_id, None)
 
     # -- recovery ---------------------------------------------------------
 
-    async def recover(self, adopted: dict[str, str]) -> None:
+    async def recover(self, adopted: dict[str, str], devices: dict[str, Freezer] | None = None) -> None:
         """After a restart: keep the mounts of ``adopted`` sandboxes (sandbox -> disk), remove all else.
+
+        ``devices`` are the adopted sandboxes that hold their disk as a
+        device (a VM), with their freezers: they have no mount to keep.
 
         A crash during a forced snapshot could leave an adopted mount
         frozen: it is thawed. Stray mounts go first, then the loop devices
         only they held, then half-made files.
         """
         self._holders = {disk: sandbox for sandbox, disk in adopted.items()}
+        self._freezers = dict(devices or {})
         for target in mounts.mounts_under(self.mounts_dir):
             if target.parent == self.mounts_dir and target.name in adopted:
                 await mounts.thaw(target)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,35 +13,45 @@ from chaser import errors
 @dataclass(frozen=True)
 class Image:
     name: str  # canonical name, e.g. "debian:bookworm"
+    # A root filesystem tree (lxc), or a VM image's read-only disk with its
+    # kernel and initramfs beside it (qemu): see ``vmimages.root_of``.
     rootfs: Path
+    runtime: str = "lxc"
 
 
 class ImageStore:
-    """Resolves names (and aliases like ``default``) to built root filesystems.
+    """Resolves names (and aliases like ``default``) to built images.
 
-    Only images already built on this host count: building one takes a
-    minute, far too long to do inside a session create.
+    Only images already built on this host, for a runtime this agent runs,
+    count: building one takes a minute, far too long to do inside a session
+    create.
     """
 
-    def __init__(self, images_dir: Path, aliases: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, images_dir: Path, runtimes: Collection[str] = ("lxc",), aliases: Mapping[str, str] | None = None
+    ) -> None:
         self.images_dir = images_dir
+        self.runtimes = runtimes
         # The operator's names first resolve to an image name, then as usual.
         self.aliases = dict(aliases or {})
 
+    def _usable(self, recipe: vmimages.AnyRecipe) -> bool:
+        return recipe.runtime in self.runtimes and vmimages.is_built(self.images_dir, recipe)
+
     def names(self) -> list[str]:
         """Every name that resolves here, aliases included."""
-        built = [r.name for r in vmimages.RECIPES.values() if vmimages.is_built(self.images_dir, r)]
-        aliases = [alias for alias, target in vmimages.ALIASES.items() if target in built]
+        usable = [r.name for r in vmimages.RECIPES.values() if self._usable(r)]
+        aliases = [alias for alias, target in vmimages.ALIASES.items() if target in usable]
         operators = [
-            alias for alias, target in self.aliases.items() if getattr(vmimages.resolve(target), "name", None) in built
+            alias for alias, target in self.aliases.items() if getattr(vmimages.resolve(target), "name", None) in usable
         ]
-        return sorted(built + aliases + operators)
+        return sorted(usable + aliases + operators)
 
     def resolve(self, name: str) -> Image:
         recipe = vmimages.resolve(self.aliases.get(name, name))
-        if recipe is None or not vmimages.is_built(self.images_dir, recipe):
+        if recipe is None or not self._usable(recipe):
             raise errors.InvalidInput(
                 f"unknown image {name!r}; available: {', '.join(self.names()) or 'none'}",
                 code="unknown_image",
             )
-        return Image(name=recipe.name, rootfs=vmimages.image_dir(self.images_dir, recipe) / "rootfs")
+        return Image(name=recipe.name, rootfs=vmimages.root_of(self.images_dir, recipe), runtime=recipe.runtime)

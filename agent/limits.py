@@ -1,4 +1,4 @@
-"""Turning a session's ``Limits`` into LXC cgroup settings, for cgroup v1 or v2.
+"""Turning a session's ``Limits`` into cgroup settings (for LXC, or a VM's QEMU), v1 or v2.
 
 LXC writes these keys into the container's own cgroup when it starts, so
 the kernel enforces them on everything inside: a memory overrun is an OOM
@@ -24,24 +24,33 @@ def unified_hierarchy(root: Path = CGROUP_ROOT) -> bool:
     return (root / "cgroup.controllers").exists()
 
 
-def lxc_cgroup_lines(limits: Limits, *, unified: bool, root: Path = CGROUP_ROOT) -> list[str]:
-    """``lxc.cgroup*.`` config lines enforcing ``limits`` (every field must be set)."""
+def cgroup_settings(limits: Limits, *, unified: bool, root: Path = CGROUP_ROOT) -> list[tuple[str, str]]:
+    """(file, value) pairs enforcing ``limits`` (every field must be set), in the order to write them.
+
+    On v1 each file lives in the hierarchy its name starts with (``memory``, ``pids``, ``cpu``).
+    """
     assert limits.cpus is not None and limits.memory_mb is not None and limits.pids is not None
     memory = limits.memory_mb << 20
     quota = max(1000, round(limits.cpus * _CFS_PERIOD_US))
     if unified:
         return [
-            f"lxc.cgroup2.memory.max = {memory}",
-            "lxc.cgroup2.memory.swap.max = 0",
-            f"lxc.cgroup2.pids.max = {limits.pids}",
-            f"lxc.cgroup2.cpu.max = {quota} {_CFS_PERIOD_US}",
+            ("memory.max", str(memory)),
+            ("memory.swap.max", "0"),
+            ("pids.max", str(limits.pids)),
+            ("cpu.max", f"{quota} {_CFS_PERIOD_US}"),
         ]
-    lines = [f"lxc.cgroup.memory.limit_in_bytes = {memory}"]
+    settings = [("memory.limit_in_bytes", str(memory))]
     if (root / "memory" / "memory.memsw.limit_in_bytes").exists():
-        lines.append(f"lxc.cgroup.memory.memsw.limit_in_bytes = {memory}")  # no swapping past the limit
+        settings.append(("memory.memsw.limit_in_bytes", str(memory)))  # no swapping past the limit
     return [
-        *lines,
-        f"lxc.cgroup.pids.max = {limits.pids}",
-        f"lxc.cgroup.cpu.cfs_period_us = {_CFS_PERIOD_US}",
-        f"lxc.cgroup.cpu.cfs_quota_us = {quota}",
+        *settings,
+        ("pids.max", str(limits.pids)),
+        ("cpu.cfs_period_us", str(_CFS_PERIOD_US)),
+        ("cpu.cfs_quota_us", str(quota)),
     ]
+
+
+def lxc_cgroup_lines(limits: Limits, *, unified: bool, root: Path = CGROUP_ROOT) -> list[str]:
+    """``lxc.cgroup*.`` config lines enforcing ``limits`` (every field must be set)."""
+    key = "lxc.cgroup2" if unified else "lxc.cgroup"
+    return [f"{key}.{name} = {value}" for name, value in cgroup_settings(limits, unified=unified, root=root)]

@@ -9,23 +9,28 @@ from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 import vmimages
 from agent.api import create_app
 from agent.config import DEFAULT_CONFIG_FILE, AgentConfig
+from agent.connections import SessionConnections
 from agent.detached import DetachedExecs
 from agent.detached_api import register_detached_routes
 from agent.disks import DiskManager
+from agent.endpoints import Endpoints
 from agent.images import ImageStore
+from agent.lease_keeper import LeaseKeeper
 from agent.network.pool import SlotPool
+from agent.ports import PortForwarding
+from agent.pty import PtyHub
 from agent.registration import heartbeat_loop
-from agent.runtimes.lxc import LxcRuntime
+from agent.runtimes.setup import start_runtimes
 from agent.sandboxes import SandboxManager
 from agent.scratch import ScratchVolume
 from agent.storage import StoragePool
-from chaser import _logging
+from chaser import _front, _logging
 from chaser._signals import run_until_signalled
+from chaser.frames import MAX_CLIENT_FRAME
 
 log = logging.getLogger(__name__)
 
@@ -33,41 +38,46 @@ log = logging.getLogger(__name__)
 async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """Recover, serve the API, heartbeat; report the agent's URL once ready.
 
-    Set up in order (scratch disk, sandboxes, network pool, API) and torn
-    down in reverse, so sandboxes are destroyed while their network exists.
+    Set up in order (scratch disk, runtimes, sandboxes, network pool, API)
+    and torn down in reverse, so sandboxes are destroyed while their
+    network exists.
     """
     scratch = ScratchVolume(config.state_dir / "disks", config.state_dir / "disks.btrfs", config.scratch_size_gb)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     await trio.to_thread.run_sync(scratch.open)
     try:
-        runtime = LxcRuntime(config.state_dir / "lxc", config.init_binary, scratch=scratch)
-        storage = await trio.to_thread.run_sync(StoragePool, config.storage_dir or config.state_dir / "storage")
-        disks = DiskManager(
-            storage,
-            config.state_dir / "mounts",
-            op_timeout=config.disk_op_timeout,
-            import_timeout=config.import_timeout,
-        )
-        pool = SlotPool(config.network, remove_on_exit=config.destroy_on_shutdown)
-        manager = SandboxManager(
-            runtime,
-            ImageStore(config.images_dir, config.image_aliases),
-            config.state_dir,
-            max_sandboxes=config.max_sandboxes,
-            start_timeout=config.start_timeout,
-            output_limit=config.exec_output_limit,
-            disks=disks,
-            network=pool,
-            limits=config.limits,
-        )
-        await manager.recover()
-        async with pool.running(manager.leases()):
-            try:
-                await _serve_api(config, manager, task_status)
-            finally:
-                if config.destroy_on_shutdown:
-                    with trio.CancelScope(shield=True):
-                        await manager.destroy_all()
+        async with trio.open_nursery() as runtimes_nursery:
+            runtime = await start_runtimes(config, runtimes_nursery, scratch)
+            storage = await trio.to_thread.run_sync(StoragePool, config.storage_dir or config.state_dir / "storage")
+            disks = DiskManager(
+                storage,
+                config.state_dir / "mounts",
+                op_timeout=config.disk_op_timeout,
+                import_timeout=config.import_timeout,
+            )
+            pool = SlotPool(config.network, remove_on_exit=config.destroy_on_shutdown)
+            manager = SandboxManager(
+                runtime,
+                ImageStore(config.images_dir, runtime.runtimes, config.image_aliases),
+                config.state_dir,
+                max_sandboxes=config.max_sandboxes,
+                start_timeout=config.start_timeout,
+                output_limit=config.exec_output_limit,
+                disks=disks,
+                network=pool,
+                limits=config.limits,
+            )
+            keeper = LeaseKeeper(config.lease_keepalive_timeout, config.lease_idle_timeout)
+            ptys = PtyHub(manager, scrollback=config.pty_scrollback_bytes, max_per_sandbox=config.pty_max_per_sandbox)
+            manager.connections = SessionConnections(keeper, ptys)
+            await manager.recover()
+            async with pool.running(manager.leases()):
+                try:
+                    await _serve_api(config, manager, keeper, ptys, task_status)
+                finally:
+                    if config.destroy_on_shutdown:
+                        with trio.CancelScope(shield=True):
+                            await manager.destroy_all()
     finally:
         # A host service's sandboxes outlive it, and keep their disks.
         if config.destroy_on_shutdown:
@@ -75,20 +85,32 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
                 await trio.to_thread.run_sync(partial(scratch.close, remove=True))
 
 
-async def _serve_api(config: AgentConfig, manager: SandboxManager, task_status: trio.TaskStatus[str]) -> None:
+async def _serve_api(
+    config: AgentConfig,
+    manager: SandboxManager,
+    keeper: LeaseKeeper,
+    ptys: PtyHub,
+    task_status: trio.TaskStatus[str],
+) -> None:
     hypercorn = HypercornConfig()
-    hypercorn.bind = [config.bind]
     hypercorn.accesslog = None
     hypercorn.graceful_timeout = 1
+    # A bound on what one WebSocket message may make hypercorn buffer. The
+    # PTY and exec endpoints refuse far smaller frames themselves (1009).
+    hypercorn.websocket_max_message_size = 16 * MAX_CLIENT_FRAME
     async with trio.open_nursery() as nursery:
         execs = DetachedExecs(manager)
         await nursery.start(execs.run)
-        app = create_app(config, manager)
-        register_detached_routes(app, execs)
-        binds = await nursery.start(partial(hypercorn_serve, app, hypercorn))
-        url = config.advertise_url or binds[0]
+        await nursery.start(keeper.run)
+        await nursery.start(ptys.run)
+        api = create_app(config, manager, keeper)
+        register_detached_routes(api, execs)
+        app = Endpoints(config, manager, keeper, ptys, api)
+        ports = PortForwarding(config.token.get_secret_value().encode(), manager, keeper)
+        url = await nursery.start(partial(_front.serve, app, hypercorn, config.bind, ports.route))
+        url = config.advertise_url or url
         if config.scheduler_url:
-            await nursery.start(heartbeat_loop, config, url, manager)
+            await nursery.start(heartbeat_loop, config, url, manager, keeper)
         log.info("agent %s ready at %s", config.host_id, url)
         task_status.started(url)
 

@@ -2,8 +2,10 @@
 
 A record per sandbox is written to ``<state_dir>/sandboxes/<id>.json``
 *before* the runtime touches anything, so whatever a crash interrupts is
-known on the next start: ``recover`` re-adopts sandboxes that still run and
-destroys the debris of all others.
+known on the next start: ``recover`` re-adopts sandboxes that still run (or
+sit paused, their snapshot complete) and destroys the debris of all others.
+Pause, resume and destroy of one sandbox take its lock, so they never
+overlap.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
+from ipaddress import IPv4Interface
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -23,9 +28,20 @@ from agent.config import LimitsConfig
 from agent.disks import DiskManager
 from agent.execution import ExecResult, collect
 from agent.images import ImageStore
+from agent.network.addressing import SLOT_PREFIXLEN
 from agent.network.firewall import FirewallError
 from agent.network.pool import Lease, SlotPool, lease_from_json
-from agent.runtimes.base import WORKSPACE_MOUNT, Process, ProcessSpec, Runtime, RuntimeFailure, SandboxGone, SandboxSpec
+from agent.runtimes.base import (
+    WORKSPACE_MOUNT,
+    GuestNetwork,
+    Process,
+    ProcessSpec,
+    Runtime,
+    RuntimeFailure,
+    SandboxGone,
+    SandboxSpec,
+    Unsupported,
+)
 from chaser import errors
 from chaser.isolation import EgressRule, Limits, NetworkMode
 
@@ -44,7 +60,7 @@ class Sandbox:
     id: str
     image: str
     runtime: str
-    status: str  # creating | running | destroying
+    status: str  # creating | running | pausing | paused | resuming | destroying
     created_at: float
     workspace: str | None = None  # id of the workspace disk it holds
     # The network lease (netns path, address, policy: see ``Lease.to_json``)
@@ -54,6 +70,21 @@ class Sandbox:
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
+
+
+class Connections(Protocol):
+    """The live connections to sandboxes (leases, terminals), ended with their sandbox."""
+
+    def count(self, sandbox_id: str) -> int: ...
+
+    async def end(self, sandbox_id: str, reason: str) -> None:
+        """Refuse new connections and close the open ones, saying ``reason``."""
+
+    def forget(self, sandbox_id: str) -> None:
+        """The sandbox is gone; drop all that was kept about it."""
+
+    def reopen(self, sandbox_id: str) -> None:
+        """Take new connections again after ``end`` (the sandbox was paused, not destroyed)."""
 
 
 class SandboxManager:
@@ -85,6 +116,13 @@ class SandboxManager:
         self._sandboxes: dict[str, Sandbox] = {}
         # Creates in flight, so a destroy can cancel one and wait for its rollback.
         self._creating: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
+        self._lifecycle: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
+        # Held by pause and resume, and by a forced snapshot of a workspace
+        # the sandbox holds as a device, so neither happens during the other.
+        # (Not the lifecycle lock: a destroy holds that while it detaches the
+        # disk, which waits for the snapshot.)
+        self._still: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
+        self.connections: Connections | None = None
 
     # -- persistence -----------------------------------------------------
 
@@ -116,9 +154,13 @@ class SandboxManager:
             known[record.id] = record
         for path in self.records_dir.glob("*.tmp"):
             path.unlink(missing_ok=True)
-        for sandbox_id in known.keys() | await self.runtime.leftovers():
+        leftovers = await self.runtime.leftovers()
+        for sandbox_id in known.keys() | leftovers:
             sandbox = known.get(sandbox_id)
-            if sandbox is not None and sandbox.status == "running" and sandbox_id in running:
+            if sandbox is not None and (
+                (sandbox.status == "running" and sandbox_id in running)
+                or (sandbox.status == "paused" and sandbox_id in leftovers and sandbox_id not in running)
+            ):
                 self._sandboxes[sandbox_id] = sandbox
                 log.info("re-adopted sandbox %s", sandbox_id, extra={"session_id": sandbox_id})
             else:
@@ -126,7 +168,9 @@ class SandboxManager:
                 await self.runtime.destroy(sandbox_id)
                 self._forget(sandbox_id)
         if self.disks is not None:
-            await self.disks.recover({s.id: s.workspace for s in self.sandboxes() if s.workspace is not None})
+            held = {s.id: s.workspace for s in self.sandboxes() if s.workspace is not None}
+            devices = {i: self._freezer(i) for i in held if self.runtime.workspace_as_device(self.get(i).image)}
+            await self.disks.recover(held, devices)
 
     async def reap(self) -> list[str]:
         """Remove sandboxes that died on their own (OOM, a crash inside, an admin)."""
@@ -137,7 +181,7 @@ class SandboxManager:
         dead = [sandbox_id for sandbox_id in booked if sandbox_id not in running]
         for sandbox_id in dead:
             log.warning("sandbox died on its own; removing it", extra={"session_id": sandbox_id})
-            await self._remove(sandbox_id)
+            await self._remove(sandbox_id, "the session's sandbox stopped")
         return dead
 
     def leases(self) -> list[Lease]:
@@ -156,13 +200,27 @@ class SandboxManager:
         network: NetworkMode = "egress",
         egress_allow: list[EgressRule] | None = None,
         limits: Limits | None = None,
+        fork_from: str | None = None,
     ) -> Sandbox:
+        """Create and start a sandbox: booted from its image, or forked from a paused one.
+
+        A fork runs the source's image with the source's limits (its memory
+        is the snapshot's), and no workspace: a disk has one holder.
+        """
         if sandbox_id in self._sandboxes:
             raise errors.Conflict(f"sandbox {sandbox_id} already exists")
         if len(self._sandboxes) >= self.max_sandboxes:
             raise errors.Unavailable("host is at capacity", code="no_capacity")
         if workspace is not None and self.disks is None:
             raise errors.Unavailable("this host has no storage pool", code="no_storage")
+        if fork_from is not None:
+            source = self.get(fork_from)
+            if source.status != "paused":
+                raise errors.Conflict(f"sandbox {fork_from} is {source.status}; only a paused one can be forked")
+            if source.workspace is not None or workspace is not None:
+                raise errors.Conflict("a sandbox holding a workspace cannot be forked", code="fork_with_workspace")
+            image_name = source.image
+            limits = Limits(**source.limits) if source.limits is not None else None
         image = self.images.resolve(image_name)
         resolved = (limits or Limits()).resolved(self.limits.default, self.limits.max) if self.limits else None
         if network == "egress" and self.network is not None and not self.network.egress:
@@ -170,7 +228,7 @@ class SandboxManager:
         sandbox = Sandbox(
             id=sandbox_id,
             image=image.name,
-            runtime=self.runtime.name,
+            runtime=image.runtime,
             status="creating",
             created_at=time.time(),
             workspace=workspace,
@@ -182,25 +240,13 @@ class SandboxManager:
         self._creating[sandbox_id] = (scope, settled)
         try:
             with scope, trio.fail_after(self.start_timeout):
-                mount = None
-                if workspace is not None and self.disks is not None:
-                    mount = await self.disks.attach(workspace, sandbox_id)
-                netns = None
-                if self.network is not None:
-                    lease = await self.network.acquire(sandbox_id, network, egress_allow)
-                    sandbox.network = lease.to_json()
-                    self._save(sandbox)
-                    netns = lease.slot.netns_path
-                spec = SandboxSpec(
-                    id=sandbox_id,
-                    image=image.name,
-                    rootfs=image.rootfs,
-                    workspace=mount,
-                    netns=netns,
-                    limits=resolved,
-                )
-                await self.runtime.create(spec)
-                await self.runtime.start(sandbox_id)
+                spec = await self._provide(sandbox, image.rootfs, network, egress_allow, resolved)
+                if fork_from is not None:
+                    async with self._lifecycle[fork_from]:
+                        await self.runtime.fork(fork_from, spec)
+                else:
+                    await self.runtime.create(spec)
+                    await self.runtime.start(sandbox_id)
             if scope.cancelled_caught:
                 raise errors.Conflict(f"sandbox {sandbox_id} was destroyed while starting", code="destroyed")
         except BaseException as exc:
@@ -208,6 +254,8 @@ class SandboxManager:
                 await self._remove(sandbox_id)
             if isinstance(exc, trio.TooSlowError):
                 raise errors.Timeout(f"sandbox did not start within {self.start_timeout:g}s") from None
+            if isinstance(exc, Unsupported):
+                raise errors.Conflict(str(exc), code="unsupported") from None
             if isinstance(exc, RuntimeFailure | FirewallError):
                 raise errors.Unavailable(f"sandbox failed to start: {exc}", code="start_failed") from None
             raise
@@ -218,8 +266,64 @@ class SandboxManager:
         self._save(sandbox)
         return sandbox
 
-    async def _remove(self, sandbox_id: str) -> None:
+    async def _provide(
+        self,
+        sandbox: Sandbox,
+        rootfs: Path,
+        network: NetworkMode,
+        egress_allow: list[EgressRule] | None,
+        limits: Limits | None,
+    ) -> SandboxSpec:
+        """Attach the workspace and lease the network the sandbox needs; its spec.
+
+        A container gets its workspace mounted on the host and bound in; a
+        VM gets the disk itself, which its guest mounts.
+        """
+        mount = device = None
+        if sandbox.workspace is not None and self.disks is not None:
+            if self.runtime.workspace_as_device(sandbox.image):
+                device = await self.disks.attach_device(sandbox.workspace, sandbox.id, self._freezer(sandbox.id))
+            else:
+                mount = await self.disks.attach(sandbox.workspace, sandbox.id)
+        netns = guest = None
+        if self.network is not None:
+            lease = await self.network.acquire(sandbox.id, network, egress_allow)
+            sandbox.network = lease.to_json()
+            self._save(sandbox)
+            netns = lease.slot.netns_path
+            guest = GuestNetwork(
+                address=IPv4Interface(f"{lease.slot.guest_ip}/{SLOT_PREFIXLEN}"), gateway=lease.slot.host_ip
+            )
+        return SandboxSpec(
+            id=sandbox.id,
+            image=sandbox.image,
+            rootfs=rootfs,
+            workspace=mount,
+            workspace_disk=device,
+            netns=netns,
+            guest_network=guest,
+            limits=limits,
+        )
+
+    def _freezer(self, sandbox_id: str) -> Callable[[], AbstractAsyncContextManager[None]]:
+        """How a forced snapshot holds still the workspace ``sandbox_id`` has as a device."""
+
+        @asynccontextmanager
+        async def frozen() -> AsyncIterator[None]:
+            async with self._still[sandbox_id]:
+                sandbox = self._sandboxes.get(sandbox_id)
+                if sandbox is None or sandbox.status == "paused":
+                    yield  # nothing runs that could write
+                    return
+                async with self.runtime.frozen(sandbox_id, WORKSPACE_MOUNT):
+                    yield
+
+        return frozen
+
+    async def _remove(self, sandbox_id: str, reason: str = "the session was terminated") -> None:
         try:
+            if self.connections is not None:
+                await self.connections.end(sandbox_id, reason)
             await self.runtime.destroy(sandbox_id)
             if self.disks is not None:
                 await self.disks.detach(sandbox_id)
@@ -227,18 +331,94 @@ class SandboxManager:
                 await self.network.release(sandbox_id)
         finally:
             self._forget(sandbox_id)
+            if self.connections is not None:
+                self.connections.forget(sandbox_id)
 
-    async def destroy(self, sandbox_id: str) -> None:
+    async def destroy(self, sandbox_id: str, *, force: bool = True) -> None:
+        """Destroy; without ``force``, refused (409) while connections are open."""
         sandbox = self.get(sandbox_id)
+        leases = self.connections.count(sandbox_id) if self.connections is not None else 0
+        if leases and not force:
+            raise errors.Conflict(
+                f"session {sandbox_id} has {leases} active connection(s); pass force=true to terminate anyway",
+                code="active_connections",
+                details={"active_connection_leases": leases},
+            )
         if sandbox_id in self._creating:
             # The create's own rollback removes everything; wait for it.
             scope, settled = self._creating[sandbox_id]
             scope.cancel()
             await settled.wait()
             return
-        sandbox.status = "destroying"
-        self._save(sandbox)
-        await self._remove(sandbox_id)
+        async with self._lifecycle[sandbox_id]:
+            sandbox.status = "destroying"
+            self._save(sandbox)
+            await self._remove(sandbox_id)
+        self._lifecycle.pop(sandbox_id, None)
+        self._still.pop(sandbox_id, None)
+
+    async def pause(self, sandbox_id: str, *, force: bool = False) -> Sandbox:
+        """Save the sandbox whole to its host's disk and stop it; ``resume`` continues it.
+
+        Its connections (terminals, streams, tunnels) cannot survive that:
+        without ``force`` a pause is refused (409) while any is open; with
+        it, they are ended first.
+        """
+        sandbox = self.get(sandbox_id)
+        if self.connections is None or sandbox.status != "running":
+            return await self._transition(sandbox_id, "running", "pausing", "paused", self.runtime.pause)
+        leases = self.connections.count(sandbox_id)
+        if leases and not force:
+            raise errors.Conflict(
+                f"session {sandbox_id} has {leases} active connection(s); pass force=true to pause anyway",
+                code="active_connections",
+                details={"active_connection_leases": leases},
+            )
+        await self.connections.end(sandbox_id, "the session was paused")
+        try:
+            return await self._transition(sandbox_id, "running", "pausing", "paused", self.runtime.pause)
+        finally:
+            self.connections.reopen(sandbox_id)  # a paused sandbox refuses them anyway; a resumed one takes them
+
+    async def resume(self, sandbox_id: str) -> Sandbox:
+        """Continue a paused sandbox; returns once it answers (exec-ready)."""
+        return await self._transition(sandbox_id, "paused", "resuming", "running", self.runtime.resume)
+
+    async def _transition(
+        self, sandbox_id: str, before: str, during: str, after: str, step: Callable[[str], Awaitable[None]]
+    ) -> Sandbox:
+        """Run ``step`` under the sandbox's lock, moving ``before`` -> ``during`` -> ``after``.
+
+        On failure the record goes back to ``before`` if the runtime left the
+        sandbox as it was; if the sandbox is gone, so is the record.
+        """
+        sandbox = self.get(sandbox_id)
+        async with self._lifecycle[sandbox_id], self._still[sandbox_id]:
+            if sandbox.status != before:
+                raise errors.Conflict(f"sandbox {sandbox_id} is {sandbox.status}, not {before}", code="wrong_state")
+            sandbox.status = during
+            self._save(sandbox)
+            try:
+                with trio.fail_after(self.start_timeout):
+                    await step(sandbox_id)
+            except SandboxGone as exc:
+                await self._remove(sandbox_id)
+                raise errors.Conflict(f"sandbox {sandbox_id} is gone: {exc}", code="sandbox_gone") from None
+            except BaseException as exc:
+                sandbox.status = before
+                self._save(sandbox)
+                if isinstance(exc, Unsupported):
+                    raise errors.Conflict(str(exc), code="unsupported") from None
+                if isinstance(exc, trio.TooSlowError):
+                    raise errors.Timeout(f"sandbox did not become {after} within {self.start_timeout:g}s") from None
+                if isinstance(exc, RuntimeFailure):
+                    raise errors.Unavailable(
+                        f"sandbox could not become {after}: {exc}", code=f"{during}_failed"
+                    ) from None
+                raise
+            sandbox.status = after
+            self._save(sandbox)
+        return sandbox
 
     async def destroy_all(self) -> None:
         for sandbox_id in list(self._sandboxes):
@@ -249,6 +429,13 @@ class SandboxManager:
         sandbox = self._sandboxes.get(sandbox_id)
         if sandbox is None:
             raise errors.NotFound(f"sandbox {sandbox_id} not found")
+        return sandbox
+
+    def running(self, sandbox_id: str) -> Sandbox:
+        """The sandbox, if it runs: 404 if unknown, 409 if starting or going."""
+        sandbox = self.get(sandbox_id)
+        if sandbox.status != "running":
+            raise errors.Conflict(f"sandbox {sandbox_id} is {sandbox.status}", code="session_not_running")
         return sandbox
 
     def sandboxes(self) -> list[Sandbox]:

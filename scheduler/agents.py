@@ -49,17 +49,39 @@ class AgentClient:
         isolation: dict[str, Any],
         timeout: float,
         workspace: str | None = None,
+        fork_from: str | None = None,
     ) -> Any:
-        """Create and start; ``isolation`` holds ``network``, ``egress_allow`` and ``limits``."""
+        """Create and start; ``isolation`` holds ``network``, ``egress_allow`` and ``limits``.
+
+        With ``fork_from`` (a paused sandbox), start from its snapshot instead of the image.
+        """
         body = {"id": sandbox_id, "image": image, **isolation}
         if workspace is not None:
             body["workspace"] = workspace
+        if fork_from is not None:
+            body["fork_from"] = fork_from
         return await self._call("POST", f"{host_url}/v1/sandboxes", json=body, timeout=timeout)
 
-    async def destroy_sandbox(self, host_url: str, sandbox_id: str) -> None:
-        """Destroy; a sandbox the host does not know counts as destroyed."""
+    async def pause_sandbox(self, host_url: str, sandbox_id: str, timeout: float, *, force: bool) -> Any:
+        """Pause; without ``force`` the host refuses (409) while connections are open."""
+        return await self._call(
+            "POST", f"{host_url}/v1/sandboxes/{sandbox_id}/pause?force={str(force).lower()}", timeout=timeout
+        )
+
+    async def resume_sandbox(self, host_url: str, sandbox_id: str, timeout: float) -> Any:
+        return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/resume", timeout=timeout)
+
+    async def destroy_sandbox(self, host_url: str, sandbox_id: str, *, force: bool = True) -> None:
+        """Destroy; a sandbox the host does not know counts as destroyed.
+
+        Without ``force`` the host refuses (409 ``active_connections``)
+        while connections to the sandbox are open.
+        """
         with contextlib.suppress(errors.NotFound):
-            await self._call("DELETE", f"{host_url}/v1/sandboxes/{sandbox_id}")
+            await self._call("DELETE", f"{host_url}/v1/sandboxes/{sandbox_id}?force={str(force).lower()}")
+
+    async def sandbox(self, host_url: str, sandbox_id: str, timeout: float) -> Any:
+        return await self._call("GET", f"{host_url}/v1/sandboxes/{sandbox_id}", timeout=timeout)
 
     async def exec(self, host_url: str, sandbox_id: str, body: dict[str, Any], timeout: float) -> Any:
         return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/exec", json=body, timeout=timeout)

@@ -1,8 +1,10 @@
 """Fixtures that run the real scheduler and agent, over HTTP, on this machine.
 
 Nothing of ours is mocked: sandboxes are real LXC containers over the real
-default image, the store is real SQLite or PostgreSQL. Every fixture checks
-on teardown that it left no container, overlay directory or record behind.
+default image, or real QEMU guests (under TCG here) booting the real VM
+image; the store is real SQLite or PostgreSQL. Every fixture checks on
+teardown that it left no container, VM, overlay, disk, socket or record
+behind.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from agent.config import AgentConfig
 from agent.main import serve as serve_agent
 from agent.network import links
 from agent.network.addressing import SlotPlan
+from agent.runtimes.setup import qemu_run_dir
 from scheduler.auth import hash_secret, lookup_prefix, new_secret
 from scheduler.config import SchedulerConfig
 from scheduler.main import serve as serve_scheduler
@@ -45,6 +48,28 @@ def images_dir() -> Path:
     assert recipe is not None
     vmimages.build(IMAGES_DIR, recipe)
     return IMAGES_DIR
+
+
+@pytest.fixture(scope="session")
+def vm_images_dir(images_dir: Path) -> Path:
+    """The image cache with the default VM image built too (once per change to the guest)."""
+    recipe = vmimages.resolve("default-vm")
+    assert recipe is not None
+    vmimages.build(images_dir, recipe)
+    return images_dir
+
+
+def live_qemus(marker: str | Path) -> list[int]:
+    """Pids of live QEMU processes whose command line mentions ``marker``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if argv.startswith(b"qemu-system") and str(marker).encode() in argv:
+            pids.append(int(entry.name))
+    return pids
 
 
 def _postgres_database() -> Iterator[str]:
@@ -113,7 +138,11 @@ class System:
     token: str
     database_url: str
     lxc_path: Path
+    qemu_path: Path
+    qemu_run_dir: Path
     client: httpx.AsyncClient
+    # The image of the sessions the endpoint tests make (``sandbox_system``).
+    session_image: str = "default"
 
     def store(self) -> Store:
         return Store(self.database_url)
@@ -146,9 +175,15 @@ class System:
         return set(lxc.list_containers(active=True, defined=True, config_path=str(self.lxc_path)))
 
     def leftovers(self) -> set[str]:
-        if not self.lxc_path.exists():
-            return set()
-        return {p.name for p in self.lxc_path.iterdir()}
+        found = set()
+        for path in (self.lxc_path, self.qemu_path / "sandboxes", self.qemu_path / "bases", self.qemu_run_dir):
+            if path.exists():
+                found |= {p.name for p in path.iterdir()}
+        return found
+
+    def vms(self) -> list[int]:
+        """Pids of this agent's live QEMU processes."""
+        return live_qemus(self.qemu_run_dir)
 
 
 def scheduler_config(database_url: str, token: str, api_key: str, **overrides: Any) -> SchedulerConfig:
@@ -198,6 +233,8 @@ def agent_config(
         "token": token,
         "heartbeat_interval": 0.2,
         "destroy_on_shutdown": True,
+        # A template build is a background VM boot: only the tests about it.
+        "vm_warm_start": False,
         "network": network_settings(),
         "scratch_size_gb": 8,
         "image_aliases": SEED_IMAGE_ALIASES,
@@ -219,10 +256,22 @@ async def start_system(
     scheduler = Server(serve_scheduler, scheduler_config(database_url, token, api_key, **(scheduler_overrides or {})))
     api_url = await scheduler.start(nursery)
     state_dir = tmp_path / "agent"
-    agent = Server(serve_agent, agent_config(state_dir, images_dir, api_url, token, **(agent_overrides or {})))
+    config = agent_config(state_dir, images_dir, api_url, token, **(agent_overrides or {}))
+    agent = Server(serve_agent, config)
     await agent.start(nursery)
     client = httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=60)
-    return System(scheduler, agent, api_url, api_key, token, database_url, state_dir / "lxc", client)
+    return System(
+        scheduler,
+        agent,
+        api_url,
+        api_key,
+        token,
+        database_url,
+        state_dir / "lxc",
+        state_dir / "qemu",
+        qemu_run_dir(config),
+        client,
+    )
 
 
 async def stop_system(system: System) -> None:
@@ -230,7 +279,9 @@ async def stop_system(system: System) -> None:
     await system.agent.stop()
     await system.scheduler.stop()
     assert system.containers() == set(), "containers left running"
-    assert system.leftovers() == set(), "sandbox directories left behind"
+    assert system.vms() == [], "VMs left running"
+    assert system.leftovers() == set(), "sandbox directories or sockets left behind"
+    assert not system.qemu_run_dir.exists(), "VM socket dir left behind"
     if system.agent.config.destroy_on_shutdown:
         assert await network_debris(system.agent.config) == [], "network objects left behind"
         assert not os.path.ismount(system.lxc_path.parent / "disks"), "disks left mounted"
@@ -255,6 +306,43 @@ async def network_debris(config: AgentConfig) -> list[str]:
 @pytest.fixture
 async def system(nursery: trio.Nursery, tmp_path: Path, images_dir: Path, database_url: str) -> AsyncIterator[System]:
     running = await start_system(nursery, tmp_path, images_dir, database_url)
+    try:
+        yield running
+    finally:
+        await stop_system(running)
+
+
+VM_AGENT: dict[str, Any] = {"limits": {"default": {"cpus": 1.0, "memory_mb": 256, "pids": 1024, "disk_mb": 4096}}}
+
+
+@pytest.fixture
+async def vm_system(nursery: trio.Nursery, tmp_path: Path, vm_images_dir: Path) -> AsyncIterator[System]:
+    """A system whose agent runs VM sessions (SQLite: the database is not the point).
+
+    Its sessions' VMs have 256 MiB unless they ask for more: TCG guests stay small.
+    """
+    running = await start_system(
+        nursery, tmp_path, vm_images_dir, f"sqlite:///{tmp_path / 'chaser.db'}", agent_overrides=VM_AGENT
+    )
+    try:
+        yield running
+    finally:
+        await stop_system(running)
+
+
+@pytest.fixture(params=["container", "vm"])
+async def sandbox_system(
+    request: pytest.FixtureRequest, nursery: trio.Nursery, tmp_path: Path, images_dir: Path
+) -> AsyncIterator[System]:
+    """For what must hold on both runtimes: sessions are containers, then (same test again) microVMs."""
+    overrides: dict[str, Any] = {}
+    if request.param == "vm":
+        request.getfixturevalue("vm_images_dir")
+        overrides = VM_AGENT
+    running = await start_system(
+        nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'chaser.db'}", agent_overrides=overrides
+    )
+    running.session_image = "debian:bookworm-vm" if request.param == "vm" else "default"
     try:
         yield running
     finally:

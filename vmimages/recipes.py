@@ -1,8 +1,11 @@
-"""Image recipes: what goes into each named root filesystem.
+"""Image recipes: what goes into each named root filesystem or microVM image.
 
 A recipe is pure data. Its digest names the built tree on disk, so changing a
 recipe (or the builder's own behaviour, via BUILDER_VERSION) builds a new
-tree instead of silently reusing an old one.
+tree instead of silently reusing an old one. A recipe also says which
+runtime boots it: a root filesystem runs as an LXC container, a VM recipe
+(the same root filesystem as a read-only disk, plus Debian's kernel and our
+initramfs) as a QEMU microVM.
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+from vmimages import initramfs
 
 # Bump when build.py changes what it produces from the same recipe.
 BUILDER_VERSION = 1
@@ -18,6 +24,8 @@ BUILDER_VERSION = 1
 @dataclass(frozen=True)
 class Recipe:
     """A Debian root filesystem built by debootstrap."""
+
+    runtime: ClassVar[str] = "lxc"
 
     name: str
     suite: str
@@ -55,12 +63,58 @@ DEBIAN_BOOKWORM = Recipe(
     apt_packages=("npm",),
 )
 
-RECIPES: dict[str, Recipe] = {DEBIAN_BOOKWORM.name: DEBIAN_BOOKWORM}
+# Bump when the VM image builder (vmimages/vm.py and what it assembles)
+# changes what it produces from the same recipe.
+VM_BUILDER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class VmRecipe:
+    """A bootable microVM image made from a root filesystem recipe.
+
+    The initramfs builder's own inputs (the init script, the guest agent's
+    sources) are part of the digest, so changing them builds a new image.
+    """
+
+    runtime: ClassVar[str] = "qemu"
+
+    name: str
+    rootfs: Recipe
+    # A Debian package (or metapackage) whose kernel and modules are booted.
+    kernel_package: str = "linux-image-cloud-amd64"
+    # Size of the blank writable disk each session's overlay sits on.
+    scratch_gib: int = 8
+
+    def digest(self) -> str:
+        """Stable hash of the recipe, its root filesystem's and the guest agent's."""
+        material = json.dumps(
+            {
+                "name": self.name,
+                "rootfs": self.rootfs.digest(),
+                "kernel_package": self.kernel_package,
+                "scratch_gib": self.scratch_gib,
+                "builder": VM_BUILDER_VERSION,
+                "initramfs": initramfs.inputs_digest(),
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(material.encode()).hexdigest()
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace(":", "_").replace("/", "_")
+
+
+DEBIAN_BOOKWORM_VM = VmRecipe(name="debian:bookworm-vm", rootfs=DEBIAN_BOOKWORM)
+
+AnyRecipe = Recipe | VmRecipe
+
+RECIPES: dict[str, AnyRecipe] = {r.name: r for r in (DEBIAN_BOOKWORM, DEBIAN_BOOKWORM_VM)}
 
 # Names users may write instead of a recipe's own name.
-ALIASES: dict[str, str] = {"default": DEBIAN_BOOKWORM.name}
+ALIASES: dict[str, str] = {"default": DEBIAN_BOOKWORM.name, "default-vm": DEBIAN_BOOKWORM_VM.name}
 
 
-def resolve(name: str) -> Recipe | None:
+def resolve(name: str) -> AnyRecipe | None:
     """The recipe a user-facing image name refers to, or None."""
     return RECIPES.get(ALIASES.get(name, name))

@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from vmimages.recipes import Recipe
+from vmimages.recipes import AnyRecipe, Recipe
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +28,12 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 _HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
-def image_dir(images_dir: Path, recipe: Recipe) -> Path:
-    """Where the built tree of a recipe lives (whether built or not)."""
+def image_dir(images_dir: Path, recipe: AnyRecipe) -> Path:
+    """Where the built image of a recipe lives (whether built or not)."""
     return images_dir / f"{recipe.slug}-{recipe.digest()[:16]}"
 
 
-def is_built(images_dir: Path, recipe: Recipe) -> bool:
+def is_built(images_dir: Path, recipe: AnyRecipe) -> bool:
     """True when a complete build of this exact recipe is on disk."""
     return (image_dir(images_dir, recipe) / "manifest.json").is_file()
 

@@ -1,15 +1,22 @@
 """What every runtime (LXC containers, QEMU microVMs) must do for the agent.
 
-The agent's API, exec collector and (later) PTY, file, port and CDP code are
+The agent's API, exec, PTY, file and port code (and later CDP) are
 written against these types only and never ask which runtime they have, the
 way httpcore's connection logic is written once against NetworkBackend.
 
 A runtime manages *sandboxes*: one per session, named by the session id.
-Operations present now: create, start, spawn (a process, streamed), destroy,
-and the listing used to re-adopt sandboxes after an agent restart. PTYs,
-file transfer, port connections, snapshot and restore are added here as
-further abstract methods when their issues land, so every runtime has to
-answer for them.
+Operations: create, start, spawn (a process, streamed, stdin optional),
+spawn_pty (a process on a terminal), open_port (a TCP connection to a port
+inside), the file operations (open, create, stat, list, mkdir, remove,
+rename, tar archive/extract), destroy, and the listing used to re-adopt
+sandboxes after an agent restart. Pause, resume and fork (memory
+snapshots), and freezing a filesystem inside, only make sense for some
+runtimes: the others inherit an ``Unsupported`` answer.
+
+Paths given to the file operations are absolute, normalised and free of
+``..`` (see ``agent.paths``); a runtime resolves them inside the sandbox's
+own root (LXC: in the container's mount namespace; QEMU: in the guest), so
+no path or symlink can reach the host.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ from __future__ import annotations
 import abc
 import signal
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 import trio
@@ -36,6 +45,18 @@ class SandboxGone(RuntimeFailure):
     """The sandbox does not exist (any more) on this host."""
 
 
+class Unsupported(RuntimeFailure):
+    """The runtime cannot do this at all (pause an LXC container, say)."""
+
+
+@dataclass(frozen=True)
+class GuestNetwork:
+    """The address the namespace's ``eth0`` holds, and its gateway."""
+
+    address: IPv4Interface
+    gateway: IPv4Address
+
+
 @dataclass(frozen=True)
 class SandboxSpec:
     """Everything a runtime needs to create a sandbox."""
@@ -44,9 +65,15 @@ class SandboxSpec:
     image: str
     rootfs: Path  # read-only lower layer, never written
     workspace: Path | None = None  # host directory to show at WORKSPACE_MOUNT
+    # A workspace's disk image, for a runtime that attaches it whole (see
+    # ``Runtime.workspace_as_device``) and mounts it at WORKSPACE_MOUNT inside.
+    workspace_disk: Path | None = None
     # A prepared network namespace to run in (lo up, eth0 configured);
     # None runs with loopback only.
     netns: Path | None = None
+    # eth0's configuration in ``netns``, for a runtime whose guest must take
+    # it over (a VM bridges its NIC to eth0 and gives the guest the address).
+    guest_network: GuestNetwork | None = None
     # Every field set; None runs unlimited (tests of the runtime alone).
     limits: Limits | None = None
 
@@ -64,6 +91,59 @@ class ProcessSpec:
     env: Mapping[str, str]
     cwd: str | None = None
     merge_stderr: bool = True
+    # Give the process a pipe as stdin (``Process.stdin``) instead of /dev/null.
+    stdin: bool = False
+
+
+@dataclass(frozen=True)
+class PtySpec:
+    """A process to run on a new terminal inside a sandbox."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    cwd: str | None
+    cols: int
+    rows: int
+
+
+class FileError(RuntimeFailure):
+    """A file operation failed for a reason the caller can fix.
+
+    ``kind`` is one of: not_found, not_a_directory, is_a_directory,
+    not_a_file, exists, not_empty, permission_denied, invalid.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class PortClosed(RuntimeFailure):
+    """Nothing accepts connections on that port inside the sandbox."""
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What ``stat`` and ``list_dir`` tell about one entry (symlinks not followed)."""
+
+    name: str
+    path: str
+    type: str  # file | directory | symlink | other
+    size: int
+    mode: int  # permission bits
+    mtime: float
+    link_target: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "type": self.type,
+            "size": self.size,
+            "mode": f"{self.mode:04o}",
+            "mtime": self.mtime,
+            "link_target": self.link_target,
+        }
 
 
 class Process(abc.ABC):
@@ -75,6 +155,7 @@ class Process(abc.ABC):
 
     stdout: trio.abc.ReceiveStream
     stderr: trio.abc.ReceiveStream | None
+    stdin: trio.abc.SendStream | None = None
 
     @abc.abstractmethod
     async def wait(self) -> int:
@@ -87,6 +168,61 @@ class Process(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Release the streams and any handle; does not kill."""
+
+
+class PtyProcess(abc.ABC):
+    """A process on a terminal: ``terminal`` carries its output and takes its input."""
+
+    terminal: trio.abc.Stream
+
+    @abc.abstractmethod
+    async def wait(self) -> int:
+        """Wait for exit; the exit code, or 128+N when killed by signal N."""
+
+    @abc.abstractmethod
+    def resize(self, cols: int, rows: int) -> None:
+        """Set the terminal size (the foreground process gets SIGWINCH)."""
+
+    @abc.abstractmethod
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the terminal's foreground process group, as a keypress would."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """Kill the whole session the process leads; a no-op once it has exited."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release the terminal and any handle; does not kill."""
+
+
+class FileReader(abc.ABC):
+    """An open regular file in a sandbox, read in chunks."""
+
+    size: int
+    mtime: float
+
+    @abc.abstractmethod
+    async def read(self, max_bytes: int) -> bytes:
+        """The next chunk; b"" at the end."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+
+class FileWriter(abc.ABC):
+    """A file being written in a sandbox; appears at its path only on ``commit``."""
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def commit(self) -> None:
+        """Atomically put the written content in place of the path."""
+
+    @abc.abstractmethod
+    async def abort(self) -> None:
+        """Drop what was written; the path is left as it was. Idempotent."""
 
 
 class Runtime(abc.ABC):
@@ -107,6 +243,52 @@ class Runtime(abc.ABC):
         """Start a process inside a running sandbox."""
 
     @abc.abstractmethod
+    async def spawn_pty(self, sandbox_id: str, spec: PtySpec) -> PtyProcess:
+        """Start a process on a new terminal inside a running sandbox."""
+
+    @abc.abstractmethod
+    async def open_port(self, sandbox_id: str, port: int) -> trio.abc.Stream:
+        """A TCP connection to ``port`` on the sandbox's loopback; ``PortClosed`` if refused."""
+
+    @abc.abstractmethod
+    async def open_file(self, sandbox_id: str, path: str) -> FileReader:
+        """Open a regular file for reading."""
+
+    @abc.abstractmethod
+    async def create_file(self, sandbox_id: str, path: str, *, parents: bool) -> FileWriter:
+        """Start writing a file that will replace ``path`` (creating parent directories if asked)."""
+
+    @abc.abstractmethod
+    async def stat(self, sandbox_id: str, path: str) -> FileInfo: ...
+
+    @abc.abstractmethod
+    async def list_dir(self, sandbox_id: str, path: str, limit: int) -> tuple[list[FileInfo], bool]:
+        """Entries of a directory, sorted by name, at most ``limit``; and whether more were left out."""
+
+    @abc.abstractmethod
+    async def mkdir(self, sandbox_id: str, path: str, *, parents: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def remove(self, sandbox_id: str, path: str, *, recursive: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def rename(self, sandbox_id: str, source: str, target: str, *, overwrite: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def archive(self, sandbox_id: str, path: str) -> Process:
+        """A process writing a tar stream of ``path`` to its stdout; errors on stderr, exit code 0 if all went."""
+
+    @abc.abstractmethod
+    async def extract(self, sandbox_id: str, path: str) -> Process:
+        """A process extracting the tar stream fed to its stdin into directory ``path`` (created).
+
+        Every member lands inside ``path``: absolute names are taken as
+        relative to it, and members that climb out with ``..`` or links
+        pointing outside are refused; the process then exits non-zero with
+        the reason on its stderr.
+        """
+
+    @abc.abstractmethod
     async def destroy(self, sandbox_id: str) -> None:
         """Stop the sandbox and remove all it left on the host; idempotent."""
 
@@ -117,3 +299,31 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def leftovers(self) -> set[str]:
         """Ids with anything on the host (running or debris)."""
+
+    async def pause(self, sandbox_id: str) -> None:
+        """Save the running sandbox whole (memory, devices, disk) to its files and stop it."""
+        raise Unsupported(f"the {self.name} runtime cannot pause sandboxes")
+
+    async def resume(self, sandbox_id: str) -> None:
+        """Continue a paused sandbox where it stopped; returns once it can spawn."""
+        raise Unsupported(f"the {self.name} runtime cannot resume sandboxes")
+
+    async def fork(self, source_id: str, spec: SandboxSpec) -> None:
+        """Create and start ``spec.id`` from the paused ``source_id``'s saved state,
+        with its own copy-on-write disk; the source stays paused."""
+        raise Unsupported(f"the {self.name} runtime cannot fork sandboxes")
+
+    def workspace_as_device(self, image: str) -> bool:
+        """Whether sandboxes of ``image`` take a workspace as a disk image
+        (``SandboxSpec.workspace_disk``) rather than a host directory."""
+        return False
+
+    def frozen(self, sandbox_id: str, path: str) -> AbstractAsyncContextManager[None]:
+        """Hold the filesystem mounted at ``path`` inside the sandbox still
+        (synced, writes blocked) for the block: for a disk it holds as a device."""
+        raise Unsupported(f"the {self.name} runtime cannot freeze a filesystem inside a sandbox")
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        """For the host info: each runtime this stands for, with what it found out
+        about the host (a VM runtime reports its accelerator)."""
+        return {self.name: {}}

@@ -29,7 +29,7 @@ from scheduler.store.schema import (
 
 Row = dict[str, Any]
 
-_ACTIVE = ("creating", "running")
+_ACTIVE = ("creating", "running", "paused")  # a paused session still holds its host
 
 
 def _looks_like_uuid(value: str) -> bool:

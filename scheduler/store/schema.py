@@ -101,17 +101,25 @@ sessions = sa.Table(
     sa.Column("workspace_id", sa.String(36), nullable=True),
     sa.Column("image", sa.String(256), nullable=True),
     sa.Column("host_id", sa.String(128), nullable=True),
-    sa.Column("status", sa.String(16), nullable=False),  # creating | running | terminated
+    sa.Column("status", sa.String(16), nullable=False),  # creating | running | paused | terminated
     sa.Column("status_reason", sa.Text, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("create_deadline", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("terminated_at", sa.Float, nullable=True),
+    # Session lifetime and activity (migration 0003_endpoints).
+    sa.Column("timeout_ms", sa.BigInteger, nullable=True),
+    sa.Column("idle_timeout_ms", sa.BigInteger, nullable=True),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("last_activity_at", sa.Float, nullable=True),
+    sa.Column("active_connection_leases", sa.Integer, nullable=False, server_default="0"),
     # "egress" | "none" (as granted by its host), the egress allow-list,
     # and the resource limits in force. (0005)
     sa.Column("network", sa.String(16), nullable=True),
     sa.Column("egress_allow", sa.JSON, nullable=True),
     sa.Column("limits", sa.JSON, nullable=True),
+    # The paused session this one was forked from (migration 0007_microvm).
+    sa.Column("forked_from", sa.String(36), nullable=True),
     sa.Index("ix_sessions_account_created", "account_id", "created_at"),
     sa.Index("ix_sessions_status", "status"),
     sa.Index("ix_sessions_host", "host_id"),
@@ -271,13 +279,14 @@ host_storage = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
-# A workspace has at most one session creating or running on it.
+# A workspace has at most one session creating, running or paused on it
+# (a paused VM keeps its workspace disk attached; 0007 added "paused").
 sa.Index(
     "ux_sessions_active_workspace",
     sessions.c.workspace_id,
     unique=True,
-    sqlite_where=sessions.c.status.in_(("creating", "running")),
-    postgresql_where=sessions.c.status.in_(("creating", "running")),
+    sqlite_where=sessions.c.status.in_(("creating", "running", "paused")),
+    postgresql_where=sessions.c.status.in_(("creating", "running", "paused")),
 )
 
 # The job queue (scheduler/jobs): one row per job, one per attempt of it.

@@ -1,0 +1,439 @@
+"""The host end of a VM's guest channel: processes multiplexed over one stream.
+
+``GuestChannel.serve`` owns the connection (QEMU's end of the virtio-serial
+port, a unix socket): it says hello, reports itself started once the guest
+agent answered (that is *exec-ready*), then reads frames and routes them to
+the ``GuestProcess`` they concern until the connection ends. Writes go
+through a queue and one writer task, so ``Process.kill`` (synchronous by
+contract) can send too. The wire format is ``vmimages.guest.protocol``.
+
+Besides processes, ``request`` sends one message and waits for the guest's
+``reply`` with the same id (freezing a filesystem, for instance).
+
+When the connection ends (QEMU died, the VM was paused, the agent shuts
+down) every process still open ends with it: its output reads EOF and its
+``wait`` answers 128+SIGKILL, as for a process killed; every request
+awaiting its reply raises ``SandboxGone``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import signal
+import time
+from collections import deque
+from typing import Any
+
+import trio
+
+from agent.runtimes.base import GuestNetwork, Process, ProcessSpec, RuntimeFailure, SandboxGone
+from vmimages.guest.protocol import WINDOW, FrameDecoder, Message, encode, encode_sync, flush_padding
+
+log = logging.getLogger(__name__)
+
+# How often an unanswered hello is repeated while the guest boots.
+_HELLO_EVERY = 0.5
+# On a reconnection, how long before suspecting half a frame in the guest.
+_FLUSH_AFTER = 1.0
+# Credit is returned in batches of this many bytes consumed.
+_CREDIT_BATCH = WINDOW // 4
+# Input is sent in messages of at most this many bytes.
+_INPUT_CHUNK = 64 << 10
+
+
+class GuestOutput(trio.abc.ReceiveStream):
+    """One output stream (stdout or stderr) of a process in the guest."""
+
+    def __init__(self, channel: GuestChannel, process_id: int, fd: int) -> None:
+        self._channel = channel
+        self._process_id = process_id
+        self._fd = fd
+        self._chunks: deque[bytes] = deque()
+        self._ended = False
+        self._wakeup = trio.Event()
+        self._unacknowledged = 0
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._wakeup.set()
+
+    def end(self) -> None:
+        self._ended = True
+        self._wakeup.set()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        while not self._chunks and not self._ended:
+            self._wakeup = trio.Event()
+            await self._wakeup.wait()
+        if not self._chunks:
+            return b""
+        chunk = self._chunks.popleft()
+        if max_bytes is not None and len(chunk) > max_bytes:
+            chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
+            self._chunks.appendleft(rest)
+        self._unacknowledged += len(chunk)
+        if self._unacknowledged >= _CREDIT_BATCH:
+            self._channel.send(
+                {"type": "credit", "id": self._process_id, "fd": self._fd, "bytes": self._unacknowledged}
+            )
+            self._unacknowledged = 0
+        return chunk
+
+    async def aclose(self) -> None:
+        self.end()
+        self._chunks.clear()
+        await trio.lowlevel.checkpoint()
+
+
+class GuestInput(trio.abc.SendStream):
+    """What the host streams into a child of the guest: stdin, keystrokes, bytes to send.
+
+    At most ``WINDOW`` bytes travel unacknowledged: ``send_all`` waits for
+    the guest's ``input_credit`` beyond that, so a process that stops
+    reading its input stops its writer here.
+    """
+
+    def __init__(self, channel: GuestChannel, process_id: int) -> None:
+        self._channel = channel
+        self._process_id = process_id
+        self._outstanding = 0
+        self._credited = trio.Event()
+        self._closed = False
+        self._lost: str | None = None
+
+    def credit(self, count: int) -> None:
+        self._outstanding = max(0, self._outstanding - count)
+        self._credited.set()
+
+    def lost(self, reason: str) -> None:
+        if self._lost is None:
+            self._lost = reason
+        self._credited.set()
+
+    async def _room(self) -> int:
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("the input was closed")
+            if self._lost is not None:
+                raise trio.BrokenResourceError(f"nothing takes the input any more: {self._lost}")
+            if self._outstanding < WINDOW:
+                return WINDOW - self._outstanding
+            self._credited = trio.Event()
+            await self._credited.wait()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        await trio.lowlevel.checkpoint()
+        while view:
+            count = min(len(view), await self._room(), _INPUT_CHUNK)
+            self._channel.send({"type": "input", "id": self._process_id, "data": bytes(view[:count])})
+            self._outstanding += count
+            view = view[count:]
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._room()
+
+    async def aclose(self) -> None:
+        """End the input (the process reads EOF; a connection is half-closed)."""
+        if not self._closed:
+            self._closed = True
+            self._credited.set()
+            self._channel.send({"type": "input_eof", "id": self._process_id})
+        await trio.lowlevel.checkpoint()
+
+
+class GuestProcess(Process):
+    """A child of the guest agent: a process, or a connection; its id is the channel's, not a pid."""
+
+    def __init__(self, channel: GuestChannel, process_id: int, merge_stderr: bool, *, stdin: bool = False) -> None:
+        self._channel = channel
+        self.id = process_id
+        self.pid: int | None = None
+        self._outputs = {1: GuestOutput(channel, process_id, 1)}
+        if not merge_stderr:
+            self._outputs[2] = GuestOutput(channel, process_id, 2)
+        self.stdout = self._outputs[1]
+        self.stderr = self._outputs.get(2)
+        self.stdin: GuestInput | None = GuestInput(channel, process_id) if stdin else None
+        self._code: int | None = None
+        self._lost: str | None = None
+        self._exited = trio.Event()
+
+    def output(self, fd: int) -> GuestOutput | None:
+        return self._outputs.get(fd)
+
+    def exited(self, code: int) -> None:
+        self._code = code
+        if self.stdin is not None:
+            self.stdin.lost("the process exited")
+        self._exited.set()
+
+    def lost(self, reason: str) -> None:
+        self._lost = reason
+        for output in self._outputs.values():
+            output.end()
+        if self.stdin is not None:
+            self.stdin.lost(reason)
+        self._exited.set()
+
+    async def wait(self) -> int:
+        """The exit code; 128+SIGKILL if the VM went away (paused, died) first: it ended there."""
+        await self._exited.wait()
+        if self._code is None:
+            return 128 + signal.SIGKILL
+        return self._code
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if not self._exited.is_set():
+            self._channel.send({"type": "kill", "id": self.id, "signal": int(sig)})
+
+    def signal_foreground(self, sig: int) -> None:
+        """Signal the foreground process group of the process's terminal."""
+        if not self._exited.is_set():
+            self._channel.send({"type": "kill", "id": self.id, "signal": int(sig), "foreground": True})
+
+    def resize(self, cols: int, rows: int) -> None:
+        if not self._exited.is_set():
+            self._channel.send({"type": "resize", "id": self.id, "cols": cols, "rows": rows})
+
+    async def aclose(self) -> None:
+        self._channel.release(self)
+        for output in self._outputs.values():
+            await output.aclose()
+
+
+class _Call:
+    """A request waiting for its reply."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.reply: Message | None = None
+        self.lost: str | None = None
+
+
+class GuestChannel:
+    """One connection to a guest agent; see the module docstring."""
+
+    def __init__(self, stream: trio.abc.Stream, name: str) -> None:
+        self._stream = stream
+        self.name = name
+        self._outgoing_send, self._outgoing = trio.open_memory_channel[bytes](math.inf)
+        self._processes: dict[int, GuestProcess] = {}
+        self._calls: dict[int, _Call] = {}
+        self._ids = itertools.count(1)
+        self._closed: str | None = None
+        self._bye = trio.Event()
+        self._scope: trio.CancelScope | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    async def serve(
+        self,
+        session: str,
+        *,
+        reconnecting: bool,
+        network: GuestNetwork | None = None,
+        task_status: trio.TaskStatus[GuestChannel] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Handshake, report started (exec-ready), then route frames until the end.
+
+        ``reconnecting``: the guest ran before (agent restart, resume), so it
+        may hold half a frame; pad if the hello goes unanswered. ``network``:
+        the address the guest's NIC must have (told in every hello).
+        """
+        nonce = os.urandom(16)
+        decoder = FrameDecoder(first=encode_sync({"type": "hello", "nonce": nonce}))
+        reason = "the connection closed"
+        ready = False
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                nursery.start_soon(self._write_loop)
+                greeter = trio.CancelScope()
+                nursery.start_soon(self._greet, greeter, nonce, session, reconnecting, network)
+                while True:
+                    try:
+                        data = await self._stream.receive_some(65536)
+                    except trio.BrokenResourceError as exc:
+                        reason = f"the connection broke ({exc})"
+                        break
+                    if not data:
+                        break
+                    was_synced = decoder.synced
+                    messages = decoder.feed(data)
+                    if decoder.synced and not was_synced and not ready:
+                        ready = True
+                        greeter.cancel()
+                        task_status.started(self)
+                    for message in messages:
+                        self._dispatch(message)
+                nursery.cancel_scope.cancel()
+        finally:
+            if self._closed is None:
+                self._end(reason)
+            with trio.CancelScope(shield=True):
+                await self._stream.aclose()
+        if not ready:
+            raise SandboxGone(f"the guest agent did not answer: {self._closed}")
+
+    async def _greet(
+        self, scope: trio.CancelScope, nonce: bytes, session: str, reconnecting: bool, network: GuestNetwork | None
+    ) -> None:
+        started = trio.current_time()
+        flushed = not reconnecting
+        where = {"address": str(network.address), "gateway": str(network.gateway)} if network is not None else None
+        with scope:
+            while True:
+                if not flushed and trio.current_time() - started > _FLUSH_AFTER:
+                    self._outgoing_send.send_nowait(flush_padding())
+                    flushed = True
+                hello = {
+                    "type": "hello",
+                    "nonce": nonce,
+                    "time": time.time(),
+                    "entropy": os.urandom(64),
+                    "session": session,
+                    "network": where,
+                }
+                self._outgoing_send.send_nowait(encode_sync(hello))
+                await trio.sleep(_HELLO_EVERY)
+
+    async def _write_loop(self) -> None:
+        async for data in self._outgoing:
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+
+    def _dispatch(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "bye":
+            self._bye.set()
+            return
+        if kind == "reply":
+            call = self._calls.pop(message.get("id", -1), None)
+            if call is not None:
+                call.reply = message
+                call.done.set()
+            return
+        process = self._processes.get(message.get("id", -1))
+        if process is None:
+            return  # released by the host, or an answer to an earlier hello
+        if kind == "started":
+            process.pid = int(message["pid"])
+        elif kind == "output":
+            stream = process.output(int(message["fd"]))
+            if stream is not None:
+                stream.feed(bytes(message["data"]))
+        elif kind == "eof":
+            stream = process.output(int(message["fd"]))
+            if stream is not None:
+                stream.end()
+        elif kind == "exit":
+            process.exited(int(message["code"]))
+        elif kind == "input_credit" and process.stdin is not None:
+            process.stdin.credit(int(message["bytes"]))
+
+    def _end(self, reason: str) -> None:
+        log.info("guest channel closed: %s", reason, extra={"session_id": self.name})
+        self._closed = reason
+        self._bye.set()
+        self._outgoing_send.close()
+        for process in self._processes.values():
+            process.lost(reason)
+        self._processes.clear()
+        for call in self._calls.values():
+            call.lost = reason
+            call.done.set()
+        self._calls.clear()
+
+    def send(self, message: Message) -> None:
+        """Queue a message; a no-op once the channel is closed."""
+        if self._closed is None:
+            self._outgoing_send.send_nowait(encode(message))
+
+    async def spawn(self, spec: ProcessSpec, *, terminal: tuple[int, int] | None = None) -> GuestProcess:
+        """Start a process: with ``spec.stdin``, its input streamed from ``GuestProcess.stdin``;
+        with ``terminal`` (cols, rows), on a new terminal whose keystrokes that input is."""
+        if self._closed is not None:
+            raise SandboxGone(f"no guest agent connection: {self._closed}")
+        stdin = spec.stdin and terminal is None
+        process = GuestProcess(self, next(self._ids), spec.merge_stderr, stdin=stdin or terminal is not None)
+        self._processes[process.id] = process
+        request: dict[str, Any] = {
+            "type": "exec",
+            "id": process.id,
+            "argv": list(spec.argv),
+            "env": dict(spec.env),
+            "cwd": spec.cwd,
+            "merge_stderr": spec.merge_stderr,
+            "stdin": stdin,
+            "pty": {"cols": terminal[0], "rows": terminal[1]} if terminal is not None else None,
+        }
+        self.send(request)
+        await trio.lowlevel.checkpoint()
+        return process
+
+    async def connect(self, port: int) -> GuestProcess | None:
+        """A TCP connection to ``port`` on the guest's loopback, as a child whose
+        output is what arrives and whose input is what to send; None if refused."""
+        if self._closed is not None:
+            raise SandboxGone(f"no guest agent connection: {self._closed}")
+        connection = GuestProcess(self, next(self._ids), True, stdin=True)
+        self._processes[connection.id] = connection
+        call = self._calls[connection.id] = _Call()
+        try:
+            self.send({"type": "connect", "id": connection.id, "port": port})
+            await call.done.wait()
+        finally:
+            self._calls.pop(connection.id, None)
+        if call.reply is None:
+            raise SandboxGone(f"the guest agent went away: {call.lost}")
+        if call.reply.get("error"):
+            self._processes.pop(connection.id, None)
+            return None
+        return connection
+
+    async def request(self, message: Message, *, check: bool = True) -> Message:
+        """Send ``message`` with a fresh id and wait for the guest's reply to it.
+
+        With ``check``, the guest's ``error`` raises ``RuntimeFailure``; a lost
+        connection always raises ``SandboxGone``.
+        """
+        if self._closed is not None:
+            raise SandboxGone(f"no guest agent connection: {self._closed}")
+        call_id = next(self._ids)
+        call = self._calls[call_id] = _Call()
+        try:
+            self.send({**message, "id": call_id})
+            await call.done.wait()
+        finally:
+            self._calls.pop(call_id, None)
+        if call.reply is None:
+            raise SandboxGone(f"the guest agent went away: {call.lost}")
+        if check and call.reply.get("error"):
+            raise RuntimeFailure(f"the guest agent could not {message['type']}: {call.reply['error']}")
+        return call.reply
+
+    def release(self, process: GuestProcess) -> None:
+        if self._processes.pop(process.id, None) is not None:
+            self.send({"type": "close", "id": process.id})
+
+    async def say_bye(self) -> None:
+        """Leave the guest with nothing half-sent (before a snapshot), then close."""
+        self.send({"type": "bye"})
+        if self._closed is None:
+            await self._bye.wait()
+        self.close("the host said bye")
+
+    def close(self, reason: str) -> None:
+        if self._closed is None:
+            self._end(reason)
+        if self._scope is not None:
+            self._scope.cancel()

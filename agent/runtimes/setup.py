@@ -1,0 +1,68 @@
+"""Build the agent's runtimes from its configuration.
+
+The qemu runtime needs a machine to run VMs on, which a probe finds by
+booting a VM image's kernel: with no VM image built on this host there is
+nothing to boot (and nothing a VM session could start from), so the runtime
+is left out until one is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import trio
+
+import vmimages
+from agent.config import AgentConfig
+from agent.runtimes import machine
+from agent.runtimes.base import Runtime
+from agent.runtimes.lxc import LxcRuntime
+from agent.runtimes.multi import RuntimeSet
+from agent.runtimes.qemu import QemuRuntime
+from agent.scratch import ScratchVolume
+from vmimages.recipes import VmRecipe
+from vmimages.vm import files
+
+log = logging.getLogger(__name__)
+
+
+async def start_runtimes(config: AgentConfig, nursery: trio.Nursery, scratch: ScratchVolume | None) -> RuntimeSet:
+    """The configured runtimes; ones with background tasks run in ``nursery``."""
+    runtimes: dict[str, Runtime] = {}
+    if "lxc" in config.runtimes:
+        runtimes["lxc"] = LxcRuntime(config.state_dir / "lxc", config.init_binary, scratch=scratch)
+    if "qemu" in config.runtimes:
+        qemu = await _qemu_runtime(config)
+        if qemu is not None:
+            await nursery.start(qemu.run)
+            runtimes["qemu"] = qemu
+    return RuntimeSet(runtimes)
+
+
+def qemu_run_dir(config: AgentConfig) -> Path:
+    """The agent's VM socket dir: one per state dir, so agents sharing a host
+    never take each other's sockets for their own debris."""
+    agent_key = hashlib.sha256(str(config.state_dir.resolve()).encode()).hexdigest()[:12]
+    return config.run_dir / f"vm-{agent_key}"
+
+
+async def _qemu_runtime(config: AgentConfig) -> QemuRuntime | None:
+    built = [
+        r for r in vmimages.RECIPES.values() if isinstance(r, VmRecipe) and vmimages.is_built(config.images_dir, r)
+    ]
+    if not built:
+        log.info("no VM image is built in %s: the qemu runtime is off", config.images_dir)
+        return None
+    image = files(config.images_dir, built[0])
+    found = await machine.probe(config.qemu_binary, image.kernel, image.initrd, config.run_dir / "machine.json")
+    return QemuRuntime(
+        config.state_dir / "qemu",
+        qemu_run_dir(config),
+        found,
+        memory_mb=config.vm_memory_mb,
+        vcpus=config.vm_vcpus,
+        qemu=config.qemu_binary,
+        warm_start=config.vm_warm_start,
+    )
