@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hmac
 import os
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from agent.browser.chromium import BROWSER_IMAGE
+from agent.browser_api import register_browser_routes
 from agent.config import AgentConfig
 from agent.disk_api import Uuid, register_disk_routes
 from agent.sandboxes import SandboxManager
@@ -34,6 +36,7 @@ class CreateSandbox(BaseModel):
     network: NetworkMode = "egress"
     egress_allow: EgressAllowList | None = None
     limits: Limits = Field(default_factory=Limits)
+    session_type: Literal["sandbox", "browser"] = "sandbox"
 
 
 class ExecBody(BaseModel):
@@ -49,7 +52,7 @@ def host_info(config: AgentConfig, manager: SandboxManager) -> dict[str, object]
     return {
         "host_id": config.host_id,
         "runtimes": [manager.runtime.name],
-        "session_types": ["sandbox"],
+        "session_types": session_types(manager),
         "images": manager.images.names(),
         "capacity": {
             "max_sandboxes": manager.max_sandboxes,
@@ -61,7 +64,15 @@ def host_info(config: AgentConfig, manager: SandboxManager) -> dict[str, object]
         # Whether sessions here can reach outside networks at all.
         "egress": manager.network is not None and manager.network.egress,
         "limits": {"default": config.limits.default.model_dump(), "max": config.limits.max.model_dump()},
+        # Why sandboxes that ended on their own ended (a browser crash, say).
+        "endings": dict(manager.endings),
     }
+
+
+def session_types(manager: SandboxManager) -> list[str]:
+    """Browser sessions need the browser image built here, and a way to run Chromium."""
+    runs_browsers = manager.browsers is not None and BROWSER_IMAGE in manager.images.names()
+    return ["sandbox", "browser"] if runs_browsers else ["sandbox"]
 
 
 def argv_of(command: str | list[str]) -> list[str]:
@@ -106,6 +117,7 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
             network=body.network,
             egress_allow=body.egress_allow,
             limits=body.limits,
+            session_type=body.session_type,
         )
         return json_response(sandbox.to_json(), status=201)
 
@@ -126,6 +138,7 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
         result = await manager.exec(sandbox_id, argv_of(body.command), body.env, body.cwd, timeout)
         return json_response(result.to_json())
 
+    register_browser_routes(app, manager)
     if manager.disks is not None:
         register_disk_routes(app, manager.disks)
     return app

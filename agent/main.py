@@ -13,6 +13,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 import vmimages
 from agent.api import create_app
+from agent.browser import Browsers
 from agent.config import DEFAULT_CONFIG_FILE, AgentConfig
 from agent.detached import DetachedExecs
 from agent.detached_api import register_detached_routes
@@ -49,6 +50,7 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
             import_timeout=config.import_timeout,
         )
         pool = SlotPool(config.network, remove_on_exit=config.destroy_on_shutdown)
+        browsers = Browsers(runtime)
         manager = SandboxManager(
             runtime,
             ImageStore(config.images_dir),
@@ -59,9 +61,10 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
             disks=disks,
             network=pool,
             limits=config.limits,
+            browsers=browsers,
         )
         await manager.recover()
-        async with pool.running(manager.leases()):
+        async with pool.running(manager.leases()), browsers.running():
             try:
                 await _serve_api(config, manager, task_status)
             finally:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import trio
 
+from agent.browser import Browsers
 from agent.config import LimitsConfig
 from agent.disks import DiskManager
 from agent.execution import ExecResult, collect
@@ -37,6 +39,9 @@ DEFAULT_ENV = {
     "LANG": "C.UTF-8",
 }
 DEFAULT_CWD = "/root"
+# Why sandboxes ended on their own, kept (the most recent ones) for the
+# heartbeat, so the scheduler can tell users more than "it stopped".
+_ENDINGS_KEPT = 256
 
 
 @dataclass
@@ -47,6 +52,7 @@ class Sandbox:
     status: str  # creating | running | destroying
     created_at: float
     workspace: str | None = None  # id of the workspace disk it holds
+    session_type: str = "sandbox"  # or "browser": Chromium runs in it
     # The network lease (netns path, address, policy: see ``Lease.to_json``)
     # and the limits in force; None for a sandbox without them.
     network: dict[str, Any] | None = None
@@ -69,8 +75,11 @@ class SandboxManager:
         disks: DiskManager | None = None,
         network: SlotPool | None = None,
         limits: LimitsConfig | None = None,
+        browsers: Browsers | None = None,
     ) -> None:
         self.runtime = runtime
+        # Without it, this host runs no browser sessions.
+        self.browsers = browsers
         self.disks = disks
         # Without a pool, sandboxes get a loopback-only network; without
         # limits, they run unlimited (both only in tests of the runtime).
@@ -85,6 +94,7 @@ class SandboxManager:
         self._sandboxes: dict[str, Sandbox] = {}
         # Creates in flight, so a destroy can cancel one and wait for its rollback.
         self._creating: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
+        self.endings: OrderedDict[str, str] = OrderedDict()
 
     # -- persistence -----------------------------------------------------
 
@@ -156,7 +166,10 @@ class SandboxManager:
         network: NetworkMode = "egress",
         egress_allow: list[EgressRule] | None = None,
         limits: Limits | None = None,
+        session_type: str = "sandbox",
     ) -> Sandbox:
+        if session_type == "browser" and self.browsers is None:
+            raise errors.Unavailable("this host runs no browser sessions", code="no_browser")
         if sandbox_id in self._sandboxes:
             raise errors.Conflict(f"sandbox {sandbox_id} already exists")
         if len(self._sandboxes) >= self.max_sandboxes:
@@ -174,6 +187,7 @@ class SandboxManager:
             status="creating",
             created_at=time.time(),
             workspace=workspace,
+            session_type=session_type,
             limits=resolved.model_dump() if resolved else None,
         )
         self._sandboxes[sandbox_id] = sandbox
@@ -201,6 +215,8 @@ class SandboxManager:
                 )
                 await self.runtime.create(spec)
                 await self.runtime.start(sandbox_id)
+                if session_type == "browser" and self.browsers is not None:
+                    await self.browsers.launch(sandbox_id, on_workspace=mount is not None, on_exit=self._browser_exited)
             if scope.cancelled_caught:
                 raise errors.Conflict(f"sandbox {sandbox_id} was destroyed while starting", code="destroyed")
         except BaseException as exc:
@@ -218,8 +234,21 @@ class SandboxManager:
         self._save(sandbox)
         return sandbox
 
+    async def _browser_exited(self, sandbox_id: str, reason: str) -> None:
+        """A browser session whose Chromium died ends: it has nothing left to offer."""
+        sandbox = self._sandboxes.get(sandbox_id)
+        if sandbox is None or sandbox.status != "running":
+            return  # a create still waiting for it fails by itself; a destroy is under way
+        self.endings[sandbox_id] = reason
+        while len(self.endings) > _ENDINGS_KEPT:
+            self.endings.popitem(last=False)
+        await self.destroy(sandbox_id)
+
     async def _remove(self, sandbox_id: str) -> None:
+        sandbox = self._sandboxes.get(sandbox_id)
         try:
+            if sandbox is not None and sandbox.session_type == "browser" and self.browsers is not None:
+                await self.browsers.stop(sandbox_id)
             await self.runtime.destroy(sandbox_id)
             if self.disks is not None:
                 await self.disks.detach(sandbox_id)

@@ -49,9 +49,10 @@ class AgentClient:
         isolation: dict[str, Any],
         timeout: float,
         workspace: str | None = None,
+        session_type: str = "sandbox",
     ) -> Any:
         """Create and start; ``isolation`` holds ``network``, ``egress_allow`` and ``limits``."""
-        body = {"id": sandbox_id, "image": image, **isolation}
+        body = {"id": sandbox_id, "image": image, "session_type": session_type, **isolation}
         if workspace is not None:
             body["workspace"] = workspace
         return await self._call("POST", f"{host_url}/v1/sandboxes", json=body, timeout=timeout)

@@ -31,6 +31,8 @@ from scheduler.timefmt import rfc3339
 log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = "default"
+# What browser sessions boot (they take no image of their own): Chromium's.
+BROWSER_IMAGE = "browser"
 # How long a host may take to answer an exec beyond the command's own timeout.
 _EXEC_SLACK = 30.0
 
@@ -139,6 +141,8 @@ class SessionService:
             image = attached["image"]
         if session_type == "sandbox":
             image = image or DEFAULT_IMAGE
+        else:
+            image = BROWSER_IMAGE
         hosts = [h for h in await self._hosts() if h.healthy]
         if attached is not None:  # a workspace's sessions run where its disk is
             hosts = [h for h in hosts if h.id == attached["host_id"]]
@@ -207,6 +211,7 @@ class SessionService:
                             _isolation_body(row),
                             timeout=remaining,
                             workspace=row["workspace_id"],
+                            session_type=row["session_type"],
                         )
                 except errors.Unavailable as exc:
                     if exc.code == "no_capacity":
@@ -319,10 +324,12 @@ class SessionService:
         await self.store.run(self.store.upsert_host, info)
         host_id = info["host_id"]
         running = set(info["sandboxes"])
+        endings = info.get("endings") or {}
         settled_before = time.time() - self.config.heartbeat_timeout
         for row in await self.store.run(self.store.active_sessions_on_host, host_id):
             if row["status"] == "running" and row["id"] not in running and row["started_at"] < settled_before:
-                await self.store.run(self.store.terminate, row["id"], "the sandbox stopped on its host")
+                reason = endings.get(row["id"], "the sandbox stopped on its host")
+                await self.store.run(self.store.terminate, row["id"], reason)
                 log.warning("session lost on its host", extra={"session_id": row["id"], "host_id": host_id})
         known = await self.store.run(self.store.sessions_by_ids, running)
         for sandbox_id in running:

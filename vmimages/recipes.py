@@ -55,10 +55,22 @@ DEBIAN_BOOKWORM = Recipe(
     apt_packages=("npm",),
 )
 
-RECIPES: dict[str, Recipe] = {DEBIAN_BOOKWORM.name: DEBIAN_BOOKWORM}
+# What browser sessions boot: Debian's Chromium, with fonts enough to render
+# Latin, Greek, Cyrillic and the scripts Noto covers the way users expect.
+# No image is ever named in a browser session's create (the seeds forbid it):
+# the scheduler picks this one by its alias.
+DEBIAN_BOOKWORM_CHROMIUM = Recipe(
+    name="debian:bookworm-chromium",
+    suite="bookworm",
+    variant="minbase",
+    packages=("bash", "coreutils", "ca-certificates", "curl", "procps"),
+    apt_packages=("chromium", "fonts-liberation", "fonts-dejavu-core", "fonts-noto-core"),
+)
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (DEBIAN_BOOKWORM, DEBIAN_BOOKWORM_CHROMIUM)}
 
 # Names users may write instead of a recipe's own name.
-ALIASES: dict[str, str] = {"default": DEBIAN_BOOKWORM.name}
+ALIASES: dict[str, str] = {"default": DEBIAN_BOOKWORM.name, "browser": DEBIAN_BOOKWORM_CHROMIUM.name}
 
 
 def resolve(name: str) -> Recipe | None:

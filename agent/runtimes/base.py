@@ -5,7 +5,8 @@ written against these types only and never ask which runtime they have, the
 way httpcore's connection logic is written once against NetworkBackend.
 
 A runtime manages *sandboxes*: one per session, named by the session id.
-Operations present now: create, start, spawn (a process, streamed), destroy,
+Operations present now: create, start, spawn (a process, streamed),
+open_port (a TCP connection to a port inside), destroy,
 and the listing used to re-adopt sandboxes after an agent restart. PTYs,
 file transfer, port connections, snapshot and restore are added here as
 further abstract methods when their issues land, so every runtime has to
@@ -34,6 +35,10 @@ class RuntimeFailure(Exception):
 
 class SandboxGone(RuntimeFailure):
     """The sandbox does not exist (any more) on this host."""
+
+
+class PortClosed(RuntimeFailure):
+    """Nothing accepts connections on that port inside the sandbox."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,10 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def spawn(self, sandbox_id: str, spec: ProcessSpec) -> Process:
         """Start a process inside a running sandbox."""
+
+    @abc.abstractmethod
+    async def open_port(self, sandbox_id: str, port: int) -> trio.abc.Stream:
+        """A TCP connection to ``port`` on the sandbox's loopback; ``PortClosed`` if refused."""
 
     @abc.abstractmethod
     async def destroy(self, sandbox_id: str) -> None:

@@ -25,10 +25,11 @@ from typing import TypeVar, TypeVarTuple
 import lxc
 import trio
 
-from agent import netns
+from agent import netns, netns_socket
 from agent.limits import CGROUP_ROOT, lxc_cgroup_lines, unified_hierarchy
 from agent.runtimes.base import (
     WORKSPACE_MOUNT,
+    PortClosed,
     Process,
     ProcessSpec,
     Runtime,
@@ -269,6 +270,35 @@ class LxcRuntime(Runtime):
         if pid < 0:
             raise RuntimeFailure("attach to container failed")
         return int(pid)
+
+    async def open_port(self, sandbox_id: str, port: int) -> trio.abc.Stream:
+        netns_fd = await self._run(self._netns_fd_sync, sandbox_id)
+        try:
+            raw = await self._run(netns_socket.tcp_socket_in, netns_fd)
+        finally:
+            os.close(netns_fd)
+        sock = trio.socket.from_stdlib_socket(raw)
+        try:
+            await sock.connect(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            raise PortClosed(f"nothing listens on port {port} in the sandbox") from None
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketStream(sock)
+
+    def _netns_fd_sync(self, sandbox_id: str) -> int:
+        """The container's network namespace, opened; checked against pid reuse."""
+        container = self._container(sandbox_id)
+        pid = int(container.init_pid) if container.running else -1
+        if pid <= 0:
+            raise SandboxGone(f"sandbox {sandbox_id} is not running")
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        if not container.running or int(container.init_pid) != pid:
+            os.close(fd)
+            raise SandboxGone(f"sandbox {sandbox_id} is not running")
+        return fd
 
     async def destroy(self, sandbox_id: str) -> None:
         await self._run(self._destroy_sync, sandbox_id)
