@@ -266,4 +266,6 @@ class HeartbeatBody(BaseModel):
     sandboxes: list[str]
     storage: Storage | None = None
     egress: bool = False
+    # Why sandboxes that ended on their own ended, by id (a browser's crash, say).
+    endings: dict[str, str] = Field(default_factory=dict)
     limits: dict[str, Limits] | None = None

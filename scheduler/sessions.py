@@ -139,10 +139,7 @@ class SessionService:
         if workspace is not None:
             attached = await workspace_lookup.for_session(self.store, account_id, workspace, session_type)
             image = attached["image"]
-        if session_type == "sandbox":
-            image = image or DEFAULT_IMAGE
-        else:
-            image = BROWSER_IMAGE
+        image = (image or DEFAULT_IMAGE) if session_type == "sandbox" else BROWSER_IMAGE
         hosts = [h for h in await self._hosts() if h.healthy]
         if attached is not None:  # a workspace's sessions run where its disk is
             hosts = [h for h in hosts if h.id == attached["host_id"]]
