@@ -93,6 +93,18 @@ class AgentClient:
         body = {"snapshot": snapshot_id}
         await self._call("POST", f"{host_url}/v1/disks/{disk_id}/restore", json=body, timeout=timeout)
 
+    # -- browser work (jobs) ---------------------------------------------
+
+    async def browser_actions(self, host_url: str, sandbox_id: str, body: dict[str, Any], timeout: float) -> Any:
+        """Run CDP calls in the session's browser: ``results``, and ``error`` if a step failed."""
+        url = f"{host_url}/v1/sandboxes/{sandbox_id}/browser/actions"
+        return await self._call("POST", url, json=body, timeout=timeout)
+
+    async def browser_scrape(self, host_url: str, sandbox_id: str, body: dict[str, Any], timeout: float) -> Any:
+        """Load and extract a page in the session's browser: ``result``, or ``error``."""
+        url = f"{host_url}/v1/sandboxes/{sandbox_id}/browser/scrape"
+        return await self._call("POST", url, json=body, timeout=timeout)
+
     # -- detached execs (jobs) -------------------------------------------
 
     async def start_exec(self, host_url: str, sandbox_id: str, body: dict[str, Any], timeout: float) -> Any:

@@ -20,6 +20,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from tests.conftest import System, network_settings, start_system, stop_system
+from tests.workspace_support import start_workspace_system, stop_workspace_system
 from tests.world import WEB, World, listen, open_world
 
 SITE = f"http://{WEB}:8080"
@@ -108,3 +109,18 @@ async def browser_system(
         yield system
     finally:
         await stop_system(system)
+
+
+@pytest.fixture
+async def ws_browser_system(
+    nursery: trio.Nursery, tmp_path: Path, images_dir: Path, web_world: World, pool: Path
+) -> AsyncIterator[System]:
+    """The same with a storage pool, for browser workspaces (SQLite)."""
+    network = network_settings(uplink=web_world.name, uplink_gateway=web_world.gateway)
+    system = await start_workspace_system(
+        nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'db'}", pool, agent_overrides={"network": network}
+    )
+    try:
+        yield system
+    finally:
+        await stop_workspace_system(system, pool)
