@@ -15,6 +15,7 @@ from tests.browser_support import SITE, UNREACHABLE
 from tests.conftest import System
 from tests.jobs_support import submit, wait_for_job
 from tests.test_exec_api import curl
+from tests.test_jobs_cli import chaser
 
 # The seeds' "Browser scrape" example, pointed at the test site.
 SEEDS_SCRAPE = f"""
@@ -194,3 +195,18 @@ async def test_profile_persists_on_a_browser_workspace(ws_browser_system: System
     fresh = await run_job(system, "browser.action", {"calls": [recall[0]]})
     assert fresh["result"]["results"][0]["result"]["cookies"] == []
     await no_sessions_left(system)
+
+
+async def test_cli_scrape_as_in_the_seeds(browser_system: System) -> None:
+    # The seeds' line, `chaser jobs scrape --url "https://example.com" --wait --json`, on the test site.
+    done = await chaser(browser_system, "jobs", "scrape", "--url", f"{SITE}/", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert job["kind"] == "browser.scrape" and job["status"] == "succeeded"
+    assert "Hello from the test world" in job["result"]["content"]["text"]
+
+    plain = await chaser(browser_system, "jobs", "scrape", "--url", f"{SITE}/", "--selector", "li", "--wait")
+    assert plain.returncode == 0 and plain.stdout.decode().splitlines() == ["first", "second"]
+
+    failed = await chaser(browser_system, "jobs", "scrape", "--url", UNREACHABLE, "--wait")
+    assert failed.returncode == 1 and "ERR_CONNECTION_REFUSED" in failed.stderr.decode()
