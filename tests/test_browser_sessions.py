@@ -7,7 +7,10 @@ since the session's DevTools port is on the session's loopback only.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
+
+import httpx
 
 from tests.conftest import System, wait_until
 
@@ -56,3 +59,17 @@ async def test_browser_sessions_take_no_image_and_refuse_sandbox_workspaces(brow
         "/v1/sessions", json={"session_type": "browser", "ephemeral": True, "image": "browser"}
     )
     assert refused.status_code == 422 and "browser sessions do not accept image" in refused.text
+
+
+async def test_agent_browser_routes_refuse_what_is_no_running_browser(browser_system: System) -> None:
+    sandbox = (await browser_system.client.post("/v1/sessions", json={"ephemeral": True})).json()
+    headers = {"Authorization": f"Bearer {browser_system.token}"}
+    calls = {"calls": [{"method": "Browser.getVersion", "target": "browser"}]}
+    async with httpx.AsyncClient(base_url=browser_system.agent.url, headers=headers) as agent:
+        not_browser = await agent.post(f"/v1/sandboxes/{sandbox['id']}/browser/actions", json=calls)
+        assert not_browser.status_code == 409 and not_browser.json()["error"]["code"] == "not_a_browser"
+        missing = await agent.post(f"/v1/sandboxes/{uuid.uuid4()}/browser/scrape", json={"url": "http://x.test/"})
+        assert missing.status_code == 404
+        bad = await agent.post(f"/v1/sandboxes/{sandbox['id']}/browser/scrape", json={"url": "file:///etc/passwd"})
+        assert bad.status_code == 422
+    await browser_system.client.delete(f"/v1/sessions/{sandbox['id']}")
