@@ -18,9 +18,10 @@ from agent.browser.chromium import BROWSER_IMAGE
 from agent.browser_api import register_browser_routes
 from agent.config import AgentConfig
 from agent.disk_api import Uuid, register_disk_routes
+from agent.lease_keeper import LeaseKeeper
 from agent.sandboxes import SandboxManager
 from chaser import errors
-from chaser._quart import install_error_handlers, json_response, parse_body
+from chaser._quart import install_error_handlers, json_response, parse_body, parse_query
 from chaser.isolation import EgressAllowList, Limits, NetworkMode
 
 SandboxId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f-]{36}$")]
@@ -47,8 +48,9 @@ class ExecBody(BaseModel):
     timeout_ms: int | None = Field(default=None, gt=0)
 
 
-def host_info(config: AgentConfig, manager: SandboxManager) -> dict[str, object]:
-    """What the scheduler needs to place sessions here."""
+def host_info(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper) -> dict[str, object]:
+    """What the scheduler needs to place sessions here, and to time them out."""
+    running = [s.id for s in manager.sandboxes() if s.status == "running"]
     return {
         "host_id": config.host_id,
         "runtimes": [manager.runtime.name],
@@ -59,7 +61,13 @@ def host_info(config: AgentConfig, manager: SandboxManager) -> dict[str, object]
             "cpus": os.cpu_count() or 1,
             "memory_mb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20),
         },
-        "sandboxes": [s.id for s in manager.sandboxes() if s.status == "running"],
+        "sandboxes": running,
+        # Per sandbox: open leases, and seconds since its last activity
+        # (relative, so the two hosts' clocks need not agree).
+        "activity": {
+            sandbox_id: {"leases": keeper.count(sandbox_id), "idle_for": keeper.idle_for(sandbox_id)}
+            for sandbox_id in running
+        },
         "storage": manager.disks.info() if manager.disks is not None else None,
         # Whether sessions here can reach outside networks at all.
         "egress": manager.network is not None and manager.network.egress,
@@ -80,7 +88,12 @@ def argv_of(command: str | list[str]) -> list[str]:
     return ["/bin/sh", "-c", command] if isinstance(command, str) else command
 
 
-def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
+class DeleteQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    force: Literal["true", "false", "1", "0"] = "true"
+
+
+def create_app(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper) -> QuartTrio:
     app = QuartTrio("chaser-agent")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     install_error_handlers(app)
@@ -101,7 +114,7 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
 
     @app.get("/v1/host")
     async def get_host() -> Response:
-        return json_response(host_info(config, manager))
+        return json_response(host_info(config, manager, keeper))
 
     @app.get("/v1/sandboxes")
     async def list_sandboxes() -> Response:
@@ -123,11 +136,13 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
 
     @app.get("/v1/sandboxes/<sandbox_id>")
     async def get_sandbox(sandbox_id: str) -> Response:
-        return json_response(manager.get(sandbox_id).to_json())
+        sandbox = manager.get(sandbox_id).to_json()
+        return json_response({**sandbox, "active_connection_leases": keeper.count(sandbox_id)})
 
     @app.delete("/v1/sandboxes/<sandbox_id>")
     async def delete_sandbox(sandbox_id: str) -> Response:
-        await manager.destroy(sandbox_id)
+        force = parse_query(DeleteQuery).force in ("true", "1")
+        await manager.destroy(sandbox_id, force=force)
         # An explicit empty body: quart-trio cannot send Quart's default one.
         return Response(b"", status=204)
 
@@ -135,7 +150,9 @@ def create_app(config: AgentConfig, manager: SandboxManager) -> QuartTrio:
     async def exec_in_sandbox(sandbox_id: str) -> Response:
         body = await parse_body(ExecBody)
         timeout = body.timeout_ms / 1000 if body.timeout_ms else None
+        keeper.touch(sandbox_id)
         result = await manager.exec(sandbox_id, argv_of(body.command), body.env, body.cwd, timeout)
+        keeper.touch(sandbox_id)
         return json_response(result.to_json())
 
     register_browser_routes(app, manager)

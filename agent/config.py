@@ -79,6 +79,16 @@ class AgentConfig(FileAndEnvSettings):
     start_timeout: float = Field(default=30.0, gt=0)
     exec_output_limit: int = Field(default=1 << 20, ge=1024)
     init_binary: Path = Path("/usr/bin/tini-static")
+    # Session endpoints. A client must show a sign of life (any frame, a
+    # ping) within the keepalive timeout, and real traffic (not just pings)
+    # within the idle timeout, or its connection is closed and its lease ends.
+    lease_keepalive_timeout: float = Field(default=60.0, gt=0)
+    lease_idle_timeout: float = Field(default=3600.0, gt=0)
+    # A client that reads no output for this long is disconnected.
+    slow_client_timeout: float = Field(default=10.0, gt=0)
+    pty_scrollback_bytes: int = Field(default=256 * 1024, ge=1024)
+    pty_max_per_sandbox: int = Field(default=32, ge=1)
+    pty_max_channels: int = Field(default=32, ge=1)
     # The storage pool of workspace disks and snapshots; <state_dir>/storage
     # if unset. Put it on XFS (reflink=1) or btrfs for O(1) snapshots and clones.
     storage_dir: Path | None = None

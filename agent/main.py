@@ -9,24 +9,29 @@ from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 import vmimages
 from agent.api import create_app
 from agent.browser import Browsers
 from agent.config import DEFAULT_CONFIG_FILE, AgentConfig
+from agent.connections import SessionConnections
 from agent.detached import DetachedExecs
 from agent.detached_api import register_detached_routes
 from agent.disks import DiskManager
+from agent.endpoints import Endpoints
 from agent.images import ImageStore
+from agent.lease_keeper import LeaseKeeper
 from agent.network.pool import SlotPool
+from agent.ports import PortForwarding
+from agent.pty import PtyHub
 from agent.registration import heartbeat_loop
 from agent.runtimes.lxc import LxcRuntime
 from agent.sandboxes import SandboxManager
 from agent.scratch import ScratchVolume
 from agent.storage import StoragePool
-from chaser import _logging
+from chaser import _front, _logging
 from chaser._signals import run_until_signalled
+from chaser.frames import MAX_CLIENT_FRAME
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +68,13 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
             limits=config.limits,
             browsers=browsers,
         )
+        keeper = LeaseKeeper(config.lease_keepalive_timeout, config.lease_idle_timeout)
+        ptys = PtyHub(manager, scrollback=config.pty_scrollback_bytes, max_per_sandbox=config.pty_max_per_sandbox)
+        manager.connections = SessionConnections(keeper, ptys)
         await manager.recover()
         async with pool.running(manager.leases()), browsers.running():
             try:
-                await _serve_api(config, manager, task_status)
+                await _serve_api(config, manager, keeper, ptys, task_status)
             finally:
                 if config.destroy_on_shutdown:
                     with trio.CancelScope(shield=True):
@@ -78,20 +86,32 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
                 await trio.to_thread.run_sync(partial(scratch.close, remove=True))
 
 
-async def _serve_api(config: AgentConfig, manager: SandboxManager, task_status: trio.TaskStatus[str]) -> None:
+async def _serve_api(
+    config: AgentConfig,
+    manager: SandboxManager,
+    keeper: LeaseKeeper,
+    ptys: PtyHub,
+    task_status: trio.TaskStatus[str],
+) -> None:
     hypercorn = HypercornConfig()
-    hypercorn.bind = [config.bind]
     hypercorn.accesslog = None
     hypercorn.graceful_timeout = 1
+    # A bound on what one WebSocket message may make hypercorn buffer. The
+    # PTY and exec endpoints refuse far smaller frames themselves (1009).
+    hypercorn.websocket_max_message_size = 16 * MAX_CLIENT_FRAME
     async with trio.open_nursery() as nursery:
         execs = DetachedExecs(manager)
         await nursery.start(execs.run)
-        app = create_app(config, manager)
-        register_detached_routes(app, execs)
-        binds = await nursery.start(partial(hypercorn_serve, app, hypercorn))
-        url = config.advertise_url or binds[0]
+        await nursery.start(keeper.run)
+        await nursery.start(ptys.run)
+        api = create_app(config, manager, keeper)
+        register_detached_routes(api, execs)
+        app = Endpoints(config, manager, keeper, ptys, api)
+        ports = PortForwarding(config.token.get_secret_value().encode(), manager, keeper)
+        url = await nursery.start(partial(_front.serve, app, hypercorn, config.bind, ports.route))
+        url = config.advertise_url or url
         if config.scheduler_url:
-            await nursery.start(heartbeat_loop, config, url, manager)
+            await nursery.start(heartbeat_loop, config, url, manager, keeper)
         log.info("agent %s ready at %s", config.host_id, url)
         task_status.started(url)
 

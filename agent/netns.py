@@ -1,7 +1,9 @@
 """Network namespace chores (blocking: call from a thread).
 
 Done from the calling thread, which enters the namespace with setns(2) just
-long enough to open a socket there. Not with pyroute2's ``netns=``: that
+long enough to open a socket there (``setns`` acts on the calling thread
+only, and a socket belongs to the namespace it was made in for its whole
+life). Not with pyroute2's ``netns=``: that
 forks a child which runs Python in this heavily threaded process, and such
 a child can deadlock on a lock another thread held at the fork (a sandbox
 create then hangs for good).
@@ -57,3 +59,25 @@ def bring_up_loopback(pid: int) -> None:
         current = fcntl.ioctl(sock, _SIOCGIFFLAGS, struct.pack(_IFREQ, b"lo", 0))
         flags = struct.unpack(_IFREQ, current)[1]
         fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | _IFF_UP))
+
+
+def tcp_socket_in(netns_fd: int) -> socket.socket:
+    """A new, unconnected TCP socket in the network namespace ``netns_fd``.
+
+    The agent connects it to a port on the sandbox's loopback: only the
+    agent can reach there, the host and the sandbox stay unconnected.
+    """
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(netns_fd)
+        try:
+            return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        finally:
+            # Failing to return would leave a pool thread in the sandbox's
+            # namespace, where later work would silently run: stop instead.
+            try:
+                _setns(own)
+            except OSError:  # pragma: no cover - only on a kernel failure
+                os.abort()
+    finally:
+        os.close(own)

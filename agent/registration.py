@@ -13,6 +13,7 @@ import trio
 
 from agent.api import host_info
 from agent.config import AgentConfig
+from agent.lease_keeper import LeaseKeeper
 from agent.sandboxes import SandboxManager
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ async def heartbeat_loop(
     config: AgentConfig,
     url: str,
     manager: SandboxManager,
+    keeper: LeaseKeeper,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -34,7 +36,8 @@ async def heartbeat_loop(
         while True:
             await manager.reap()
             try:
-                response = await client.post(endpoint, json={**host_info(config, manager), "url": url}, headers=headers)
+                info = {**host_info(config, manager, keeper), "url": url}
+                response = await client.post(endpoint, json=info, headers=headers)
                 response.raise_for_status()
             except httpx.HTTPError as exc:
                 log.warning("heartbeat to %s failed: %s", endpoint, exc)

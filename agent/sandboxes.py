@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -62,6 +62,18 @@ class Sandbox:
         return asdict(self)
 
 
+class Connections(Protocol):
+    """The live connections to sandboxes (leases, terminals), ended with their sandbox."""
+
+    def count(self, sandbox_id: str) -> int: ...
+
+    async def end(self, sandbox_id: str, reason: str) -> None:
+        """Refuse new connections and close the open ones, saying ``reason``."""
+
+    def forget(self, sandbox_id: str) -> None:
+        """The sandbox is gone; drop all that was kept about it."""
+
+
 class SandboxManager:
     def __init__(
         self,
@@ -94,6 +106,7 @@ class SandboxManager:
         self._sandboxes: dict[str, Sandbox] = {}
         # Creates in flight, so a destroy can cancel one and wait for its rollback.
         self._creating: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
+        self.connections: Connections | None = None
         self.endings: OrderedDict[str, str] = OrderedDict()
 
     # -- persistence -----------------------------------------------------
@@ -147,7 +160,7 @@ class SandboxManager:
         dead = [sandbox_id for sandbox_id in booked if sandbox_id not in running]
         for sandbox_id in dead:
             log.warning("sandbox died on its own; removing it", extra={"session_id": sandbox_id})
-            await self._remove(sandbox_id)
+            await self._remove(sandbox_id, "the session's sandbox stopped")
         return dead
 
     def leases(self) -> list[Lease]:
@@ -242,11 +255,15 @@ class SandboxManager:
         self.endings[sandbox_id] = reason
         while len(self.endings) > _ENDINGS_KEPT:
             self.endings.popitem(last=False)
-        await self.destroy(sandbox_id)
+        sandbox.status = "destroying"
+        self._save(sandbox)
+        await self._remove(sandbox_id, reason)  # its connections (CDP among them) end with the reason
 
-    async def _remove(self, sandbox_id: str) -> None:
+    async def _remove(self, sandbox_id: str, reason: str = "the session was terminated") -> None:
         sandbox = self._sandboxes.get(sandbox_id)
         try:
+            if self.connections is not None:
+                await self.connections.end(sandbox_id, reason)
             if sandbox is not None and sandbox.session_type == "browser" and self.browsers is not None:
                 await self.browsers.stop(sandbox_id)
             await self.runtime.destroy(sandbox_id)
@@ -256,9 +273,19 @@ class SandboxManager:
                 await self.network.release(sandbox_id)
         finally:
             self._forget(sandbox_id)
+            if self.connections is not None:
+                self.connections.forget(sandbox_id)
 
-    async def destroy(self, sandbox_id: str) -> None:
+    async def destroy(self, sandbox_id: str, *, force: bool = True) -> None:
+        """Destroy; without ``force``, refused (409) while connections are open."""
         sandbox = self.get(sandbox_id)
+        leases = self.connections.count(sandbox_id) if self.connections is not None else 0
+        if leases and not force:
+            raise errors.Conflict(
+                f"session {sandbox_id} has {leases} active connection(s); pass force=true to terminate anyway",
+                code="active_connections",
+                details={"active_connection_leases": leases},
+            )
         if sandbox_id in self._creating:
             # The create's own rollback removes everything; wait for it.
             scope, settled = self._creating[sandbox_id]
@@ -278,6 +305,13 @@ class SandboxManager:
         sandbox = self._sandboxes.get(sandbox_id)
         if sandbox is None:
             raise errors.NotFound(f"sandbox {sandbox_id} not found")
+        return sandbox
+
+    def running(self, sandbox_id: str) -> Sandbox:
+        """The sandbox, if it runs: 404 if unknown, 409 if starting or going."""
+        sandbox = self.get(sandbox_id)
+        if sandbox.status != "running":
+            raise errors.Conflict(f"sandbox {sandbox_id} is {sandbox.status}", code="session_not_running")
         return sandbox
 
     def sandboxes(self) -> list[Sandbox]:

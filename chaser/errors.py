@@ -75,6 +75,13 @@ class UnsupportedMediaType(ApiError):
     code = "unsupported_media_type"
 
 
+class BadGateway(ApiError):
+    """What the request was passed on to (a program in a sandbox) did not answer."""
+
+    status = 502
+    code = "bad_gateway"
+
+
 class Unavailable(ApiError):
     status = 503
     code = "unavailable"
@@ -97,6 +104,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
         Conflict,
         PayloadTooLarge,
         UnsupportedMediaType,
+        BadGateway,
         Unavailable,
         Timeout,
     )

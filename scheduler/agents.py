@@ -57,10 +57,17 @@ class AgentClient:
             body["workspace"] = workspace
         return await self._call("POST", f"{host_url}/v1/sandboxes", json=body, timeout=timeout)
 
-    async def destroy_sandbox(self, host_url: str, sandbox_id: str) -> None:
-        """Destroy; a sandbox the host does not know counts as destroyed."""
+    async def destroy_sandbox(self, host_url: str, sandbox_id: str, *, force: bool = True) -> None:
+        """Destroy; a sandbox the host does not know counts as destroyed.
+
+        Without ``force`` the host refuses (409 ``active_connections``)
+        while connections to the sandbox are open.
+        """
         with contextlib.suppress(errors.NotFound):
-            await self._call("DELETE", f"{host_url}/v1/sandboxes/{sandbox_id}")
+            await self._call("DELETE", f"{host_url}/v1/sandboxes/{sandbox_id}?force={str(force).lower()}")
+
+    async def sandbox(self, host_url: str, sandbox_id: str, timeout: float) -> Any:
+        return await self._call("GET", f"{host_url}/v1/sandboxes/{sandbox_id}", timeout=timeout)
 
     async def exec(self, host_url: str, sandbox_id: str, body: dict[str, Any], timeout: float) -> Any:
         return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/exec", json=body, timeout=timeout)

@@ -21,8 +21,10 @@ from quart_trio import QuartTrio
 from chaser import errors
 from chaser._quart import install_error_handlers, json_response, parse_body, parse_query
 from chaser.isolation import EgressAllowList, Limits, NetworkMode
+from scheduler import session_tokens
 from scheduler.access import audit_resource, principal, requires
 from scheduler.config import SchedulerConfig
+from scheduler.session_routes import register_session_routes
 from scheduler.sessions import SessionService
 from scheduler.tenancy import install_tenancy
 
@@ -64,6 +66,8 @@ class CreateSessionBody(IsolationFields):
     workspace: Selector | None = None
     ephemeral: bool = False
     image: ImageName | None = None
+    timeout_ms: Annotated[int, Field(gt=0)] | None = None
+    idle_timeout_ms: Annotated[int, Field(gt=0)] | None = None
 
     @model_validator(mode="after")
     def _seed_rules(self) -> CreateSessionBody:
@@ -135,7 +139,7 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
         raise errors.InvalidInput("cursor is not one this API returned", code="invalid_cursor") from None
 
 
-def _session_id(raw: str) -> str:
+def session_id_of(raw: str) -> str:
     try:
         return str(uuid.UUID(raw))
     except ValueError:
@@ -180,6 +184,8 @@ def create_app(config: SchedulerConfig, service: SessionService, workspaces: Wor
             network=body.network,
             egress_allow=body.egress_allow,
             limits=body.limits,
+            timeout_ms=body.timeout_ms,
+            idle_timeout_ms=body.idle_timeout_ms,
         )
         audit_resource(row["id"])
         return json_response(service.to_json(row), status=201)
@@ -199,15 +205,15 @@ def create_app(config: SchedulerConfig, service: SessionService, workspaces: Wor
     @app.get("/v1/sessions/<raw_id>")
     @requires("sessions.read", action="session.get")
     async def get_session(raw_id: str) -> Response:
-        row = await service.get(principal().account_id, _session_id(raw_id))
-        return json_response(service.to_json(row))
+        row = await service.get(principal().account_id, session_id_of(raw_id))
+        return json_response(service.to_json(await service.with_live_leases(row)))
 
     @app.delete("/v1/sessions/<raw_id>")
     @requires("sessions.write", action="session.terminate")
     async def delete_session(raw_id: str) -> Response:
         force = parse_query(ForceQuery).force in ("true", "1")
         row = await service.terminate(
-            principal().account_id, _session_id(raw_id), force=force, reason="terminated by request"
+            principal().account_id, session_id_of(raw_id), force=force, reason="terminated by request"
         )
         return json_response(service.to_json(row))
 
@@ -231,11 +237,12 @@ def create_app(config: SchedulerConfig, service: SessionService, workspaces: Wor
         elif body.workspace is not None:
             result = await workspaces.exec_on(account_id, body.workspace, agent_body, timeout)
         else:
-            row = await service.get(account_id, _session_id(body.session_id or ""))
+            row = await service.get(account_id, session_id_of(body.session_id or ""))
             result = {**await service.exec_in(row, agent_body, timeout), "session_id": row["id"]}
         audit_resource(result["session_id"])
         return json_response(result)
 
+    register_session_routes(app, service, session_tokens.signing_key(config.token.get_secret_value()))
     register_workspace_routes(app, workspaces)
     return app
 
@@ -262,8 +269,17 @@ class HeartbeatBody(BaseModel):
     runtimes: list[str]
     session_types: list[str]
     images: list[str]
+
+    class Activity(BaseModel):
+        """A sandbox's open leases, and seconds since its last activity."""
+
+        model_config = ConfigDict(extra="forbid")
+        leases: int = Field(ge=0)
+        idle_for: float | None = Field(ge=0)
+
     capacity: Capacity
     sandboxes: list[str]
+    activity: dict[str, Activity] = Field(default_factory=dict)
     storage: Storage | None = None
     egress: bool = False
     # Why sandboxes that ended on their own ended, by id (a browser's crash, say).

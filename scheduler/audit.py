@@ -79,7 +79,8 @@ def event_json(row: Row) -> dict[str, Any]:
     }
 
 
-def _actor(caller: Principal | None, failure: AuthFailure | None) -> dict[str, Any]:
+def actor_fields(caller: Principal | None, failure: AuthFailure | None) -> dict[str, Any]:
+    """Who an event is about: the caller, the known key of a refused call, or anonymous."""
     if caller is not None:
         return {
             "account_id": caller.account_id,
@@ -120,6 +121,14 @@ async def _error_code(response: Response) -> str | None:
     return str(code)[:64]
 
 
+async def append_event(store: Store, row: Row) -> None:
+    try:
+        await store.run(store.append_audit, row)
+    except Exception:
+        # The call itself is done; losing its trail is logged loudly, not turned into a 500.
+        log.exception("could not write an audit event", extra={"account_id": row["account_id"]})
+
+
 def install_audit(app: QuartTrio, store: Store) -> None:
     @app.after_request
     async def _record(response: Response) -> Response:
@@ -140,7 +149,7 @@ def install_audit(app: QuartTrio, store: Store) -> None:
         resource_id = g.get("audit_resource_id") or (list(view_args.values())[-1] if view_args else None)
         row = {
             "time": time.time(),
-            **_actor(g.get("principal"), g.get("auth_failure")),
+            **actor_fields(g.get("principal"), g.get("auth_failure")),
             "action": action[:64],
             "resource_type": requirement.resource if requirement is not None else None,
             "resource_id": str(resource_id)[:128] if resource_id is not None else None,
@@ -151,11 +160,7 @@ def install_audit(app: QuartTrio, store: Store) -> None:
             "status": status,
             "error_code": await _error_code(response),
         }
-        try:
-            await store.run(store.append_audit, row)
-        except Exception:
-            # The call itself is done; losing its trail is logged loudly, not turned into a 500.
-            log.exception("could not write an audit event", extra={"account_id": row["account_id"]})
+        await append_event(store, row)
         return response
 
     @app.get("/v1/audit")

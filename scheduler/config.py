@@ -35,6 +35,11 @@ class SchedulerConfig(FileAndEnvSettings):
     heartbeat_timeout: float = Field(default=10.0, gt=0)
     reconcile_interval: float = Field(default=2.0, gt=0)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    # Session lifetime: the maximum (timeout_ms) and the idle timeout
+    # (idle_timeout_ms) a session gets when its create does not say.
+    default_session_timeout_ms: int = Field(default=3_600_000, gt=0)
+    max_session_timeout_ms: int = Field(default=86_400_000, gt=0)
+    default_idle_timeout_ms: int = Field(default=600_000, gt=0)
 
     # JWT access tokens (from an OAuth login elsewhere): accepted only when
     # an issuer, an audience and a JWKS (file or URL) are all configured.

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
-from chaser import _logging
+from chaser import _front, _logging
 from chaser._signals import run_until_signalled
 from scheduler.agents import AgentClient
 from scheduler.api import create_app
 from scheduler.auth import ensure_key
 from scheduler.config import DEFAULT_CONFIG_FILE, SchedulerConfig
 from scheduler.jobs import JobService, register_job_routes
+from scheduler.router import EdgeRouter
 from scheduler.sessions import SessionService
 from scheduler.store import Store
 from scheduler.webhook_delivery import DeliveryWorker
@@ -44,7 +44,6 @@ async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = 
         )
     agents = AgentClient(config.token.get_secret_value())
     hypercorn = HypercornConfig()
-    hypercorn.bind = [config.bind]
     hypercorn.accesslog = None
     hypercorn.graceful_timeout = 1
     try:
@@ -60,8 +59,8 @@ async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = 
             await nursery.start(jobs.run)
             app = create_app(config, service, workspaces)
             register_job_routes(app, jobs)
-            binds = await nursery.start(partial(hypercorn_serve, app, hypercorn))
-            service.public_url = (config.public_url or binds[0]).rstrip("/")
+            url = await nursery.start(partial(_front.serve, app, hypercorn, config.bind, EdgeRouter(service).route))
+            service.public_url = (config.public_url or url).rstrip("/")
             log.info("scheduler ready at %s", service.public_url)
             task_status.started(service.public_url)
     finally:

@@ -35,6 +35,8 @@ DEFAULT_IMAGE = "default"
 BROWSER_IMAGE = "browser"
 # How long a host may take to answer an exec beyond the command's own timeout.
 _EXEC_SLACK = 30.0
+# How long a session read waits for its host's live lease count.
+_LIVE_LEASES_TIMEOUT = 2.0
 
 
 @dataclass
@@ -83,8 +85,11 @@ class SessionService:
             "network": row["network"],
             "egress_allow": row["egress_allow"],
             "limits": row["limits"],
-            # Leases are counted once PTY/exec streams exist (session endpoints).
-            "active_connection_leases": 0,
+            "active_connection_leases": row.get("active_connection_leases") or 0,
+            "timeout_ms": row.get("timeout_ms"),
+            "idle_timeout_ms": row.get("idle_timeout_ms"),
+            "expires_at": rfc3339(row.get("expires_at")),
+            "last_activity_at": rfc3339(row.get("last_activity_at")),
             "endpoints": {
                 "subdomain": f"{public.scheme}://{row['id']}.{self.config.session_domain}{port}/",
                 "path": f"{self.public_url}/s/{row['id']}/",
@@ -98,6 +103,19 @@ class SessionService:
         if row is None:
             raise errors.NotFound(f"session {session_id} not found", code="session_not_found")
         return row
+
+    async def with_live_leases(self, row: Row) -> Row:
+        """``row`` with the lease count its host has right now (heartbeats lag a little)."""
+        if row["status"] != "running" or row["host_id"] is None:
+            return row
+        host = await self.store.run(self.store.host, row["host_id"])
+        if host is None:
+            return row
+        try:
+            sandbox = await self.agents.sandbox(host["url"], row["id"], timeout=_LIVE_LEASES_TIMEOUT)
+        except errors.ApiError:
+            return row  # the host is busy or gone: the last heartbeat's count stands
+        return {**row, "active_connection_leases": int(sandbox.get("active_connection_leases", 0))}
 
     async def _hosts(self) -> list[HostLoad]:
         now = time.time()
@@ -130,11 +148,16 @@ class SessionService:
         network: str | None = None,
         egress_allow: list[EgressRule] | None = None,
         limits: Limits | None = None,
+        timeout_ms: int | None = None,
+        idle_timeout_ms: int | None = None,
     ) -> Row:
         """Place and provision a session; ``session_id`` lets a caller record the id before it exists.
 
         ``network`` None means egress where the host gives it.
         """
+        timeout_ms = timeout_ms or self.config.default_session_timeout_ms
+        idle_timeout_ms = idle_timeout_ms or self.config.default_idle_timeout_ms
+        self.check_lifetime(timeout_ms)
         attached: Row | None = None
         if workspace is not None:
             attached = await workspace_lookup.for_session(self.store, account_id, workspace, session_type)
@@ -178,6 +201,11 @@ class SessionService:
             "network": network,
             "egress_allow": [r.model_dump() for r in egress_allow] if egress_allow else None,
             "limits": limits.model_dump() if limits else None,
+            "timeout_ms": timeout_ms,
+            "idle_timeout_ms": idle_timeout_ms,
+            "expires_at": now + timeout_ms / 1000,
+            "last_activity_at": now,
+            "active_connection_leases": 0,
         }
         if attached is None:
             await self.store.run(self.store.insert_session, row)
@@ -257,16 +285,41 @@ class SessionService:
     # -- terminate --------------------------------------------------------
 
     async def terminate(self, account_id: str, session_id: str, *, force: bool, reason: str) -> Row:
+        """End a session; without ``force``, refused (409) while it has open connections.
+
+        The host decides about connections, atomically: it destroys the
+        sandbox only if none is open, and then refuses new ones.
+        """
         row = await self.get(account_id, session_id)
         if row["status"] == "terminated":
             return row
-        leases = self.to_json(row)["active_connection_leases"]
-        if leases and not force:
-            raise errors.Conflict(
-                f"session {session_id} has {leases} active connection(s); pass force=true to terminate anyway",
-                code="active_connections",
-            )
+        if not force and row["status"] == "running" and row["host_id"] is not None:
+            host = await self.store.run(self.store.host, row["host_id"])
+            if host is not None:
+                with trio.CancelScope(shield=True):
+                    await self.agents.destroy_sandbox(host["url"], row["id"], force=False)
         await self._terminate_row(row, reason)
+        return await self.get(account_id, session_id)
+
+    def check_lifetime(self, timeout_ms: int) -> None:
+        if timeout_ms > self.config.max_session_timeout_ms:
+            raise errors.InvalidInput(
+                f"timeout_ms may be at most {self.config.max_session_timeout_ms}", code="invalid_request"
+            )
+
+    async def set_lifetime(
+        self, account_id: str, session_id: str, *, timeout_ms: int | None, idle_timeout_ms: int | None
+    ) -> Row:
+        """Extend (or shorten) a session: a new ``timeout_ms`` counts from now; the deadline is stored."""
+        row = await self.get(account_id, session_id)
+        values: dict[str, Any] = {}
+        if timeout_ms is not None:
+            self.check_lifetime(timeout_ms)
+            values.update(timeout_ms=timeout_ms, expires_at=time.time() + timeout_ms / 1000)
+        if idle_timeout_ms is not None:
+            values["idle_timeout_ms"] = idle_timeout_ms
+        if values and not await self.store.run(self.store.set_lifetime, row["id"], values):
+            raise errors.Conflict(f"session {session_id} has ended", code="session_not_running")
         return await self.get(account_id, session_id)
 
     async def _terminate_row(self, row: Row, reason: str) -> None:
@@ -328,6 +381,16 @@ class SessionService:
                 reason = endings.get(row["id"], "the sandbox stopped on its host")
                 await self.store.run(self.store.terminate, row["id"], reason)
                 log.warning("session lost on its host", extra={"session_id": row["id"], "host_id": host_id})
+        activity = info.get("activity") or {}
+        now = time.time()
+        for row in await self.store.run(self.store.active_sessions_on_host, host_id):
+            seen = activity.get(row["id"])
+            if seen is None:
+                continue
+            last = None if seen["idle_for"] is None else now - seen["idle_for"]
+            changed = seen["leases"] != row["active_connection_leases"]
+            if changed or (last is not None and last > (row["last_activity_at"] or 0) + 1):
+                await self.store.run(self.store.record_connections, row["id"], seen["leases"], last)
         known = await self.store.run(self.store.sessions_by_ids, running)
         for sandbox_id in running:
             owner = known.get(sandbox_id)
@@ -345,6 +408,27 @@ class SessionService:
             return  # too soon after our own start to tell a silent host from one we were not there to hear
         for row in await self.store.run(self.store.active_sessions_on_silent_hosts, silent_since):
             await self.store.run(self.store.terminate, row["id"], "its host stopped responding")
+        await self._expire(now)
+
+    async def _expire(self, now: float) -> None:
+        """End sessions past their lifetime, and idle ones.
+
+        The rule: a session past ``expires_at`` ends, connections or not
+        (they are closed). A session is idle when it has no open connection
+        and nothing happened on it (a request to its endpoints, an exec,
+        traffic on a connection) for ``idle_timeout_ms``; then it ends. An
+        open connection keeps a session from idling out; one that carries
+        only keepalive pings is closed by its host after the lease idle
+        timeout, after which the session can idle out.
+        """
+        for row in await self.store.run(self.store.expired_sessions, now):
+            seconds = (row["timeout_ms"] or 0) / 1000
+            await self._terminate_row(row, f"reached its maximum lifetime of {seconds:g}s (timeout_ms)")
+            log.info("session expired", extra={"session_id": row["id"]})
+        for row in await self.store.run(self.store.idle_candidates, now):
+            seconds = (row["idle_timeout_ms"] or 0) / 1000
+            await self._terminate_row(row, f"idle for {seconds:g}s with no connection (idle_timeout_ms)")
+            log.info("session idled out", extra={"session_id": row["id"]})
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -1,16 +1,22 @@
 """What every runtime (LXC containers, QEMU microVMs) must do for the agent.
 
-The agent's API, exec collector and (later) PTY, file, port and CDP code are
+The agent's API, exec, PTY, file and port code (and later CDP) are
 written against these types only and never ask which runtime they have, the
 way httpcore's connection logic is written once against NetworkBackend.
 
 A runtime manages *sandboxes*: one per session, named by the session id.
-Operations present now: create, start, spawn (a process, streamed),
-open_port (a TCP connection to a port inside), destroy,
-and the listing used to re-adopt sandboxes after an agent restart. PTYs,
-file transfer, port connections, snapshot and restore are added here as
+Operations: create, start, spawn (a process, streamed, stdin optional),
+spawn_pty (a process on a terminal), open_port (a TCP connection to a port
+inside), the file operations (open, create, stat, list, mkdir, remove,
+rename, tar archive/extract), destroy, and the listing used to re-adopt
+sandboxes after an agent restart. Snapshot and restore are added here as
 further abstract methods when their issues land, so every runtime has to
 answer for them.
+
+Paths given to the file operations are absolute, normalised and free of
+``..`` (see ``agent.paths``); a runtime resolves them inside the sandbox's
+own root (LXC: in the container's mount namespace; QEMU: in the guest), so
+no path or symlink can reach the host.
 """
 
 from __future__ import annotations
@@ -35,10 +41,6 @@ class RuntimeFailure(Exception):
 
 class SandboxGone(RuntimeFailure):
     """The sandbox does not exist (any more) on this host."""
-
-
-class PortClosed(RuntimeFailure):
-    """Nothing accepts connections on that port inside the sandbox."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,59 @@ class ProcessSpec:
     env: Mapping[str, str]
     cwd: str | None = None
     merge_stderr: bool = True
+    # Give the process a pipe as stdin (``Process.stdin``) instead of /dev/null.
+    stdin: bool = False
+
+
+@dataclass(frozen=True)
+class PtySpec:
+    """A process to run on a new terminal inside a sandbox."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    cwd: str | None
+    cols: int
+    rows: int
+
+
+class FileError(RuntimeFailure):
+    """A file operation failed for a reason the caller can fix.
+
+    ``kind`` is one of: not_found, not_a_directory, is_a_directory,
+    not_a_file, exists, not_empty, permission_denied, invalid.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class PortClosed(RuntimeFailure):
+    """Nothing accepts connections on that port inside the sandbox."""
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What ``stat`` and ``list_dir`` tell about one entry (symlinks not followed)."""
+
+    name: str
+    path: str
+    type: str  # file | directory | symlink | other
+    size: int
+    mode: int  # permission bits
+    mtime: float
+    link_target: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "type": self.type,
+            "size": self.size,
+            "mode": f"{self.mode:04o}",
+            "mtime": self.mtime,
+            "link_target": self.link_target,
+        }
 
 
 class Process(abc.ABC):
@@ -80,6 +135,7 @@ class Process(abc.ABC):
 
     stdout: trio.abc.ReceiveStream
     stderr: trio.abc.ReceiveStream | None
+    stdin: trio.abc.SendStream | None = None
 
     @abc.abstractmethod
     async def wait(self) -> int:
@@ -92,6 +148,61 @@ class Process(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Release the streams and any handle; does not kill."""
+
+
+class PtyProcess(abc.ABC):
+    """A process on a terminal: ``terminal`` carries its output and takes its input."""
+
+    terminal: trio.abc.Stream
+
+    @abc.abstractmethod
+    async def wait(self) -> int:
+        """Wait for exit; the exit code, or 128+N when killed by signal N."""
+
+    @abc.abstractmethod
+    def resize(self, cols: int, rows: int) -> None:
+        """Set the terminal size (the foreground process gets SIGWINCH)."""
+
+    @abc.abstractmethod
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the terminal's foreground process group, as a keypress would."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """Kill the whole session the process leads; a no-op once it has exited."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release the terminal and any handle; does not kill."""
+
+
+class FileReader(abc.ABC):
+    """An open regular file in a sandbox, read in chunks."""
+
+    size: int
+    mtime: float
+
+    @abc.abstractmethod
+    async def read(self, max_bytes: int) -> bytes:
+        """The next chunk; b"" at the end."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+
+class FileWriter(abc.ABC):
+    """A file being written in a sandbox; appears at its path only on ``commit``."""
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def commit(self) -> None:
+        """Atomically put the written content in place of the path."""
+
+    @abc.abstractmethod
+    async def abort(self) -> None:
+        """Drop what was written; the path is left as it was. Idempotent."""
 
 
 class Runtime(abc.ABC):
@@ -112,8 +223,50 @@ class Runtime(abc.ABC):
         """Start a process inside a running sandbox."""
 
     @abc.abstractmethod
+    async def spawn_pty(self, sandbox_id: str, spec: PtySpec) -> PtyProcess:
+        """Start a process on a new terminal inside a running sandbox."""
+
+    @abc.abstractmethod
     async def open_port(self, sandbox_id: str, port: int) -> trio.abc.Stream:
         """A TCP connection to ``port`` on the sandbox's loopback; ``PortClosed`` if refused."""
+
+    @abc.abstractmethod
+    async def open_file(self, sandbox_id: str, path: str) -> FileReader:
+        """Open a regular file for reading."""
+
+    @abc.abstractmethod
+    async def create_file(self, sandbox_id: str, path: str, *, parents: bool) -> FileWriter:
+        """Start writing a file that will replace ``path`` (creating parent directories if asked)."""
+
+    @abc.abstractmethod
+    async def stat(self, sandbox_id: str, path: str) -> FileInfo: ...
+
+    @abc.abstractmethod
+    async def list_dir(self, sandbox_id: str, path: str, limit: int) -> tuple[list[FileInfo], bool]:
+        """Entries of a directory, sorted by name, at most ``limit``; and whether more were left out."""
+
+    @abc.abstractmethod
+    async def mkdir(self, sandbox_id: str, path: str, *, parents: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def remove(self, sandbox_id: str, path: str, *, recursive: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def rename(self, sandbox_id: str, source: str, target: str, *, overwrite: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def archive(self, sandbox_id: str, path: str) -> Process:
+        """A process writing a tar stream of ``path`` to its stdout; errors on stderr, exit code 0 if all went."""
+
+    @abc.abstractmethod
+    async def extract(self, sandbox_id: str, path: str) -> Process:
+        """A process extracting the tar stream fed to its stdin into directory ``path`` (created).
+
+        Every member lands inside ``path``: absolute names are taken as
+        relative to it, and members that climb out with ``..`` or links
+        pointing outside are refused; the process then exits non-zero with
+        the reason on its stderr.
+        """
 
     @abc.abstractmethod
     async def destroy(self, sandbox_id: str) -> None:

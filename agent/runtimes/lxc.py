@@ -9,29 +9,46 @@ container leaves no mount on the host: only the directory, which
 
 python-lxc calls block (and ``attach`` forks), so they run in worker threads
 behind a limiter; processes are waited for through a pidfd on the trio loop.
+Terminals, file operations and archives run as functions in an attached
+child inside the container (``lxc_inside``), so every path resolves in the
+container's own root; ports are reached through a socket made in the
+container's network namespace (``netns.tcp_socket_in``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import json
 import os
 import shutil
 import signal
+import socket
+import struct
+import termios
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple
 
 import lxc
 import trio
 
-from agent import netns, netns_socket
+from agent import netns
 from agent.limits import CGROUP_ROOT, lxc_cgroup_lines, unified_hierarchy
+from agent.runtimes import lxc_inside
 from agent.runtimes.base import (
     WORKSPACE_MOUNT,
+    FileError,
+    FileInfo,
+    FileReader,
+    FileWriter,
     PortClosed,
     Process,
     ProcessSpec,
+    PtyProcess,
+    PtySpec,
     Runtime,
     RuntimeFailure,
     SandboxGone,
@@ -49,6 +66,27 @@ _INIT_IN_CONTAINER = "/.chaser-init"
 _START_TIMEOUT = 10
 _STOP_TIMEOUT = 10.0
 _STOP_POLL = 0.005
+# A file operation in the container (stat, mkdir, ...) that takes longer is killed.
+_CALL_TIMEOUT = 60.0
+_FILE_CHUNK = 1 << 20
+
+_ERRNO_KINDS = {
+    errno.ENOENT: "not_found",
+    errno.ENOTDIR: "not_a_directory",
+    errno.EISDIR: "is_a_directory",
+    errno.EEXIST: "exists",
+    errno.ENOTEMPTY: "not_empty",
+    errno.EACCES: "permission_denied",
+    errno.EPERM: "permission_denied",
+    errno.EROFS: "permission_denied",
+    errno.ELOOP: "invalid",
+    errno.EINVAL: "invalid",
+    errno.ENAMETOOLONG: "invalid",
+    errno.EXDEV: "invalid",
+    errno.EBUSY: "invalid",
+    errno.ENOSPC: "no_space",
+    errno.EDQUOT: "no_space",
+}
 
 _CONFIG_TEMPLATE = """\
 lxc.include = /usr/share/lxc/config/common.conf
@@ -98,44 +136,166 @@ def _limits_config(spec: SandboxSpec) -> str:
     return "".join(line + "\n" for line in lxc_cgroup_lines(spec.limits, unified=unified_hierarchy()))
 
 
-class LxcProcess(Process):
-    """A process started by ``lxc attach``, in its own session and group."""
+class _Child:
+    """A child process of the agent, waited for through a pidfd on the trio loop."""
 
-    def __init__(self, pid: int, stdout_fd: int, stderr_fd: int | None) -> None:
+    def __init__(self, pid: int) -> None:
         self.pid = pid
         self._pidfd = os.pidfd_open(pid)
-        self._status: int | None = None
-        self.stdout = trio.lowlevel.FdStream(stdout_fd)
-        self.stderr = trio.lowlevel.FdStream(stderr_fd) if stderr_fd is not None else None
+        self.status: int | None = None
 
     async def wait(self) -> int:
-        while self._status is None:
+        while self.status is None:
             await trio.lowlevel.wait_readable(self._pidfd)
             try:
                 pid, status = os.waitpid(self.pid, os.WNOHANG)
             except ChildProcessError:
                 # Reaped elsewhere; nothing more to learn than that it ended.
-                self._status = 255
+                self.status = 255
                 break
             if pid:
-                self._status = os.waitstatus_to_exitcode(status)
-                if self._status < 0:
-                    self._status = 128 - self._status
-        return self._status
+                self.status = os.waitstatus_to_exitcode(status)
+                if self.status < 0:
+                    self.status = 128 - self.status
+        return self.status
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self._status is not None:
+    def killpg(self, sig: int, pgid: int | None = None) -> None:
+        if self.status is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, sig)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid or self.pid, sig)
 
-    async def aclose(self) -> None:
-        await self.stdout.aclose()
-        if self.stderr is not None:
-            await self.stderr.aclose()
+    def close(self) -> None:
+        """Drop the handle; reap the process if it has ended, so no zombie is left."""
+        if self.status is None:
+            with contextlib.suppress(ChildProcessError):
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    self.status = os.waitstatus_to_exitcode(status)
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
+
+
+class LxcProcess(Process):
+    """A process started by ``lxc attach``, in its own session and group."""
+
+    def __init__(self, pid: int, stdout_fd: int, stderr_fd: int | None, stdin_fd: int | None = None) -> None:
+        self._child = _Child(pid)
+        self.pid = pid
+        self.stdout = trio.lowlevel.FdStream(stdout_fd)
+        self.stderr = trio.lowlevel.FdStream(stderr_fd) if stderr_fd is not None else None
+        self.stdin = trio.lowlevel.FdStream(stdin_fd) if stdin_fd is not None else None
+
+    async def wait(self) -> int:
+        return await self._child.wait()
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        self._child.killpg(sig)
+
+    async def aclose(self) -> None:
+        for stream in (self.stdin, self.stdout, self.stderr):
+            if stream is not None:
+                await stream.aclose()
+        self._child.close()
+
+
+class LxcPtyProcess(PtyProcess):
+    """A session leader on a terminal of the container; we hold the master side."""
+
+    def __init__(self, pid: int, master_fd: int) -> None:
+        self._child = _Child(pid)
+        self._master = master_fd
+        self.terminal = trio.lowlevel.FdStream(master_fd)
+
+    async def wait(self) -> int:
+        return await self._child.wait()
+
+    def resize(self, cols: int, rows: int) -> None:
+        if self._master < 0:
+            return
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(self._master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def signal(self, sig: int) -> None:
+        foreground = 0
+        if self._master >= 0:
+            with contextlib.suppress(OSError):
+                foreground = os.tcgetpgrp(self._master)
+        self._child.killpg(sig, foreground if foreground > 0 else None)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self._child.killpg(signal.SIGKILL)
+
+    async def aclose(self) -> None:
+        # Closing the master hangs up the terminal: what still runs on it gets SIGHUP.
+        self._master = -1
+        await self.terminal.aclose()
+        self._child.close()
+
+
+class LxcFileReader(FileReader):
+    def __init__(self, fd: int, size: int, mtime: float, limiter: trio.CapacityLimiter) -> None:
+        self._fd = fd
+        self.size = size
+        self.mtime = mtime
+        self._limiter = limiter
+
+    async def read(self, max_bytes: int) -> bytes:
+        return await trio.to_thread.run_sync(os.read, self._fd, max_bytes, limiter=self._limiter)
+
+    async def aclose(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class LxcFileWriter(FileWriter):
+    """Writes a temporary file in the target's directory; ``commit`` renames it in place."""
+
+    def __init__(self, dir_fd: int, fd: int, temp: str, name: str, limiter: trio.CapacityLimiter) -> None:
+        self._dir_fd, self._fd = dir_fd, fd
+        self._temp, self._name = temp, name
+        self._limiter = limiter
+
+    async def write(self, data: bytes) -> None:
+        await trio.to_thread.run_sync(_write_all, self._fd, data, limiter=self._limiter)
+
+    async def commit(self) -> None:
+        def finish() -> None:
+            os.close(self._fd)
+            self._fd = -1
+            os.rename(self._temp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+            os.close(self._dir_fd)
+            self._dir_fd = -1
+
+        try:
+            await trio.to_thread.run_sync(finish, limiter=self._limiter)
+        except OSError as exc:
+            await self.abort()
+            raise _file_error(exc.errno, f"{self._name}: {exc.strerror}") from None
+
+    async def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._dir_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.unlink(self._temp, dir_fd=self._dir_fd)
+            os.close(self._dir_fd)
+            self._dir_fd = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _file_error(err: int | None, message: str) -> RuntimeFailure:
+    kind = _ERRNO_KINDS.get(err or 0)
+    return FileError(kind, message) if kind else RuntimeFailure(message)
 
 
 def _exec_in_container(spec: ProcessSpec) -> int:
@@ -146,7 +306,7 @@ def _exec_in_container(spec: ProcessSpec) -> int:
     stderr keeps them, and any pipe of the agent, out of the sandbox.
     """
     try:
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        lxc_inside.close_inherited()
         os.setsid()
         if spec.cwd:
             os.chdir(spec.cwd)
@@ -169,6 +329,10 @@ class LxcRuntime(Runtime):
         self._own_cgroups = _cgroup_dirs_of_self()
         self._limiter = trio.CapacityLimiter(max_threads)
         lxc_path.mkdir(parents=True, exist_ok=True)
+        # An open descriptor of each sandbox's network namespace, taken while
+        # the container is known to run: unlike a pid, it cannot come to
+        # name some other process's (the host's) namespace later.
+        self._netns: dict[str, int] = {}
 
     def _dir(self, sandbox_id: str) -> Path:
         return self.lxc_path / sandbox_id
@@ -239,31 +403,40 @@ class LxcRuntime(Runtime):
         return " | ".join(lines[-3:]) or "no log"
 
     async def spawn(self, sandbox_id: str, spec: ProcessSpec) -> Process:
+        return await self._spawn(sandbox_id, _exec_in_container, spec, stdin=spec.stdin, merge_stderr=spec.merge_stderr)
+
+    async def _spawn(
+        self, sandbox_id: str, fn: Callable[[Any], int], arg: Any, *, stdin: bool, merge_stderr: bool
+    ) -> LxcProcess:
+        """Run ``fn(arg)`` in an attached child with pipes as its standard streams."""
         out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe() if not spec.merge_stderr else (None, out_w)
+        err_r, err_w = (None, out_w) if merge_stderr else os.pipe()
+        in_r, in_w = os.pipe() if stdin else (None, None)
+        ours = [fd for fd in (out_r, err_r, in_w) if fd is not None]
+        theirs = {fd for fd in (out_w, err_w, in_r) if fd is not None}
         try:
-            pid = await self._run(self._attach_sync, sandbox_id, spec, out_w, err_w)
+            pid = await self._run(self._attach_sync, sandbox_id, fn, arg, in_r, out_w, err_w)
         except BaseException:
-            for fd in (out_r, err_r):
-                if fd is not None:
-                    os.close(fd)
+            for fd in ours:
+                os.close(fd)
             raise
         finally:
-            os.close(out_w)
-            if err_w != out_w:
-                os.close(err_w)
-        return LxcProcess(pid, out_r, err_r)
+            for fd in theirs:
+                os.close(fd)
+        return LxcProcess(pid, out_r, err_r, in_w)
 
-    def _attach_sync(self, sandbox_id: str, spec: ProcessSpec, out_fd: int, err_fd: int) -> int:
+    def _attach_sync(
+        self, sandbox_id: str, fn: Callable[[Any], int], arg: Any, in_fd: int | None, out_fd: int, err_fd: int
+    ) -> int:
         container = self._container(sandbox_id)
         if not container.running:
             raise SandboxGone(f"sandbox {sandbox_id} is not running")
         with open(os.devnull, "rb") as devnull:
             pid = container.attach(
-                _exec_in_container,
-                spec,
+                fn,
+                arg,
                 env_policy=lxc.LXC_ATTACH_CLEAR_ENV,
-                stdin=devnull.fileno(),
+                stdin=in_fd if in_fd is not None else devnull.fileno(),
                 stdout=out_fd,
                 stderr=err_fd,
             )
@@ -271,13 +444,83 @@ class LxcRuntime(Runtime):
             raise RuntimeFailure("attach to container failed")
         return int(pid)
 
+    def _call_sync(self, sandbox_id: str, fn: Callable[..., int], args: Sequence[Any]) -> tuple[Any, list[int], int]:
+        """Run ``fn(sock_fd, *args)`` in the container; its reply and descriptors, and its pid.
+
+        The child answers on a socket: descriptors first (SCM_RIGHTS), then
+        a JSON document until end of stream.
+        """
+        parent, child = socket.socketpair()
+        with parent, child, open(os.devnull, "r+b") as devnull:
+            container = self._container(sandbox_id)
+            if not container.running:
+                raise SandboxGone(f"sandbox {sandbox_id} is not running")
+            pid = container.attach(
+                _apply,
+                (fn, (child.fileno(), *args)),
+                env_policy=lxc.LXC_ATTACH_CLEAR_ENV,
+                stdin=devnull.fileno(),
+                stdout=devnull.fileno(),
+                stderr=devnull.fileno(),
+            )
+            if pid < 0:
+                raise RuntimeFailure("attach to container failed")
+            child.close()
+            parent.settimeout(_CALL_TIMEOUT)
+            fds: list[int] = []
+            try:
+                _, fds, _, _ = socket.recv_fds(parent, 1, 4)
+                data = bytearray()
+                while chunk := parent.recv(1 << 16):
+                    data += chunk
+            except OSError:
+                for fd in fds:
+                    os.close(fd)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise RuntimeFailure("the sandbox did not answer a file operation in time") from None
+        return (json.loads(data) if data else None), fds, pid
+
+    async def _call(self, sandbox_id: str, fn: Callable[..., lxc_inside.Reply], *args: Any) -> tuple[Any, list[int]]:
+        """Run a ``lxc_inside`` function in the container; its result and descriptors."""
+
+        def call() -> tuple[Any, list[int]]:
+            reply, fds, pid = self._call_sync(sandbox_id, _run_call, (fn, args))
+            os.waitpid(pid, 0)
+            return reply, fds
+
+        reply, fds = await self._run(call)
+        if reply is None:
+            for fd in fds:
+                os.close(fd)
+            raise RuntimeFailure("the file operation ended without an answer")
+        if "ok" in reply:
+            return reply["ok"], fds
+        if "refused" in reply:
+            raise FileError(reply["refused"], reply["message"])
+        raise _file_error(reply.get("errno"), reply.get("message", "file operation failed"))
+
+    async def spawn_pty(self, sandbox_id: str, spec: PtySpec) -> PtyProcess:
+        args = (list(spec.argv), dict(spec.env), spec.cwd, spec.cols, spec.rows)
+
+        def start() -> tuple[int, int]:
+            _, fds, pid = self._call_sync(sandbox_id, lxc_inside.open_terminal, args)
+            if len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                os.waitpid(pid, 0)
+                raise RuntimeFailure("could not open a terminal in the sandbox")
+            return pid, fds[0]
+
+        pid, master = await self._run(start)
+        return LxcPtyProcess(pid, master)
+
     async def open_port(self, sandbox_id: str, port: int) -> trio.abc.Stream:
         netns_fd = await self._run(self._netns_fd_sync, sandbox_id)
-        try:
-            raw = await self._run(netns_socket.tcp_socket_in, netns_fd)
-        finally:
-            os.close(netns_fd)
-        sock = trio.socket.from_stdlib_socket(raw)
+        sock = trio.socket.from_stdlib_socket(
+            await trio.to_thread.run_sync(netns.tcp_socket_in, netns_fd, limiter=self._limiter)
+        )
         try:
             await sock.connect(("127.0.0.1", port))
         except OSError:
@@ -289,18 +532,59 @@ class LxcRuntime(Runtime):
         return trio.SocketStream(sock)
 
     def _netns_fd_sync(self, sandbox_id: str) -> int:
-        """The container's network namespace, opened; checked against pid reuse."""
+        fd = self._netns.get(sandbox_id)
+        if fd is not None:
+            return fd
         container = self._container(sandbox_id)
         pid = int(container.init_pid) if container.running else -1
         if pid <= 0:
             raise SandboxGone(f"sandbox {sandbox_id} is not running")
         fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        # The pid might have died and been reused between the two calls.
         if not container.running or int(container.init_pid) != pid:
             os.close(fd)
             raise SandboxGone(f"sandbox {sandbox_id} is not running")
+        self._netns[sandbox_id] = fd
         return fd
 
+    def _forget_netns(self, sandbox_id: str) -> None:
+        fd = self._netns.pop(sandbox_id, None)
+        if fd is not None:
+            os.close(fd)
+
+    async def open_file(self, sandbox_id: str, path: str) -> FileReader:
+        info, fds = await self._call(sandbox_id, lxc_inside.open_for_reading, path)
+        return LxcFileReader(fds[0], info["size"], info["mtime"], self._limiter)
+
+    async def create_file(self, sandbox_id: str, path: str, *, parents: bool) -> FileWriter:
+        info, fds = await self._call(sandbox_id, lxc_inside.open_for_writing, path, parents)
+        return LxcFileWriter(fds[0], fds[1], info["temp"], info["name"], self._limiter)
+
+    async def stat(self, sandbox_id: str, path: str) -> FileInfo:
+        info, _ = await self._call(sandbox_id, lxc_inside.stat_path, path)
+        return FileInfo(**info)
+
+    async def list_dir(self, sandbox_id: str, path: str, limit: int) -> tuple[list[FileInfo], bool]:
+        listing, _ = await self._call(sandbox_id, lxc_inside.list_dir, path, limit)
+        return [FileInfo(**e) for e in listing["entries"]], bool(listing["truncated"])
+
+    async def mkdir(self, sandbox_id: str, path: str, *, parents: bool) -> None:
+        await self._call(sandbox_id, lxc_inside.make_dir, path, parents)
+
+    async def remove(self, sandbox_id: str, path: str, *, recursive: bool) -> None:
+        await self._call(sandbox_id, lxc_inside.remove, path, recursive)
+
+    async def rename(self, sandbox_id: str, source: str, target: str, *, overwrite: bool) -> None:
+        await self._call(sandbox_id, lxc_inside.rename, source, target, overwrite)
+
+    async def archive(self, sandbox_id: str, path: str) -> Process:
+        return await self._spawn(sandbox_id, lxc_inside.write_archive, path, stdin=False, merge_stderr=False)
+
+    async def extract(self, sandbox_id: str, path: str) -> Process:
+        return await self._spawn(sandbox_id, lxc_inside.extract_archive, path, stdin=True, merge_stderr=False)
+
     async def destroy(self, sandbox_id: str) -> None:
+        self._forget_netns(sandbox_id)
         await self._run(self._destroy_sync, sandbox_id)
 
     def _destroy_sync(self, sandbox_id: str) -> None:
@@ -339,6 +623,16 @@ class LxcRuntime(Runtime):
     async def leftovers(self) -> set[str]:
         places = [self.lxc_path] if self.scratch is None else [self.lxc_path, self.scratch.mountpoint]
         return {p.name for place in places if place.exists() for p in place.iterdir() if p.is_dir()}
+
+
+def _apply(packed: tuple[Callable[..., int], Sequence[Any]]) -> int:
+    """Attach entry point for functions of several arguments (attach passes one)."""
+    fn, args = packed
+    return fn(*args)
+
+
+def _run_call(sock_fd: int, fn: Callable[..., lxc_inside.Reply], args: Sequence[Any]) -> int:
+    return lxc_inside.run_call(lxc_inside.Call(fn, args, sock_fd))
 
 
 def _running_names(lxc_path: str) -> tuple[str, ...]:

@@ -230,7 +230,12 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
 
     def terminate(self, session_id: str, reason: str) -> bool:
         """Terminate, and queue ``session.terminated`` in the same transaction."""
-        values = {"status": "terminated", "status_reason": reason, "terminated_at": _now()}
+        values = {
+            "status": "terminated",
+            "status_reason": reason,
+            "terminated_at": _now(),
+            "active_connection_leases": 0,  # its connections end with it
+        }
         return self._transition_with_event(session_id, ACTIVE_STATUSES, values, "session.terminated")
 
     def mark_running(self, session_id: str, **granted: Any) -> bool:
@@ -270,6 +275,54 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
 
     def overdue_creates(self, now: float) -> list[Row]:
         query = sa.select(sessions).where(sessions.c.status == "creating", sessions.c.create_deadline < now)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    # -- session lifetime and activity (session endpoints) -----------------
+
+    def record_activity(self, session_id: str, at: float) -> None:
+        """Move ``last_activity_at`` forward (never back)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                sessions.update()
+                .where(
+                    sessions.c.id == session_id,
+                    sa.or_(sessions.c.last_activity_at.is_(None), sessions.c.last_activity_at < at),
+                )
+                .values(last_activity_at=at)
+            )
+
+    def record_connections(self, session_id: str, leases: int, last_activity_at: float | None) -> None:
+        """What a host reported: open leases, and the last activity it saw."""
+        with self.engine.begin() as conn:
+            # Not on an ended session: a heartbeat read before a terminate must not revive its count.
+            live = sessions.c.status.in_(ACTIVE_STATUSES)
+            update = sessions.update().where(sessions.c.id == session_id, live)
+            conn.execute(update.values(active_connection_leases=leases))
+        if last_activity_at is not None:
+            self.record_activity(session_id, last_activity_at)
+
+    def set_lifetime(self, session_id: str, values: dict[str, Any]) -> bool:
+        """Change timeouts or the deadline of a session that has not ended."""
+        return self.transition(session_id, ACTIVE_STATUSES, **values)
+
+    def expired_sessions(self, now: float) -> list[Row]:
+        """Sessions past their maximum lifetime."""
+        query = sa.select(sessions).where(
+            sessions.c.status.in_(ACTIVE_STATUSES), sessions.c.expires_at.is_not(None), sessions.c.expires_at < now
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def idle_candidates(self, now: float) -> list[Row]:
+        """Running sessions without connections whose idle timeout may have passed (checked by the caller)."""
+        last = sa.func.coalesce(sessions.c.last_activity_at, sessions.c.started_at)
+        query = sa.select(sessions).where(
+            sessions.c.status == "running",
+            sessions.c.active_connection_leases == 0,
+            sessions.c.idle_timeout_ms.is_not(None),
+            last + sessions.c.idle_timeout_ms / 1000.0 < now,
+        )
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 

@@ -107,6 +107,12 @@ sessions = sa.Table(
     sa.Column("create_deadline", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("terminated_at", sa.Float, nullable=True),
+    # Session lifetime and activity (migration 0003_endpoints).
+    sa.Column("timeout_ms", sa.BigInteger, nullable=True),
+    sa.Column("idle_timeout_ms", sa.BigInteger, nullable=True),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("last_activity_at", sa.Float, nullable=True),
+    sa.Column("active_connection_leases", sa.Integer, nullable=False, server_default="0"),
     # "egress" | "none" (as granted by its host), the egress allow-list,
     # and the resource limits in force. (0005)
     sa.Column("network", sa.String(16), nullable=True),

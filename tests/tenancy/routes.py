@@ -31,6 +31,8 @@ ROUTES = [
     Route("GET", "/v1/sessions", "sessions.read", "session.list"),
     Route("GET", "/v1/sessions/{session}", "sessions.read", "session.get"),
     Route("DELETE", "/v1/sessions/{session}", "sessions.write", "session.terminate"),
+    Route("PATCH", "/v1/sessions/{session}", "sessions.write", "session.update"),
+    Route("POST", "/v1/sessions/{session}/tokens", "sessions.write", "session.token"),
     Route("POST", "/v1/exec", "exec.write", "exec.run"),
     Route("GET", "/v1/accounts", None, "account.list"),
     Route("POST", "/v1/accounts", FULL, "account.create"),
@@ -78,4 +80,43 @@ ROUTES = [
     Route("GET", "/v1/jobs/{job}", None, "job.get"),
     Route("POST", "/v1/jobs/{job}/cancel", None, "job.cancel"),
     Route("POST", "/v1/jobs/{job}/retry", None, "job.retry"),
+]
+
+
+@dataclass(frozen=True)
+class EdgeRoute:
+    """A session endpoint, served by the edge router (path style; the subdomain style is the same route)."""
+
+    method: str
+    path: str  # {session} is filled in
+    scope: str
+    action: str | None  # its audit event's action; None: not audited
+    websocket: bool = False
+
+    def headers(self) -> dict[str, str]:
+        if not self.websocket:
+            return {}
+        return {
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        }
+
+
+EDGE_ROUTES = [
+    EdgeRoute("GET", "/s/{session}/", "sessions.read", None),
+    EdgeRoute("GET", "/s/{session}/pty", "sessions.read", None),
+    EdgeRoute("GET", "/s/{session}/pty", "exec.write", "session.pty", websocket=True),
+    EdgeRoute("GET", "/s/{session}/exec", "exec.write", "session.exec", websocket=True),
+    EdgeRoute("GET", "/s/{session}/tunnel/8080", "sessions.write", "session.tunnel", websocket=True),
+    EdgeRoute("GET", "/s/{session}/ports/8080/", "sessions.write", None),
+    EdgeRoute("POST", "/s/{session}/ports/8080/form", "sessions.write", None),
+    EdgeRoute("GET", "/s/{session}/files/etc/hostname", "files.read", None),
+    EdgeRoute("PUT", "/s/{session}/files/root/pwned", "files.write", "file.upload"),
+    EdgeRoute("DELETE", "/s/{session}/files/etc/hostname", "files.write", "file.delete"),
+    EdgeRoute("GET", "/s/{session}/fs/stat/etc", "files.read", None),
+    EdgeRoute("GET", "/s/{session}/fs/list/root", "files.read", None),
+    EdgeRoute("POST", "/s/{session}/fs/mkdir/root/pwned", "files.write", "file.operation"),
+    EdgeRoute("POST", "/s/{session}/fs/rename", "files.write", "file.operation"),
 ]

@@ -35,6 +35,8 @@ async def test_every_mutation_is_recorded(tenants: Tenants) -> None:
     session = (await api.post("/v1/sessions", json={"ephemeral": True})).json()
     calls = [
         ("POST", "/v1/exec", {"session_id": session["id"], "command": "true"}),
+        ("PATCH", f"/v1/sessions/{session['id']}", {"timeout_ms": 600_000}),
+        ("POST", f"/v1/sessions/{session['id']}/tokens", {}),
         ("DELETE", f"/v1/sessions/{session['id']}", None),
         ("POST", f"{acme}/members", {"email": "m@test.invalid"}),
         ("PATCH", f"{acme}/members/m@test.invalid", {"role": "admin"}),
@@ -148,3 +150,33 @@ async def test_the_database_refuses_to_rewrite_the_trail(tenants: Tenants, state
         assert await trio.to_thread.run_sync(count) == before > 0
     finally:
         store.close()
+
+
+async def test_session_endpoint_mutations_and_refusals_are_recorded(tenants: Tenants) -> None:
+    api = tenants.system.client
+    session_id = (await api.post("/v1/sessions", json={"ephemeral": True})).json()["id"]
+    assert (await api.put(f"/s/{session_id}/files/root/note", content=b"hi")).status_code == 201
+    assert (await api.get(f"/s/{session_id}/files/root/note")).content == b"hi"  # a read: not recorded
+    reader = await tenants.client(await tenants.key(api, scopes=["files.read"]))
+    assert (await reader.put(f"/s/{session_id}/files/root/note", content=b"x")).status_code == 403
+    minted = await api.post(f"/v1/sessions/{session_id}/tokens", json={"scopes": ["files.write"]})
+    token = minted.json()["token"]
+    by_token = await api.request(
+        "DELETE", f"/s/{session_id}/files/root/note", params={"chaser_token": token}, headers={"Authorization": ""}
+    )
+    assert by_token.status_code == 200, by_token.text
+
+    events = await all_events(api, resource=session_id)
+    edge = [e for e in events if e["request"]["path"].startswith("/s/")]
+    assert [(e["action"], e["result"], e["status"]) for e in edge] == [
+        ("file.delete", "success", 200),
+        ("file.upload", "denied", 403),
+        ("file.upload", "success", 201),
+    ]
+    delete, denied, upload = edge
+    assert delete["actor"] == {  # the token is in no path recorded
+        "type": "session_token", "id": None, "name": None, "key_id": None, "auth_method": "session_token",
+    }  # fmt: skip
+    assert token not in str(events)
+    assert denied["error_code"] == "missing_scope" and upload["actor"]["auth_method"] == "api_key"
+    await api.delete(f"/v1/sessions/{session_id}")

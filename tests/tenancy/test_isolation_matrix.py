@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from tests.tenancy.conftest import Tenants
-from tests.tenancy.routes import ROUTES, Route
+from tests.tenancy.routes import EDGE_ROUTES, ROUTES, EdgeRoute, Route
 
 
 async def build_b(tenants: Tenants) -> dict[str, Any]:
@@ -62,6 +62,8 @@ def body_for(route: Route, b: dict[str, Any]) -> dict[str, Any] | None:
     """A valid body, so only ownership can stop the call."""
     bodies: dict[str, dict[str, Any]] = {
         "POST /v1/exec": {"session_id": b["session"], "command": "touch /root/pwned"},
+        "PATCH /v1/sessions/{session}": {"timeout_ms": 1000},
+        "POST /v1/sessions/{session}/tokens": {},
         "PATCH /v1/accounts/{account}": {"name": "Pwned"},
         "POST /v1/accounts/{account}/members": {"email": "eve@test.invalid", "role": "owner"},
         "PATCH /v1/accounts/{account}/members/{member}": {"role": "owner"},
@@ -73,6 +75,34 @@ def body_for(route: Route, b: dict[str, Any]) -> dict[str, Any] | None:
         "POST /v1/workspaces/{workspace}/snapshots": {},
     }
     return bodies.get(f"{route.method} {route.path}")
+
+
+def edge_body(route: EdgeRoute) -> bytes:
+    """A valid body, so only ownership can stop the call."""
+    if route.path.endswith("/fs/rename"):
+        return b'{"from": "/etc/hostname", "to": "/root/pwned"}'
+    return b"pwned" if route.method in ("PUT", "POST") else b""
+
+
+async def edge_calls_are_not_found(a: httpx.AsyncClient, b: dict[str, Any]) -> None:
+    """B's session endpoints, both URL styles, are unknown to A; naming B's account is too."""
+    port = a.base_url.port
+    for route in EDGE_ROUTES:
+        path = route.path.format(session=b["session"])
+        subdomain = route.path.removeprefix("/s/{session}")
+        tries = [
+            ({}, path),
+            ({"Host": f"{b['session']}.localhost:{port}"}, subdomain),
+            ({"X-Chaser-Account": b["org"]["id"]}, path),
+        ]
+        for extra, target in tries:
+            response = await a.request(
+                route.method, target, content=edge_body(route), headers={**route.headers(), **extra}
+            )
+            where = f"{route.method} {target} {extra} (websocket: {route.websocket}): {response.text}"
+            assert response.status_code == 404, where
+            code = "account_not_found" if "X-Chaser-Account" in extra else "session_not_found"
+            assert response.json()["error"]["code"] == code, where
 
 
 def targets_b(route: Route) -> bool:
@@ -131,6 +161,7 @@ async def test_account_a_cannot_reach_account_b(tenants: Tenants) -> None:
                 response = await a.request(route.method, path, headers={"X-Chaser-Account": selector})
                 assert response.status_code == 404, f"{where} as {selector}: {response.text}"
                 assert response.json()["error"]["code"] == "account_not_found"
+        await edge_calls_are_not_found(a, b)
 
     assert await snapshot(b) == before
     # B's key, in turn, is refused in A's accounts: it cannot be redirected.

@@ -1,9 +1,10 @@
 """Each scope grants exactly its endpoints; the 403 names the missing scope.
 
 For every scope (billing ones included, which no endpoint needs yet) a key
-holding only that scope calls every endpoint. Ids are ones nobody has and
-bodies are malformed, so a call that passes the scope check ends in a
-404/400/422 and changes nothing; one that does not pass ends in a 403.
+holding only that scope calls every endpoint, the session endpoints of the
+edge router included. Ids are ones nobody has and bodies are malformed, so
+a call that passes the scope check ends in a 404/400/422 and changes
+nothing; one that does not pass ends in a 403.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from scheduler.store import Store
 from scheduler.workspaces import WorkspaceService
 from tests.conftest import scheduler_config
 from tests.tenancy.conftest import Tenants
-from tests.tenancy.routes import FULL, ROUTES, Route
+from tests.tenancy.routes import EDGE_ROUTES, FULL, ROUTES, Route
 
 
 def fill(route: Route) -> str:
@@ -83,3 +84,22 @@ async def test_a_key_without_scopes_reaches_every_endpoint(sqlite_tenants: Tenan
         )
         assert response.status_code not in (401, 403), f"{route.method} {route.path}: {response.text}"
         assert response.status_code < 500, f"{route.method} {route.path}: {response.text}"
+
+
+async def test_each_scope_grants_exactly_its_session_endpoints(sqlite_tenants: Tenants) -> None:
+    owner = sqlite_tenants.system.client
+    nobody = str(uuid.uuid4())
+    for scope in [*sorted(SCOPES), None]:
+        key = await sqlite_tenants.key(owner, name=f"edge {scope}", **({"scopes": [scope]} if scope else {}))
+        api = await sqlite_tenants.client(key)
+        for route in EDGE_ROUTES:
+            path = route.path.format(session=nobody)
+            response = await api.request(route.method, path, content=b"{", headers=route.headers())
+            where = f"{scope} -> {route.method} {path} (websocket: {route.websocket}): {response.text}"
+            if scope is None or route.scope == scope:
+                assert response.status_code == 404, where
+                assert response.json()["error"]["code"] == "session_not_found", where
+            else:
+                assert response.status_code == 403, where
+                error = response.json()["error"]
+                assert error["code"] == "missing_scope" and repr(route.scope) in error["message"], where
