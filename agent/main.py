@@ -13,6 +13,7 @@ from hypercorn.config import Config as HypercornConfig
 import vmimages
 from agent.api import create_app
 from agent.browser import Browsers
+from agent.browser.proxy import CdpProxy
 from agent.config import DEFAULT_CONFIG_FILE, AgentConfig
 from agent.connections import SessionConnections
 from agent.detached import DetachedExecs
@@ -107,8 +108,11 @@ async def _serve_api(
         api = create_app(config, manager, keeper)
         register_detached_routes(api, execs)
         app = Endpoints(config, manager, keeper, ptys, api)
-        ports = PortForwarding(config.token.get_secret_value().encode(), manager, keeper)
-        url = await nursery.start(partial(_front.serve, app, hypercorn, config.bind, ports.route))
+        token = config.token.get_secret_value().encode()
+        ports = PortForwarding(token, manager, keeper)
+        cdp = CdpProxy(token, manager, keeper)
+        route = _front.first_of(ports.route, cdp.route)
+        url = await nursery.start(partial(_front.serve, app, hypercorn, config.bind, route))
         url = config.advertise_url or url
         if config.scheduler_url:
             await nursery.start(heartbeat_loop, config, url, manager, keeper)

@@ -43,6 +43,7 @@ class _Chromium:
     exited: trio.Event = field(default_factory=trio.Event)
     exit_code: int | None = None
     stopping: bool = False  # an exit from now on was asked for
+    watched: bool = False  # its watcher runs (and so it, not ``stop``, waits for the process)
 
     def last_words(self) -> str:
         lines = [line for line in self.output.text().splitlines() if line.strip()]
@@ -98,40 +99,64 @@ class Browsers:
 
     async def _watch(self, sandbox_id: str, chromium: _Chromium, on_exit: OnExit) -> None:
         process = chromium.process
+        chromium.watched = True
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_drain, process.stdout, chromium.output)
                 chromium.exit_code = await process.wait()
                 nursery.cancel_scope.cancel()  # a child may hold the pipe open
         finally:
-            chromium.exited.set()
-            with trio.CancelScope(shield=True):
-                await process.aclose()
-            if self._chromiums.get(sandbox_id) is chromium:
-                del self._chromiums[sandbox_id]
+            chromium.watched = False
+            # Cut off (the agent stops) before Chromium ended: ``stop`` reaps it, if asked to.
+            if chromium.exit_code is not None:
+                await self._forget(sandbox_id, chromium)
         if not chromium.stopping:
             reason = f"the browser exited unexpectedly (code {chromium.exit_code}): {chromium.last_words()}"
             log.warning(reason, extra={"session_id": sandbox_id})
             await on_exit(sandbox_id, reason)
 
+    async def _forget(self, sandbox_id: str, chromium: _Chromium) -> None:
+        chromium.exited.set()
+        with trio.CancelScope(shield=True):
+            await chromium.process.aclose()
+        if self._chromiums.get(sandbox_id) is chromium:
+            del self._chromiums[sandbox_id]
+
+    async def _ended(self, sandbox_id: str, chromium: _Chromium) -> None:
+        """Wait for Chromium's end: through its watcher, or, without one, for the process itself."""
+        if chromium.watched:
+            await chromium.exited.wait()
+        elif not chromium.exited.is_set():
+            chromium.exit_code = await chromium.process.wait()
+            await self._forget(sandbox_id, chromium)
+
     async def stop(self, sandbox_id: str) -> None:
-        """Close Chromium cleanly (its profile is saved), within ``stop_grace``; never raises."""
+        """Close Chromium cleanly (its profile is saved) within ``stop_grace``, else kill it; never raises.
+
+        Chromium is this agent's child: it must be reaped before the sandbox
+        is destroyed, or the dying container waits for it for ever.
+        """
         chromium = self._chromiums.get(sandbox_id)
         if chromium is not None:
             chromium.stopping = True
         with trio.move_on_after(self.stop_grace):
+            answered = True
             try:
                 async with open_cdp(self.runtime, sandbox_id) as cdp:
                     # The answer may not make it out before the socket closes.
                     with contextlib.suppress(CdpError):
                         await cdp.call("Browser.close")
             except UNREACHABLE:
-                return  # not running (any more): nothing to save
+                answered = False  # not running (any more): nothing to save
             if chromium is not None:
-                await chromium.exited.wait()
-            else:  # re-adopted after an agent restart: no handle, watch the port close
+                await self._ended(sandbox_id, chromium)
+            elif answered:  # re-adopted after an agent restart: no handle, watch the port close
                 while await self._answers(sandbox_id):
                     await trio.sleep(_POLL)
+        if chromium is not None and not chromium.exited.is_set():
+            chromium.process.kill()
+            with trio.move_on_after(self.stop_grace):
+                await self._ended(sandbox_id, chromium)
 
     async def _answers(self, sandbox_id: str) -> bool:
         try:
