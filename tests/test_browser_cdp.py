@@ -25,6 +25,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 
 from tests.browser_support import SITE
 from tests.conftest import System, wait_until
+from tests.test_jobs_cli import chaser
 
 JS = Path(__file__).parent / "js"
 NO_PROXY_ENV = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
@@ -166,11 +167,13 @@ async def test_playwright_drives_the_session(browser_system: System, tmp_path: P
 
 async def test_puppeteer_drives_the_session(browser_system: System, tmp_path: Path) -> None:
     session = await browser(browser_system)
-    given = await token(browser_system, session["id"])
-    async with httpx.AsyncClient(base_url=browser_system.api_url) as raw:
-        version = (await raw.get(f"/s/{session['id']}/t/{given}/json/version")).json()
+    # The URL from `chaser browser cdp-url` is all puppeteer is given (its token rides in the path).
+    printed = await chaser(browser_system, "browser", "cdp-url", session["id"])
+    assert printed.returncode == 0, printed.stderr
+    endpoint = printed.stdout.decode().strip()
+    assert endpoint.startswith(f"ws://127.0.0.1:{port_of(browser_system)}/s/{session['id']}/t/st_")
     shot = tmp_path / "puppeteer.png"
-    argv = ["node", str(JS / "drive.js"), version["webSocketDebuggerUrl"], f"{SITE}/", str(shot)]
+    argv = ["node", str(JS / "drive.js"), endpoint, f"{SITE}/", str(shot)]
     done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False, env=NO_PROXY_ENV)
     assert done.returncode == 0, done.stderr.decode()
     assert json.loads(done.stdout) == {"status": 200, "title": "Chaser test page", "text": "clicked 2"}

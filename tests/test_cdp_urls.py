@@ -1,4 +1,4 @@
-"""The CDP URL rewriting core, fed Chromium's own answers (as Debian's Chromium 156 gives them)."""
+"""The CDP URL rewriting core, fed Chromium's own answers (Debian's Chromium 156), and the router's CDP targets."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from urllib.parse import parse_qs, urlsplit
 
 from agent.browser.cdp_urls import PublicEndpoint, rewrite_json
+from scheduler.router import Requirement, SessionTarget, requirement, session_target
 
 SID = "0b6c1f8e-2f7d-4d43-9d7e-6a1f3f0b2c11"
 VERSION = b"""{
@@ -53,3 +54,18 @@ def test_other_json_is_left_alone() -> None:
     public = PublicEndpoint("http", "h:1", "/s/x")
     assert json.loads(rewrite_json(b'{"ok": true}', public)) == {"ok": True}
     assert json.loads(rewrite_json(b'"Target is closing"', public)) == "Target is closing"
+
+
+def test_router_targets_of_cdp_endpoints() -> None:
+    path = session_target(f"/s/{SID}/json/version?x=1".encode(), b"127.0.0.1:8080", "localhost")
+    assert path == SessionTarget(SID, "/json/version", "x=1", f"/s/{SID}", None)
+    tokened = session_target(f"/s/{SID}/t/st_a.b/devtools/page/P".encode(), b"127.0.0.1:8080", "localhost")
+    assert tokened == SessionTarget(SID, "/devtools/page/P", "", f"/s/{SID}/t/st_a.b", "st_a.b")
+    on_subdomain = session_target(b"/t/st_a.b/json/list", f"{SID}.localhost:8080".encode(), "localhost")
+    assert on_subdomain == SessionTarget(SID, "/json/list", "", "/t/st_a.b", "st_a.b")
+    # Other endpoints keep their prefixes: none, or a forwarded port's.
+    assert session_target(f"/s/{SID}/pty".encode(), None, "localhost") == SessionTarget(SID, "/pty", "", "", None)
+    port = session_target(f"/s/{SID}/ports/80/x".encode(), None, "localhost")
+    assert port is not None and port.public_prefix == f"/s/{SID}/ports/80"
+    assert requirement("/devtools/page/P", "GET", True) == Requirement("sessions.write", "session.cdp")
+    assert requirement("/json/version", "GET", False) == Requirement("sessions.write", None)
