@@ -13,9 +13,13 @@ on 127.0.0.1 for the baselines). Then, interleaved round by round:
 - scrape job end to end: ``POST /v1/jobs`` of the seeds' ``browser.scrape``
   example (``selector: h1``) until the job reads ``succeeded`` (a fresh
   browser session, load, extract, terminate); beside ``chromium --headless
-  --dump-dom`` of the same page on the host.
+  --dump-dom`` of the same page on the host;
+- CDP round trip: ``Runtime.evaluate`` of ``1+1`` on a page, over one open
+  WebSocket, through the CDP proxy of one browser session in both URL
+  styles (``/s/<id>/...`` and ``<id>.localhost``, a session token in the
+  query), beside the same call straight to a Chromium on the host.
 
-    python -m benchmarks.bench_browser [--rounds 10] [--json]
+    python -m benchmarks.bench_browser [--rounds 10] [--calls 200] [--json]
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any
 
 import httpx
 import trio
+import trio_websocket
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from pyroute2 import netns
@@ -149,10 +154,88 @@ async def scrape_job(client: httpx.AsyncClient, samples: list[float]) -> None:
         raise RuntimeError(f"the scrape job did not scrape the page: {job}")
 
 
+# -- CDP round trips -----------------------------------------------------------
+
+
+async def evaluate_round_trips(
+    stream: trio.SocketStream, host: str, resource: str, calls: int, into: list[float]
+) -> None:
+    """Attach to a new page over the browser WebSocket, then time ``calls`` evaluations of 1+1."""
+    async with trio.open_nursery() as nursery:
+        ws = await trio_websocket.wrap_client_stream(nursery, stream, host, resource)
+        ids = iter(range(1, 1 << 30))
+
+        async def call(method: str, params: dict[str, Any], session: str | None = None) -> Any:
+            message: dict[str, Any] = {"id": next(ids), "method": method, "params": params}
+            if session is not None:
+                message["sessionId"] = session
+            await ws.send_message(json.dumps(message))
+            while "id" not in (answer := json.loads(await ws.get_message())):
+                pass  # an event
+            return answer["result"]
+
+        target = (await call("Target.createTarget", {"url": "about:blank"}))["targetId"]
+        session = (await call("Target.attachToTarget", {"targetId": target, "flatten": True}))["sessionId"]
+        for _ in range(calls):
+            started = time.perf_counter()
+            result = await call("Runtime.evaluate", {"expression": "1+1"}, session)
+            into.append(time.perf_counter() - started)
+            if result["result"]["value"] != 2:
+                raise RuntimeError(f"Runtime.evaluate answered {result}")
+        await call("Target.closeTarget", {"targetId": target})
+        await ws.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def proxied(url: str, host: str, calls: int, into: list[float]) -> None:
+    """Through the API's listener on loopback, naming ``host`` (the path style's, or the session's subdomain)."""
+    parts = httpx.URL(url)
+    stream = await trio.open_tcp_stream(LOOPBACK, parts.port or 80)
+    resource = parts.raw_path.decode()
+    await evaluate_round_trips(stream, host, resource, calls, into)
+
+
+async def direct(port: int, calls: int, into: list[float]) -> None:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        version = (await client.get(f"http://{LOOPBACK}:{port}/json/version")).json()
+    resource = httpx.URL(version["webSocketDebuggerUrl"]).raw_path.decode()
+    stream = await trio.open_tcp_stream(LOOPBACK, port)
+    await evaluate_round_trips(stream, f"{LOOPBACK}:{port}", resource, calls, into)
+
+
+async def round_trips(client: httpx.AsyncClient, rounds: int, calls: int, samples: Samples) -> None:
+    session = await api(client, "POST", "/v1/sessions", 201, {"session_type": "browser", "ephemeral": True})
+    token = (await api(client, "POST", f"/v1/sessions/{session['id']}/tokens", 201, {}))["token"]
+    version = await api(client, "GET", f"/s/{session['id']}/json/version?chaser_token={token}", 200)
+    path_url = version["webSocketDebuggerUrl"]
+    api_host = httpx.URL(path_url).netloc.decode()
+    subdomain_host = f"{session['id']}.localhost:{httpx.URL(path_url).port}"
+    subdomain_url = path_url.replace(f"/s/{session['id']}", "")
+    profile = tempfile.mkdtemp(prefix="chaser-bench-chromium-")
+    port = free_port()
+    argv = ["chromium", *(f for f in FLAGS if not f.startswith("--remote-debugging-port"))]
+    argv += [f"--remote-debugging-port={port}", f"--user-data-dir={profile}", "about:blank"]
+    chromium = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with trio.fail_after(60):
+            while not await devtools_answers(port):
+                await trio.sleep(POLL)
+        for i in range(rounds + 1):
+            print(f"CDP round {i}/{rounds}" if i else "CDP warm-up", file=sys.stderr)
+            await proxied(path_url, api_host, calls, samples["cdp_path"] if i else [])
+            await proxied(subdomain_url, subdomain_host, calls, samples["cdp_subdomain"] if i else [])
+            await direct(port, calls, samples["cdp_direct"] if i else [])
+    finally:
+        chromium.kill()
+        await trio.to_thread.run_sync(chromium.wait)
+        shutil.rmtree(profile, ignore_errors=True)
+        await api(client, "DELETE", f"/v1/sessions/{session['id']}?force=true", 200)
+
+
 # -- the run --------------------------------------------------------------------
 
 
-async def run(rounds: int) -> Samples:
+async def run(rounds: int, calls: int) -> Samples:
     samples: Samples = defaultdict(list)
     world = f"bb{secrets.token_hex(3)}"
     await trio.to_thread.run_sync(make_world, world)
@@ -171,6 +254,7 @@ async def run(rounds: int) -> Samples:
                     print(f"round {i}/{rounds}" if i else "warm-up", file=sys.stderr)
                     for metric, step in steps:
                         await step(samples[metric] if i else [])
+                await round_trips(client, rounds, calls, samples)
             nursery.cancel_scope.cancel()
     finally:
         await trio.to_thread.run_sync(remove_world, world)
@@ -180,12 +264,14 @@ async def run(rounds: int) -> Samples:
 ROWS = (
     ("browser session create (201 = CDP ready)", "create", "chromium on the host until /json/version", "launch"),
     ("browser.scrape job, submit -> succeeded", "scrape", "chromium --headless --dump-dom on the host", "dump_dom"),
+    ("CDP Runtime.evaluate 1+1, proxy, path style", "cdp_path", "straight to Chromium on the host", "cdp_direct"),
+    ("CDP Runtime.evaluate 1+1, proxy, subdomain", "cdp_subdomain", "straight to Chromium on the host", "cdp_direct"),
 )
 
 
 def summarize(samples: Samples) -> list[dict[str, Any]]:
     def ms(values: list[float], q: float) -> float:
-        return round(percentile(values, q) * 1000, 1)
+        return round(percentile(values, q) * 1000, 3)
 
     return [
         {
@@ -205,8 +291,8 @@ def summarize(samples: Samples) -> list[dict[str, Any]]:
 def table(rows: list[dict[str, Any]]) -> str:
     header = ("path", "n", "p50 ms", "p95 ms", "baseline", "p50 ms", "p95 ms", "ratio p50")
     lines = [header] + [
-        (r["path"], str(r["n"]), f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", r["baseline"],
-         f"{r['baseline_p50_ms']:.1f}", f"{r['baseline_p95_ms']:.1f}", f"{r['ratio_p50']:.2f}x")
+        (r["path"], str(r["n"]), f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}", r["baseline"],
+         f"{r['baseline_p50_ms']:.2f}", f"{r['baseline_p95_ms']:.2f}", f"{r['ratio_p50']:.2f}x")
         for r in rows
     ]  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -221,15 +307,16 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_browser", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="measured rounds (default 10)")
+    parser.add_argument("--calls", type=int, default=200, help="CDP round trips per style and round (default 200)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    if args.rounds < 1 or args.calls < 1:
+        parser.error("--rounds and --calls must be at least 1")
     if shutil.which("chromium") is None:
         parser.error("Debian's chromium is needed for the baselines (scripts/install installs it)")
     for var in PROXY_VARS:
         os.environ.pop(var, None)
-    rows = summarize(trio.run(run, args.rounds))
+    rows = summarize(trio.run(run, args.rounds, args.calls))
     print(json.dumps(rows, indent=2) if args.json else table(rows))
     return 0
 
