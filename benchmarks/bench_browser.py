@@ -25,10 +25,12 @@ on 127.0.0.1 for the baselines). Then, interleaved round by round:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -95,6 +97,12 @@ async def devtools_answers(port: int) -> bool:
         return False
 
 
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Chromium and its helpers (renderers, zygotes), so none writes to the profile about to go."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
 async def direct_launch(samples: list[float]) -> None:
     """Chromium on the host until its /json/version answers; then killed, its profile removed."""
     profile = tempfile.mkdtemp(prefix="chaser-bench-chromium-")
@@ -102,14 +110,14 @@ async def direct_launch(samples: list[float]) -> None:
     argv = ["chromium", *(f for f in FLAGS if not f.startswith("--remote-debugging-port"))]
     argv += [f"--remote-debugging-port={port}", f"--user-data-dir={profile}", "about:blank"]
     started = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         with trio.fail_after(60):
             while not await devtools_answers(port):
                 await trio.sleep(POLL)
         samples.append(time.perf_counter() - started)
     finally:
-        process.kill()
+        kill_group(process)
         await trio.to_thread.run_sync(process.wait)
         shutil.rmtree(profile, ignore_errors=True)
 
@@ -215,7 +223,7 @@ async def round_trips(client: httpx.AsyncClient, rounds: int, calls: int, sample
     port = free_port()
     argv = ["chromium", *(f for f in FLAGS if not f.startswith("--remote-debugging-port"))]
     argv += [f"--remote-debugging-port={port}", f"--user-data-dir={profile}", "about:blank"]
-    chromium = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    chromium = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         with trio.fail_after(60):
             while not await devtools_answers(port):
@@ -226,7 +234,7 @@ async def round_trips(client: httpx.AsyncClient, rounds: int, calls: int, sample
             await proxied(subdomain_url, subdomain_host, calls, samples["cdp_subdomain"] if i else [])
             await direct(port, calls, samples["cdp_direct"] if i else [])
     finally:
-        chromium.kill()
+        kill_group(chromium)
         await trio.to_thread.run_sync(chromium.wait)
         shutil.rmtree(profile, ignore_errors=True)
         await api(client, "DELETE", f"/v1/sessions/{session['id']}?force=true", 200)
