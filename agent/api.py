@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from agent.browser.chromium import BROWSER_IMAGE
+from agent.browser_api import register_browser_routes
 from agent.config import AgentConfig
 from agent.disk_api import Uuid, register_disk_routes
 from agent.lease_keeper import LeaseKeeper
@@ -35,6 +37,7 @@ class CreateSandbox(BaseModel):
     network: NetworkMode = "egress"
     egress_allow: EgressAllowList | None = None
     limits: Limits = Field(default_factory=Limits)
+    session_type: Literal["sandbox", "browser"] = "sandbox"
     # Start from this paused sandbox's snapshot instead of booting the image
     # (with the source's limits: its memory is the snapshot's).
     fork_from: SandboxId | None = None
@@ -64,7 +67,7 @@ def host_info(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper)
         "runtimes": sorted(runtimes),
         # What each runtime found out about the host (the VM accelerator).
         "runtime_info": runtimes,
-        "session_types": ["sandbox"],
+        "session_types": session_types(manager),
         "images": manager.images.names(),
         "capacity": {
             "max_sandboxes": manager.max_sandboxes,
@@ -83,7 +86,15 @@ def host_info(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper)
         # Whether sessions here can reach outside networks at all.
         "egress": manager.network is not None and manager.network.egress,
         "limits": {"default": config.limits.default.model_dump(), "max": config.limits.max.model_dump()},
+        # Why sandboxes that ended on their own ended (a browser crash, say).
+        "endings": dict(manager.endings),
     }
+
+
+def session_types(manager: SandboxManager) -> list[str]:
+    """Browser sessions need the browser image built here, and a way to run Chromium."""
+    runs_browsers = manager.browsers is not None and BROWSER_IMAGE in manager.images.names()
+    return ["sandbox", "browser"] if runs_browsers else ["sandbox"]
 
 
 def argv_of(command: str | list[str]) -> list[str]:
@@ -134,6 +145,7 @@ def create_app(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper
             egress_allow=body.egress_allow,
             limits=body.limits,
             fork_from=body.fork_from,
+            session_type=body.session_type,
         )
         return json_response(sandbox.to_json(), status=201)
 
@@ -168,6 +180,7 @@ def create_app(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper
         keeper.touch(sandbox_id)
         return json_response(result.to_json())
 
+    register_browser_routes(app, manager)
     if manager.disks is not None:
         register_disk_routes(app, manager.disks)
     return app

@@ -12,6 +12,8 @@ from hypercorn.config import Config as HypercornConfig
 
 import vmimages
 from agent.api import create_app
+from agent.browser import Browsers
+from agent.browser.proxy import CdpProxy
 from agent.config import DEFAULT_CONFIG_FILE, AgentConfig
 from agent.connections import SessionConnections
 from agent.detached import DetachedExecs
@@ -56,6 +58,7 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
                 import_timeout=config.import_timeout,
             )
             pool = SlotPool(config.network, remove_on_exit=config.destroy_on_shutdown)
+            browsers = Browsers(runtime)
             manager = SandboxManager(
                 runtime,
                 ImageStore(config.images_dir, runtime.runtimes, config.image_aliases),
@@ -66,12 +69,13 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
                 disks=disks,
                 network=pool,
                 limits=config.limits,
+                browsers=browsers,
             )
             keeper = LeaseKeeper(config.lease_keepalive_timeout, config.lease_idle_timeout)
             ptys = PtyHub(manager, scrollback=config.pty_scrollback_bytes, max_per_sandbox=config.pty_max_per_sandbox)
             manager.connections = SessionConnections(keeper, ptys)
             await manager.recover()
-            async with pool.running(manager.leases()):
+            async with pool.running(manager.leases()), browsers.running():
                 try:
                     await _serve_api(config, manager, keeper, ptys, task_status)
                 finally:
@@ -106,8 +110,11 @@ async def _serve_api(
         api = create_app(config, manager, keeper)
         register_detached_routes(api, execs)
         app = Endpoints(config, manager, keeper, ptys, api)
-        ports = PortForwarding(config.token.get_secret_value().encode(), manager, keeper)
-        url = await nursery.start(partial(_front.serve, app, hypercorn, config.bind, ports.route))
+        token = config.token.get_secret_value().encode()
+        ports = PortForwarding(token, manager, keeper)
+        cdp = CdpProxy(token, manager, keeper)
+        route = _front.first_of(ports.route, cdp.route)
+        url = await nursery.start(partial(_front.serve, app, hypercorn, config.bind, route))
         url = config.advertise_url or url
         if config.scheduler_url:
             await nursery.start(heartbeat_loop, config, url, manager, keeper)

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import trio
 
+from agent.browser import Browsers
 from agent.config import LimitsConfig
 from agent.disks import DiskManager
 from agent.execution import ExecResult, collect
@@ -53,6 +54,9 @@ DEFAULT_ENV = {
     "LANG": "C.UTF-8",
 }
 DEFAULT_CWD = "/root"
+# Why sandboxes ended on their own, kept (the most recent ones) for the
+# heartbeat, so the scheduler can tell users more than "it stopped".
+_ENDINGS_KEPT = 256
 
 
 @dataclass
@@ -63,6 +67,7 @@ class Sandbox:
     status: str  # creating | running | pausing | paused | resuming | destroying
     created_at: float
     workspace: str | None = None  # id of the workspace disk it holds
+    session_type: str = "sandbox"  # or "browser": Chromium runs in it
     # The network lease (netns path, address, policy: see ``Lease.to_json``)
     # and the limits in force; None for a sandbox without them.
     network: dict[str, Any] | None = None
@@ -100,8 +105,11 @@ class SandboxManager:
         disks: DiskManager | None = None,
         network: SlotPool | None = None,
         limits: LimitsConfig | None = None,
+        browsers: Browsers | None = None,
     ) -> None:
         self.runtime = runtime
+        # Without it, this host runs no browser sessions.
+        self.browsers = browsers
         self.disks = disks
         # Without a pool, sandboxes get a loopback-only network; without
         # limits, they run unlimited (both only in tests of the runtime).
@@ -123,6 +131,7 @@ class SandboxManager:
         # disk, which waits for the snapshot.)
         self._still: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
         self.connections: Connections | None = None
+        self.endings: OrderedDict[str, str] = OrderedDict()
 
     # -- persistence -----------------------------------------------------
 
@@ -201,12 +210,15 @@ class SandboxManager:
         egress_allow: list[EgressRule] | None = None,
         limits: Limits | None = None,
         fork_from: str | None = None,
+        session_type: str = "sandbox",
     ) -> Sandbox:
         """Create and start a sandbox: booted from its image, or forked from a paused one.
 
         A fork runs the source's image with the source's limits (its memory
         is the snapshot's), and no workspace: a disk has one holder.
         """
+        if session_type == "browser" and self.browsers is None:
+            raise errors.Unavailable("this host runs no browser sessions", code="no_browser")
         if sandbox_id in self._sandboxes:
             raise errors.Conflict(f"sandbox {sandbox_id} already exists")
         if len(self._sandboxes) >= self.max_sandboxes:
@@ -232,6 +244,7 @@ class SandboxManager:
             status="creating",
             created_at=time.time(),
             workspace=workspace,
+            session_type=session_type,
             limits=resolved.model_dump() if resolved else None,
         )
         self._sandboxes[sandbox_id] = sandbox
@@ -247,6 +260,10 @@ class SandboxManager:
                 else:
                     await self.runtime.create(spec)
                     await self.runtime.start(sandbox_id)
+                    if session_type == "browser" and self.browsers is not None:
+                        await self.browsers.launch(
+                            sandbox_id, on_workspace=workspace is not None, on_exit=self._browser_exited
+                        )
             if scope.cancelled_caught:
                 raise errors.Conflict(f"sandbox {sandbox_id} was destroyed while starting", code="destroyed")
         except BaseException as exc:
@@ -320,10 +337,25 @@ class SandboxManager:
 
         return frozen
 
+    async def _browser_exited(self, sandbox_id: str, reason: str) -> None:
+        """A browser session whose Chromium died ends: it has nothing left to offer."""
+        sandbox = self._sandboxes.get(sandbox_id)
+        if sandbox is None or sandbox.status != "running":
+            return  # a create still waiting for it fails by itself; a destroy is under way
+        self.endings[sandbox_id] = reason
+        while len(self.endings) > _ENDINGS_KEPT:
+            self.endings.popitem(last=False)
+        sandbox.status = "destroying"
+        self._save(sandbox)
+        await self._remove(sandbox_id, reason)  # its connections (CDP among them) end with the reason
+
     async def _remove(self, sandbox_id: str, reason: str = "the session was terminated") -> None:
+        sandbox = self._sandboxes.get(sandbox_id)
         try:
             if self.connections is not None:
                 await self.connections.end(sandbox_id, reason)
+            if sandbox is not None and sandbox.session_type == "browser" and self.browsers is not None:
+                await self.browsers.stop(sandbox_id)
             await self.runtime.destroy(sandbox_id)
             if self.disks is not None:
                 await self.disks.detach(sandbox_id)

@@ -58,6 +58,19 @@ def _set_keepalive(stream: trio.SocketStream) -> None:
             stream.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
+def first_of(*routes: Route) -> Route:
+    """A route asking each of ``routes`` in turn; the first handler offered wins."""
+
+    async def route(request: h11.Request, peer: str) -> Handler | None:
+        for candidate in routes:
+            handler = await candidate(request, peer)
+            if handler is not None:
+                return handler
+        return None
+
+    return route
+
+
 class Front:
     def __init__(self, route: Route, app_socket: str) -> None:
         self.route = route

@@ -25,6 +25,7 @@ import trio
 import vmimages
 from chaser import cli_accounts, cli_jobs, embedded, errors
 from chaser._signals import run_until_signalled
+from chaser.cli_browser import add_browser_commands
 from chaser.cli_workspaces import add_workspace_commands
 
 _DETACH_TIMEOUT = 120.0
@@ -300,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_workspace_commands(sub)
 
     cli_jobs.add_job_commands(sub)
+    add_browser_commands(sub)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 chaser jobs exec --ephemeral --image default "npm ci && npm test" --wait --json
 chaser jobs exec --workspace ci-project "npm test" --wait --json
+chaser jobs scrape --url "https://example.com" --selector h1 --wait --json
 chaser jobs kinds --json
 chaser jobs list | get ID | cancel ID | retry ID
 
@@ -72,10 +73,38 @@ def _finish(client: Client, job: dict[str, Any], args: argparse.Namespace) -> in
     if args.json:
         _print_json(job)
     else:
-        sys.stdout.write(job.get("output") or "")
+        if job["kind"] == "browser.scrape":
+            _print_scraped(job.get("result") or {})
+        else:
+            sys.stdout.write(job.get("output") or "")
         if job["status"] != "succeeded" and job.get("error") and not progress.enabled:
             print(f"chaser: job {job['status']}: {job['error']['message']}", file=sys.stderr)
     return exit_code(job)
+
+
+def _print_scraped(result: dict[str, Any]) -> None:
+    """A scrape's text: each match's on its lines, or the page's."""
+    for item in result.get("matches") or [result.get("content") or {}]:
+        text = item.get("text") if "text" in item else item.get("html")
+        if text is not None:
+            print(text)
+
+
+def _scrape_input(args: argparse.Namespace) -> dict[str, Any]:
+    job_input: dict[str, Any] = {"url": args.url}
+    options = {
+        "selector": args.selector,
+        "workspace": args.workspace,
+        "wait_until": args.wait_until,
+        "timeout_ms": args.timeout_ms,
+        "formats": args.format or None,
+    }
+    job_input.update({k: v for k, v in options.items() if v is not None})
+    if args.wait_for_selector:
+        job_input["wait_for_selector"] = True
+    if args.screenshot:
+        job_input["screenshot"] = True
+    return job_input
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -90,6 +119,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             if args.env:
                 job_input["env"] = dict(kv.split("=", 1) for kv in args.env)
             job = client.create_job("sandbox.exec", job_input, run_at=args.run_at, idempotency_key=args.idempotency_key)
+            return _finish(client, job, args)
+        if args.action == "scrape":
+            job = client.create_job(
+                "browser.scrape", _scrape_input(args), run_at=args.run_at, idempotency_key=args.idempotency_key
+            )
             return _finish(client, job, args)
         if args.action == "retry":
             return _finish(client, client.retry_job(args.id), args)
@@ -132,6 +166,18 @@ def add_job_commands(sub: Any) -> None:
     run.add_argument("--idempotency-key")
     run.add_argument("command")
 
+    scrape = actions.add_parser("scrape", help="load a page in a browser and extract from it (a browser.scrape job)")
+    scrape.add_argument("--url", required=True)
+    scrape.add_argument("--selector", help="CSS selector; without one, the whole page")
+    scrape.add_argument("--workspace", help="use a browser workspace's profile (cookies, logins)")
+    scrape.add_argument("--wait-until", choices=["load", "domcontentloaded", "networkidle"])
+    scrape.add_argument("--wait-for-selector", action="store_true", help="wait until the selector matches")
+    scrape.add_argument("--format", action="append", choices=["text", "html"], help="what to extract (repeatable)")
+    scrape.add_argument("--screenshot", action="store_true", help="include a PNG screenshot (base64)")
+    scrape.add_argument("--timeout-ms", type=int)
+    scrape.add_argument("--run-at", metavar="RFC3339")
+    scrape.add_argument("--idempotency-key")
+
     listing = actions.add_parser("list", help="the account's jobs, newest first")
     listing.add_argument("--kind")
     listing.add_argument("--status", choices=["queued", "scheduled", "running", "succeeded", "failed", "canceled"])
@@ -144,6 +190,6 @@ def add_job_commands(sub: Any) -> None:
 
     for action in actions.choices.values():
         action.add_argument("--json", action="store_true", help="print the job (or listing) as JSON")
-    for name in ("exec", "retry"):
+    for name in ("exec", "scrape", "retry"):
         actions.choices[name].add_argument("--wait", action="store_true", help="wait for the job to finish")
     jobs.set_defaults(func=cmd_jobs)

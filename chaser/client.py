@@ -81,6 +81,21 @@ class Client(AccountsMixin, WorkspacesApi):
             params["cursor"] = cursor
         return self._request("GET", "/v1/sessions", params=params)  # type: ignore[no-any-return]
 
+    def session_token(self, session_id: str, ttl_seconds: int | None = None) -> str:
+        """A short-lived token for the session's endpoints (``POST /v1/sessions/{id}/tokens``)."""
+        body = {} if ttl_seconds is None else {"ttl_seconds": ttl_seconds}
+        return str(self._request("POST", f"/v1/sessions/{session_id}/tokens", json=body)["token"])
+
+    def cdp_url(self, session_id: str, ttl_seconds: int | None = None) -> str:
+        """A browser session's CDP WebSocket URL that needs nothing else to connect with.
+
+        The session token rides in the URL's path (``/s/<id>/t/<token>/...``),
+        so it survives clients that append paths to what they are given.
+        """
+        token = self.session_token(session_id, ttl_seconds)
+        version = self._request("GET", f"/s/{session_id}/t/{token}/json/version")
+        return str(version["webSocketDebuggerUrl"])
+
     def get_session(self, session_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/sessions/{session_id}")  # type: ignore[no-any-return]
 

@@ -50,12 +50,13 @@ class AgentClient:
         timeout: float,
         workspace: str | None = None,
         fork_from: str | None = None,
+        session_type: str = "sandbox",
     ) -> Any:
         """Create and start; ``isolation`` holds ``network``, ``egress_allow`` and ``limits``.
 
         With ``fork_from`` (a paused sandbox), start from its snapshot instead of the image.
         """
-        body = {"id": sandbox_id, "image": image, **isolation}
+        body = {"id": sandbox_id, "image": image, "session_type": session_type, **isolation}
         if workspace is not None:
             body["workspace"] = workspace
         if fork_from is not None:
@@ -113,6 +114,18 @@ class AgentClient:
     async def restore_disk(self, host_url: str, disk_id: str, snapshot_id: str, timeout: float) -> None:
         body = {"snapshot": snapshot_id}
         await self._call("POST", f"{host_url}/v1/disks/{disk_id}/restore", json=body, timeout=timeout)
+
+    # -- browser work (jobs) ---------------------------------------------
+
+    async def browser_actions(self, host_url: str, sandbox_id: str, body: dict[str, Any], timeout: float) -> Any:
+        """Run CDP calls in the session's browser: ``results``, and ``error`` if a step failed."""
+        url = f"{host_url}/v1/sandboxes/{sandbox_id}/browser/actions"
+        return await self._call("POST", url, json=body, timeout=timeout)
+
+    async def browser_scrape(self, host_url: str, sandbox_id: str, body: dict[str, Any], timeout: float) -> Any:
+        """Load and extract a page in the session's browser: ``result``, or ``error``."""
+        url = f"{host_url}/v1/sandboxes/{sandbox_id}/browser/scrape"
+        return await self._call("POST", url, json=body, timeout=timeout)
 
     # -- detached execs (jobs) -------------------------------------------
 

@@ -286,4 +286,6 @@ class HeartbeatBody(BaseModel):
     activity: dict[str, Activity] = Field(default_factory=dict)
     storage: Storage | None = None
     egress: bool = False
+    # Why sandboxes that ended on their own ended, by id (a browser's crash, say).
+    endings: dict[str, str] = Field(default_factory=dict)
     limits: dict[str, Limits] | None = None

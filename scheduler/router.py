@@ -19,7 +19,11 @@ or tunnel) go to the audit trail like the API's.
 
 Scopes: ``GET /`` and ``GET /pty`` need sessions.read; the PTY and exec
 WebSockets exec.write; files and fs reads files.read, their writes
-files.write; ports and tunnels sessions.write.
+files.write; ports, tunnels and a browser's CDP (``/json/...``,
+``/devtools/...``) sessions.write. Clients that can only be given a URL
+(most CDP clients) put a session token in its query (``chaser_token``) or
+its path (``/s/<id>/t/<token>/...``); the CDP answers' WebSocket URLs carry
+it on (``X-Chaser-Cdp-Query``), or a token minted for the caller.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from scheduler.tenancy import ACCOUNT_HEADER, jwt_verifier
 
 TOKEN_PARAM = "chaser_token"
 CLIENT_AUTHORIZATION = b"x-chaser-client-authorization"
+# The query the agent's CDP proxy adds to the WebSocket URLs it rewrites.
+CDP_QUERY = b"x-chaser-cdp-query"
 _CONNECT_TIMEOUT = 10.0
 # Routed requests refresh a session's last activity at most this often.
 _ACTIVITY_WRITE_INTERVAL = 5.0
@@ -64,8 +70,32 @@ class SessionTarget:
     session_id: str
     endpoint: str  # raw path, percent-encoding kept
     query: str  # raw, without "?"
-    # What the client sees as the root of a forwarded port, for X-Forwarded-Prefix.
+    # What the client sees as the root of a forwarded port, or of the CDP
+    # endpoints (their URLs are rewritten to it), for X-Forwarded-Prefix.
     public_prefix: str
+    # A session token given in the path (``/t/<token>/...``), for clients
+    # that append paths to a base URL and so lose its query.
+    path_token: str | None = None
+
+
+_PATH_TOKEN = re.compile(r"^/t/(st_[^/]+)(/.*)?$", re.S)
+_CDP_ENDPOINTS = ("json", "devtools")
+
+
+def is_cdp(endpoint: str) -> bool:
+    return endpoint.lstrip("/").split("/", 1)[0] in _CDP_ENDPOINTS
+
+
+def _endpoint_target(session_id: str, endpoint: str, query: str, base: str) -> SessionTarget:
+    """The target under a session's root ``base`` as the client sees it ("/s/<id>", or "" on its subdomain)."""
+    token = None
+    if tokened := _PATH_TOKEN.match(endpoint):
+        token, endpoint = tokened[1], tokened[2] or "/"
+        base = f"{base}/t/{token}"
+    prefix = base if is_cdp(endpoint) else ""
+    if port := re.match(r"^/ports/(\d{1,5})(?=/|$)", endpoint):
+        prefix = f"{base}/ports/{port[1]}" if base else ""
+    return SessionTarget(session_id, endpoint, query, prefix, token)
 
 
 def session_target(target: bytes, host: bytes | None, domain: str) -> SessionTarget | None:
@@ -78,7 +108,7 @@ def session_target(target: bytes, host: bytes | None, domain: str) -> SessionTar
     if hostname.endswith(suffix):
         label = hostname[: -len(suffix)]
         if re.fullmatch(_UUID, label):
-            return SessionTarget(label.lower(), path or "/", query, "")
+            return _endpoint_target(label.lower(), path or "/", query, "")
         port_style = re.fullmatch(rf"(\d{{1,5}})-({_UUID})", label)
         if port_style:
             return SessionTarget(port_style[2].lower(), f"/ports/{port_style[1]}{path or '/'}", query, "")
@@ -91,9 +121,7 @@ def session_target(target: bytes, host: bytes | None, domain: str) -> SessionTar
     except ValueError:
         raise errors.NotFound(f"session {raw_id} not found", code="session_not_found") from None
     endpoint = (match[2] or b"/").decode("latin-1")
-    port = re.match(r"^/ports/(\d{1,5})(?=/|$)", endpoint)
-    prefix = f"/s/{raw_id}/ports/{port[1]}" if port else ""
-    return SessionTarget(session_id, endpoint, query, prefix)
+    return _endpoint_target(session_id, endpoint, query, f"/s/{raw_id}")
 
 
 @dataclass(frozen=True)
@@ -117,6 +145,8 @@ def requirement(endpoint: str, method: str, websocket: bool) -> Requirement:
         return Requirement("sessions.write", None)
     if first == "tunnel":
         return Requirement("sessions.write", "session.tunnel" if websocket else None)
+    if first in _CDP_ENDPOINTS:  # driving the browser: whatever a page can do
+        return Requirement("sessions.write", "session.cdp" if websocket else None)
     if websocket:
         if first in ("pty", "exec"):
             return Requirement("exec.write", f"session.{first}")
@@ -136,7 +166,7 @@ class _Credentials:
     token: str | None
 
 
-def _credentials(request: h11.Request, query: str) -> _Credentials:
+def _credentials(request: h11.Request, query: str, path_token: str | None) -> _Credentials:
     authorization = (header(request, b"authorization") or b"").decode("latin-1")
     scheme, _, value = authorization.partition(" ")
     value = value.strip()
@@ -144,6 +174,8 @@ def _credentials(request: h11.Request, query: str) -> _Credentials:
         if session_tokens.looks_like_token(value):
             return _Credentials(True, None, value)
         return _Credentials(True, value, None)
+    if path_token is not None:
+        return _Credentials(False, None, path_token)
     for name, param in parse_qsl(query, keep_blank_values=True):
         if name == TOKEN_PARAM:
             return _Credentials(False, None, param)
@@ -158,8 +190,8 @@ def _credentials(request: h11.Request, query: str) -> _Credentials:
 
 
 def _without_token(query: str) -> str:
-    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != TOKEN_PARAM]
-    return urlencode(pairs)
+    """The query less our token, the rest byte for byte (``/json/new?about:blank`` is no form)."""
+    return "&".join(part for part in query.split("&") if part.split("=", 1)[0] != TOKEN_PARAM)
 
 
 def _strip_cookie(request: h11.Request) -> bytes | None:
@@ -245,7 +277,7 @@ class EdgeRouter:
         caller = _Caller()
         audit = _Audit(caller, needed.action or "session.endpoint", target.session_id, method, _path(request), peer)
         try:
-            credentials = _credentials(request, target.query)
+            credentials = _credentials(request, target.query, target.path_token)
             await self._authorize(caller, request, credentials, target.session_id, needed.scope)
         except (errors.Unauthorized, errors.Forbidden) as exc:
             if caller.principal is not None or caller.claims is not None or caller.failure is not None:
@@ -258,7 +290,27 @@ class EdgeRouter:
         if host is None:
             raise errors.Unavailable("the session's host is gone", code="host_gone")
         await self._record_activity(row["id"])
-        return partial(self._forward, host["url"], target, credentials, audit if needed.action else None)
+        cdp_query = self._cdp_query(caller, credentials, target) if is_cdp(target.endpoint) else None
+        return partial(self._forward, host["url"], target, credentials, audit if needed.action else None, cdp_query)
+
+    def _cdp_query(self, caller: _Caller, credentials: _Credentials, target: SessionTarget) -> str:
+        """What the CDP answers' WebSocket URLs carry so that a client given only them gets in.
+
+        A token in the path is in their prefix already; a session token is
+        passed on; an API key or JWT is never put in a URL: a session token is
+        minted for the caller instead (the endpoints' scopes it holds, 15 minutes).
+        """
+        if target.path_token is not None:
+            return ""
+        token = credentials.token
+        if token is None:
+            assert caller.principal is not None
+            held = caller.principal.scopes
+            scopes = session_tokens.ENDPOINT_SCOPES if held is None else held & session_tokens.ENDPOINT_SCOPES
+            expires = time.time() + session_tokens.DEFAULT_TTL
+            claims = Claims(target.session_id, caller.principal.account_id, frozenset(scopes), expires)
+            token = session_tokens.mint(self.token_key, claims)
+        return urlencode({TOKEN_PARAM: token})
 
     async def _authorize(
         self, caller: _Caller, request: h11.Request, credentials: _Credentials, session_id: str, scope: str
@@ -295,6 +347,7 @@ class EdgeRouter:
         target: SessionTarget,
         credentials: _Credentials,
         audit: _Audit | None,
+        cdp_query: str | None,
         down: Downstream,
         request: h11.Request,
     ) -> None:
@@ -309,12 +362,14 @@ class EdgeRouter:
             add.append((b"x-forwarded-host", public_host))
         if target.public_prefix:
             add.append((b"x-forwarded-prefix", target.public_prefix.encode()))
+        if cdp_query is not None:
+            add.append((CDP_QUERY, cdp_query.encode()))
         if not credentials.header_used and (client_auth := header(request, b"authorization")) is not None:
             add.append((CLIENT_AUTHORIZATION, client_auth))
         if (cookie := _strip_cookie(request)) is not None:
             add.append((b"cookie", cookie))
         drop = [b"authorization", b"cookie", CLIENT_AUTHORIZATION, b"x-forwarded-for", b"x-forwarded-host",
-                b"x-forwarded-proto", b"x-forwarded-prefix", ACCOUNT_HEADER.lower().encode()]  # fmt: skip
+                b"x-forwarded-proto", b"x-forwarded-prefix", CDP_QUERY, ACCOUNT_HEADER.lower().encode()]  # fmt: skip
         forwarded = h11.Request(
             method=request.method, target=agent_target.encode("latin-1"), headers=forward_headers(request, drop, add)
         )

@@ -31,6 +31,8 @@ from scheduler.timefmt import rfc3339
 log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = "default"
+# What browser sessions boot (they take no image of their own): Chromium's.
+BROWSER_IMAGE = "browser"
 # How long a host may take to answer an exec beyond the command's own timeout.
 _EXEC_SLACK = 30.0
 # How long a session read waits for its host's live lease count.
@@ -161,8 +163,7 @@ class SessionService:
         if workspace is not None:
             attached = await workspace_lookup.for_session(self.store, account_id, workspace, session_type)
             image = attached["image"]
-        if session_type == "sandbox":
-            image = image or DEFAULT_IMAGE
+        image = (image or DEFAULT_IMAGE) if session_type == "sandbox" else BROWSER_IMAGE
         hosts = [h for h in await self._hosts() if h.healthy]
         if attached is not None:  # a workspace's sessions run where its disk is
             hosts = [h for h in hosts if h.id == attached["host_id"]]
@@ -241,6 +242,7 @@ class SessionService:
                             timeout=remaining,
                             workspace=row["workspace_id"],
                             fork_from=row.get("forked_from"),
+                            session_type=row["session_type"],
                         )
                 except errors.Unavailable as exc:
                     if exc.code == "no_capacity":
@@ -379,6 +381,7 @@ class SessionService:
         host_id = info["host_id"]
         # Paused sandboxes are present too: only their processes are stopped.
         running = set(info["sandboxes"]) | set(info.get("paused", ()))
+        endings = info.get("endings") or {}
         settled_before = time.time() - self.config.heartbeat_timeout
         for row in await self.store.run(self.store.active_sessions_on_host, host_id):
             if (
@@ -386,7 +389,8 @@ class SessionService:
                 and row["id"] not in running
                 and row["started_at"] < settled_before
             ):
-                await self.store.run(self.store.terminate, row["id"], "the sandbox stopped on its host")
+                reason = endings.get(row["id"], "the sandbox stopped on its host")
+                await self.store.run(self.store.terminate, row["id"], reason)
                 log.warning("session lost on its host", extra={"session_id": row["id"], "host_id": host_id})
         activity = info.get("activity") or {}
         now = time.time()

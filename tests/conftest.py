@@ -34,8 +34,9 @@ from scheduler.config import SchedulerConfig
 from scheduler.main import serve as serve_scheduler
 from scheduler.store import Store
 
-# Workspace fixtures (storage pool on XFS, local Git host) live in their own module.
-pytest_plugins = ["tests.workspace_support"]
+# Workspace fixtures (storage pool on XFS, local Git host) and browser ones
+# (a test site in a test-made namespace) live in their own modules.
+pytest_plugins = ["tests.workspace_support", "tests.browser_support"]
 
 IMAGES_DIR = Path(os.environ.get("CHASER_TEST_IMAGES_DIR", "/var/lib/chaser/images"))
 POSTGRES_URL = os.environ.get("CHASER_TEST_POSTGRES_URL")
@@ -43,10 +44,11 @@ POSTGRES_URL = os.environ.get("CHASER_TEST_POSTGRES_URL")
 
 @pytest.fixture(scope="session")
 def images_dir() -> Path:
-    """The machine's image cache, with the default image built (once)."""
-    recipe = vmimages.resolve("default")
-    assert recipe is not None
-    vmimages.build(IMAGES_DIR, recipe)
+    """The machine's image cache, with the default and browser images built (once)."""
+    for name in ("default", "browser"):
+        recipe = vmimages.resolve(name)
+        assert recipe is not None
+        vmimages.build(IMAGES_DIR, recipe)
     return IMAGES_DIR
 
 

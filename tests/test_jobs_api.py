@@ -67,13 +67,14 @@ curl -sS "$CHASER_API_URL/v1/jobs" \\
   }' | jq
 """
 
-JOBS_SCRAPE = """
+# A kind of the seeds' table this deployment does not offer.
+JOBS_RUNNER = """
 curl -sS "$CHASER_API_URL/v1/jobs" \\
   -H "Authorization: Bearer $CHASER_API_KEY" \\
   -H "Content-Type: application/json" \\
   -d '{
-    "kind": "browser.scrape",
-    "input": {"url": "https://example.com", "selector": "h1"}
+    "kind": "github.runner",
+    "input": {"labels": ["chaser"]}
   }' | jq
 """
 
@@ -163,9 +164,9 @@ async def test_workspace_examples_fail_clearly_without_the_workspace(system: Sys
 
 
 async def test_unavailable_kind_is_refused(system: System) -> None:
-    error = one_json(await curl(system, JOBS_SCRAPE))["error"]
+    error = one_json(await curl(system, JOBS_RUNNER))["error"]
     assert isinstance(error, dict) and error["code"] == "unknown_kind"
-    assert "'browser.scrape'" in error["message"] and "sandbox.exec" in error["message"]
+    assert "'github.runner'" in error["message"] and "sandbox.exec" in error["message"]
     assert (await system.client.get("/v1/jobs")).json()["jobs"] == []
 
 

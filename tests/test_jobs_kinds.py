@@ -112,6 +112,8 @@ async def test_kinds_catalogue_is_generated_from_the_input_models(system: System
         "session.bulk_terminate",
         "workspace.delete",
         "workspace.bulk_delete",
+        "browser.action",
+        "browser.scrape",
     }
     assert kinds["workspace.delete"]["scope"] == "workspaces.write"
     assert kinds["sandbox.exec"]["scope"] == "exec.write" and kinds["session.terminate"]["scope"] == "sessions.write"

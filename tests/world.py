@@ -68,6 +68,12 @@ def _listening_socket(name: str, address: str, port: int) -> socket.socket:
     return sock
 
 
+async def listen(world: World, address: str, port: int) -> trio.socket.SocketType:
+    """A listening TCP socket inside the world, for a test's own server."""
+    raw = await trio.to_thread.run_sync(_listening_socket, world.name, address, port)
+    return trio.socket.from_stdlib_socket(raw)
+
+
 async def _serve(world: World, listener: trio.socket.SocketType, greeting: bytes) -> None:
     """Answer each connection with a tiny HTTP response naming the server."""
     while True:

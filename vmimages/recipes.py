@@ -63,6 +63,18 @@ DEBIAN_BOOKWORM = Recipe(
     apt_packages=("npm",),
 )
 
+# What browser sessions boot: Debian's Chromium, with fonts enough to render
+# Latin, Greek, Cyrillic and the scripts Noto covers the way users expect.
+# No image is ever named in a browser session's create (the seeds forbid it):
+# the scheduler picks this one by its alias.
+DEBIAN_BOOKWORM_CHROMIUM = Recipe(
+    name="debian:bookworm-chromium",
+    suite="bookworm",
+    variant="minbase",
+    packages=("bash", "coreutils", "ca-certificates", "curl", "procps"),
+    apt_packages=("chromium", "fonts-liberation", "fonts-dejavu-core", "fonts-noto-core"),
+)
+
 # Bump when the VM image builder (vmimages/vm.py and what it assembles)
 # changes what it produces from the same recipe.
 VM_BUILDER_VERSION = 1
@@ -109,10 +121,14 @@ DEBIAN_BOOKWORM_VM = VmRecipe(name="debian:bookworm-vm", rootfs=DEBIAN_BOOKWORM)
 
 AnyRecipe = Recipe | VmRecipe
 
-RECIPES: dict[str, AnyRecipe] = {r.name: r for r in (DEBIAN_BOOKWORM, DEBIAN_BOOKWORM_VM)}
+RECIPES: dict[str, AnyRecipe] = {r.name: r for r in (DEBIAN_BOOKWORM, DEBIAN_BOOKWORM_CHROMIUM, DEBIAN_BOOKWORM_VM)}
 
 # Names users may write instead of a recipe's own name.
-ALIASES: dict[str, str] = {"default": DEBIAN_BOOKWORM.name, "default-vm": DEBIAN_BOOKWORM_VM.name}
+ALIASES: dict[str, str] = {
+    "default": DEBIAN_BOOKWORM.name,
+    "browser": DEBIAN_BOOKWORM_CHROMIUM.name,
+    "default-vm": DEBIAN_BOOKWORM_VM.name,
+}
 
 
 def resolve(name: str) -> AnyRecipe | None:

@@ -37,13 +37,15 @@ _SLACK = 30.0
 _UNREACHABLE_PAUSE = 1.0
 
 
-async def open_session(run: JobRun, *, ephemeral: bool, workspace: str | None, image: str | None) -> Row:
+async def open_session(
+    run: JobRun, *, ephemeral: bool, workspace: str | None, image: str | None, session_type: str = "sandbox"
+) -> Row:
     """A new session for the job, ended by ``cleanup`` (its id is checkpointed first)."""
     session_id = str(uuid.uuid4())
     await run.save(session_id=session_id, owned=True)
     return await run.sessions.create(
         run.account_id,
-        session_type="sandbox",
+        session_type=session_type,
         ephemeral=ephemeral,
         workspace=workspace,
         image=image,

@@ -296,7 +296,10 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
     def record_connections(self, session_id: str, leases: int, last_activity_at: float | None) -> None:
         """What a host reported: open leases, and the last activity it saw."""
         with self.engine.begin() as conn:
-            conn.execute(sessions.update().where(sessions.c.id == session_id).values(active_connection_leases=leases))
+            # Not on an ended session: a heartbeat read before a terminate must not revive its count.
+            live = sessions.c.status.in_(ACTIVE_STATUSES)
+            update = sessions.update().where(sessions.c.id == session_id, live)
+            conn.execute(update.values(active_connection_leases=leases))
         if last_activity_at is not None:
             self.record_activity(session_id, last_activity_at)
 
