@@ -11,11 +11,14 @@ create then hangs for good).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
 import socket
 import struct
+from collections.abc import Iterator
+from pathlib import Path
 
 _CLONE_NEWNET = 0x40000000
 _SIOCGIFFLAGS = 0x8913
@@ -61,19 +64,20 @@ def bring_up_loopback(pid: int) -> None:
         fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | _IFF_UP))
 
 
-def tcp_socket_in(netns_fd: int) -> socket.socket:
-    """A new, unconnected TCP socket in the network namespace ``netns_fd``.
+@contextlib.contextmanager
+def entered(netns_fd: int) -> Iterator[None]:
+    """This thread in the network namespace ``netns_fd`` for the block, then back in its own.
 
-    The agent connects it to a port on the sandbox's loopback: only the
-    agent can reach there, the host and the sandbox stay unconnected.
+    Sockets (netlink ones included) made in the block belong to that
+    namespace for good, and can be used after it.
     """
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         _setns(netns_fd)
         try:
-            return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            yield
         finally:
-            # Failing to return would leave a pool thread in the sandbox's
+            # Failing to return would leave a pool thread in another
             # namespace, where later work would silently run: stop instead.
             try:
                 _setns(own)
@@ -81,3 +85,24 @@ def tcp_socket_in(netns_fd: int) -> socket.socket:
                 os.abort()
     finally:
         os.close(own)
+
+
+@contextlib.contextmanager
+def entered_path(path: Path) -> Iterator[None]:
+    """``entered`` for a named namespace (``/run/netns/<name>``)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with entered(fd):
+            yield
+    finally:
+        os.close(fd)
+
+
+def tcp_socket_in(netns_fd: int) -> socket.socket:
+    """A new, unconnected TCP socket in the network namespace ``netns_fd``.
+
+    The agent connects it to a port on the sandbox's loopback: only the
+    agent can reach there, the host and the sandbox stay unconnected.
+    """
+    with entered(netns_fd):
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -3,6 +3,7 @@
 eval "$(chaser up --detach)"     # start scheduler + agent here, export creds
 chaser exec --ephemeral "uname -a"
 chaser sessions list
+chaser shell SESSION; chaser exec SESSION -- make test; chaser cp ./src SESSION:/root/src
 chaser --account "Acme Engineering" keys create --name ci --scope sessions.read
 chaser jobs exec --ephemeral "npm test" --wait --json
 chaser down
@@ -26,6 +27,7 @@ import vmimages
 from chaser import cli_accounts, cli_jobs, embedded, errors
 from chaser._signals import run_until_signalled
 from chaser.cli_browser import add_browser_commands
+from chaser.cli_endpoints import add_endpoint_commands, stream_exec
 from chaser.cli_workspaces import add_workspace_commands
 
 _DETACH_TIMEOUT = 120.0
@@ -167,6 +169,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                 workspace=args.workspace,
                 image=args.image,
                 isolation=_isolation(args),
+                timeout_ms=args.timeout_ms,
+                idle_timeout_ms=args.idle_timeout_ms,
             )
         elif args.action == "list":
             result = client.list_sessions(status=args.status, limit=args.limit)
@@ -176,6 +180,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                 return 0
         elif args.action == "get":
             result = client.get_session(args.id)
+        elif args.action == "extend":
+            result = client.extend_session(args.id, timeout_ms=args.timeout_ms, idle_timeout_ms=args.idle_timeout_ms)
         else:
             result = client.terminate_session(args.id, force=args.force)
     _print_json(result)
@@ -183,9 +189,18 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
+    """``exec SESSION -- CMD...`` streams; ``exec --session|--workspace|--ephemeral CMD`` is one call."""
+    if not (args.session or args.workspace or args.ephemeral):
+        if len(args.words) < 2:
+            raise ValueError("usage: chaser exec SESSION -- COMMAND [ARG...]  (or --session/--workspace/--ephemeral)")
+        if args.json:
+            raise ValueError("--json needs the one-call form (--session, --workspace or --ephemeral)")
+        return stream_exec(args, args.words[0], args.words[1:])
+    if args.stdin:
+        raise ValueError("-i streams stdin only in the streaming form: chaser exec SESSION -i -- COMMAND")
     with cli_accounts.client_for(args) as client:
         result = client.exec(
-            args.command,
+            " ".join(args.words) if len(args.words) > 1 else args.words[0],
             session_id=args.session,
             workspace=args.workspace,
             ephemeral=args.ephemeral,
@@ -227,6 +242,11 @@ def _isolation(args: argparse.Namespace) -> dict[str, Any]:
     if limits:
         fields["limits"] = limits
     return fields
+
+
+def _add_lifetime_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout-ms", type=int, help="maximum lifetime (from now, for extend)")
+    parser.add_argument("--idle-timeout-ms", type=int, help="end after this long with no connection or use")
 
 
 def _add_isolation_flags(parser: argparse.ArgumentParser) -> None:
@@ -272,30 +292,40 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--ephemeral", action="store_true")
     create.add_argument("--workspace")
     create.add_argument("--image")
+    _add_lifetime_flags(create)
     _add_isolation_flags(create)
     listing = actions.add_parser("list")
     listing.add_argument("--status", choices=["creating", "running", "terminated"])
     listing.add_argument("--limit", type=int, default=50)
-    for name in ("get", "delete"):
-        action = actions.add_parser(name)
-        action.add_argument("id")
-        if name == "delete":
-            action.add_argument("--force", action="store_true")
+    actions.add_parser("get").add_argument("id")
+    extend = actions.add_parser("extend", help="a new lifetime from now, and/or a new idle timeout")
+    extend.add_argument("id")
+    _add_lifetime_flags(extend)
+    terminate = actions.add_parser("terminate", aliases=["delete"], help="409 while connected, unless --force")
+    terminate.add_argument("id")
+    terminate.add_argument("--force", action="store_true", help="close open connections and terminate")
     sessions.set_defaults(func=cmd_sessions)
 
-    run = sub.add_parser("exec", help="run a command and print its output; exits with its code")
-    target = run.add_mutually_exclusive_group(required=True)
+    run = sub.add_parser(
+        "exec",
+        help="run a command; exits with its code",
+        description="chaser exec SESSION -- COMMAND [ARG...] streams the output as it comes; "
+        "chaser exec --session ID|--workspace NAME|--ephemeral COMMAND runs it in one call.",
+    )
+    target = run.add_mutually_exclusive_group()
     target.add_argument("--session")
     target.add_argument("--workspace")
     target.add_argument("--ephemeral", action="store_true")
+    run.add_argument("-i", "--stdin", action="store_true", help="stream standard input to the command")
     run.add_argument("--image")
     run.add_argument("--cwd")
     run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     run.add_argument("--timeout-ms", type=int)
     run.add_argument("--json", action="store_true")
     _add_isolation_flags(run)
-    run.add_argument("command")
+    run.add_argument("words", nargs="+", metavar="SESSION -- COMMAND | COMMAND")
     run.set_defaults(func=cmd_exec)
+    add_endpoint_commands(sub)
     cli_accounts.register(sub)
 
     add_workspace_commands(sub)

@@ -17,10 +17,11 @@ import httpx
 
 from chaser import errors
 from chaser._client_accounts import AccountsMixin
+from chaser._files_client import FilesApi
 from chaser._workspaces_client import WorkspacesApi
 
 
-class Client(AccountsMixin, WorkspacesApi):
+class Client(AccountsMixin, WorkspacesApi, FilesApi):
     def __init__(
         self,
         api_url: str | None = None,
@@ -36,7 +37,10 @@ class Client(AccountsMixin, WorkspacesApi):
         headers = {"Authorization": f"Bearer {api_key}"}
         if account:
             headers["X-Chaser-Account"] = account
-        self._http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=timeout)
+        # What a WebSocket to a session's endpoints needs too (``chaser.session_streams``).
+        self.api_url = api_url.rstrip("/")
+        self.headers = headers
+        self._http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout)
 
     def __enter__(self) -> Client:
         return self
@@ -64,9 +68,13 @@ class Client(AccountsMixin, WorkspacesApi):
         workspace: str | None = None,
         image: str | None = None,
         isolation: dict[str, Any] | None = None,
+        timeout_ms: int | None = None,
+        idle_timeout_ms: int | None = None,
     ) -> dict[str, Any]:
         """``isolation`` may hold ``network``, ``egress_allow`` and ``limits``, as the API takes them."""
         body: dict[str, Any] = {"session_type": session_type, "ephemeral": ephemeral, **(isolation or {})}
+        lifetime = {"timeout_ms": timeout_ms, "idle_timeout_ms": idle_timeout_ms}
+        body.update({k: v for k, v in lifetime.items() if v is not None})
         if workspace is not None:
             body["workspace"] = workspace
         if image is not None:
@@ -98,6 +106,13 @@ class Client(AccountsMixin, WorkspacesApi):
 
     def get_session(self, session_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/sessions/{session_id}")  # type: ignore[no-any-return]
+
+    def extend_session(
+        self, session_id: str, *, timeout_ms: int | None = None, idle_timeout_ms: int | None = None
+    ) -> dict[str, Any]:
+        """A new lifetime from now (``timeout_ms``) and/or idle timeout; the deadline sticks."""
+        body = {k: v for k, v in {"timeout_ms": timeout_ms, "idle_timeout_ms": idle_timeout_ms}.items() if v}
+        return self._request("PATCH", f"/v1/sessions/{session_id}", json=body)  # type: ignore[no-any-return]
 
     def terminate_session(self, session_id: str, *, force: bool = False) -> dict[str, Any]:
         params = {"force": "true"} if force else {}

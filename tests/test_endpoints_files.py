@@ -14,8 +14,8 @@ import trio
 from tests.conftest import System
 from tests.endpoints import curl, new_session, run
 
-# The in-suite size; CHASER_TEST_BIG_FILE_MB=1024 runs the 1 GiB round trip.
-BIG_MB = int(os.environ.get("CHASER_TEST_BIG_FILE_MB", "200"))
+# 1 GiB, as the issue asks; CHASER_TEST_BIG_FILE_MB sets another size.
+BIG_MB = int(os.environ.get("CHASER_TEST_BIG_FILE_MB", "1024"))
 
 
 def rss() -> int:
@@ -26,7 +26,7 @@ def rss() -> int:
 
 
 async def test_big_file_round_trip_streams_with_flat_memory(sqlite_system: System, tmp_path: Path) -> None:
-    """Upload and download a big file with curl; the servers (this process) never hold it."""
+    """Upload and download a big file with curl; the agent (this process, with the scheduler) never holds it."""
     system = sqlite_system
     session = await new_session(system)
     source = tmp_path / "big"

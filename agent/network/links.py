@@ -5,18 +5,27 @@ A slot is a network namespace with ``lo`` up and a veth whose session end,
 The host end forwards (per interface: the host's global ``ip_forward`` is
 left alone), filters spoofed sources (strict reverse-path filter) and has no
 IPv6, so there is no link-local address a session could use to reach the host.
+
+Nothing here forks a Python child: pyroute2's ``netns.create`` and
+``IPRoute(netns=...)`` do, and in this threaded process such a child can
+deadlock on a lock another thread held at the fork (a slot, and with it
+the agent's start or shutdown, then hangs for good). The namespace is made
+by ``ip netns add`` (fork and exec, no Python in the child), and configured
+through a netlink socket opened from inside it by this thread.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from pyroute2 import IPRoute, NetlinkError, netns
 from pyroute2.conntrack import Conntrack, NFCTAttrTuple
 
+from agent.netns import entered_path
 from agent.network.addressing import GUEST_IFNAME, NETNS_DIR, SLOT_PREFIXLEN, SlotAddress
 
 _LOOPBACK_INDEX = 1
@@ -35,7 +44,9 @@ def host_interface_sysctls(ifname: str) -> None:
 
 def create_slot(slot: SlotAddress) -> None:
     """Create the slot's netns and veth; on any failure remove what was made."""
-    netns.create(slot.name)
+    made = subprocess.run(["ip", "netns", "add", slot.name], capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        raise OSError(f"ip netns add {slot.name}: {made.stderr.strip()}")
     try:
         with IPRoute() as ipr:
             ipr.link("add", ifname=slot.name, kind="veth", peer={"ifname": GUEST_IFNAME, "net_ns_fd": slot.name})
@@ -43,7 +54,9 @@ def create_slot(slot: SlotAddress) -> None:
             host_interface_sysctls(slot.name)
             ipr.addr("add", index=index, address=str(slot.host_ip), prefixlen=SLOT_PREFIXLEN)
             ipr.link("set", index=index, state="up")
-        with IPRoute(netns=str(slot.netns_path), flags=0) as inside:
+        with entered_path(slot.netns_path):
+            inside = IPRoute()
+        with inside:
             inside.link("set", index=_LOOPBACK_INDEX, state="up")
             (eth,) = inside.link_lookup(ifname=GUEST_IFNAME)
             inside.addr("add", index=eth, address=str(slot.guest_ip), prefixlen=SLOT_PREFIXLEN)
