@@ -113,6 +113,9 @@ class Front:
                 await down.send_error(error)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ClientGone):
             pass
+        except Exception:
+            # One connection's failure must never end the server's accept loop.
+            log.exception("connection from %s failed", down.peer)
         finally:
             with trio.CancelScope(shield=True):
                 if app is not None:

@@ -134,6 +134,10 @@ def _response_headers(headers: Iterable[tuple[bytes, bytes]], upgrade: bool) -> 
     return out
 
 
+# What a peer that goes away (or breaks the protocol) makes a relay raise.
+_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError)
+
+
 class ClientGone(Exception):
     """The client closed its connection before the response was complete."""
 
@@ -161,43 +165,69 @@ async def relay(
     for nobody).
     """
     up = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
-    await send_all(upstream, up.send(request))
+    try:
+        await send_all(upstream, up.send(request))
+    except _BROKEN as exc:
+        raise trio.BrokenResourceError(f"upstream: {exc}") from None
     switched = False
     gone = False
+    failed: BaseException | None = None
+    # Errors are caught inside the tasks: a nursery would wrap them in an
+    # ExceptionGroup, which callers (and the server's accept loop) must
+    # never see for a peer that merely went away.
     async with trio.open_nursery() as nursery:
 
         async def body_up() -> None:
             nonlocal gone
-            while down.conn.their_state is h11.SEND_BODY:
-                event = await down.next_event()
-                if isinstance(event, h11.Data):
-                    await send_all(upstream, up.send(h11.Data(data=event.data)))
-                elif isinstance(event, h11.EndOfMessage):
-                    await send_all(upstream, up.send(h11.EndOfMessage()))
-                elif isinstance(event, h11.ConnectionClosed):
-                    gone = True
-                    nursery.cancel_scope.cancel()
-                    return
-            # The request is in; notice a client that hangs up while it waits.
-            while len(down.conn.trailing_data[0]) < MAX_HEAD:
-                data = await down.stream.receive_some(RECEIVE_SIZE)
-                if not data:
-                    gone = True
-                    nursery.cancel_scope.cancel()
-                    return
-                down.conn.receive_data(bytes(data))
+            if not await _body_up(down, upstream, up):
+                gone = True
+                nursery.cancel_scope.cancel()
 
         nursery.start_soon(body_up)
-        switched = await _response_down(down, upstream, up, request, list(response_headers), on_response)
+        try:
+            switched = await _response_down(down, upstream, up, request, list(response_headers), on_response)
+        except _BROKEN as exc:
+            failed = exc
         # An early response (an error before the body was read) ends the
         # exchange; the client connection is then not reused.
         nursery.cancel_scope.cancel()
     if gone:
         raise ClientGone()
+    if failed is not None:
+        raise trio.BrokenResourceError(str(failed) or type(failed).__name__) from None
     if switched:
         await splice(down, upstream, up.trailing_data[0], on_traffic)
         return False
     return up.our_state is h11.DONE and up.their_state is h11.DONE
+
+
+async def _body_up(down: Downstream, upstream: trio.abc.Stream, up: h11.Connection) -> bool:
+    """Pass the request body up, then watch for the client leaving; False once it has.
+
+    An upstream that stops taking the body ends this quietly: the response
+    side learns of it (an early response, or a broken connection).
+    """
+    try:
+        while down.conn.their_state is h11.SEND_BODY:
+            event = await down.next_event()
+            if isinstance(event, h11.ConnectionClosed):
+                return False
+            try:
+                if isinstance(event, h11.Data):
+                    await send_all(upstream, up.send(h11.Data(data=event.data)))
+                elif isinstance(event, h11.EndOfMessage):
+                    await send_all(upstream, up.send(h11.EndOfMessage()))
+            except _BROKEN:
+                return True
+        # The request is in; notice a client that hangs up while it waits.
+        while len(down.conn.trailing_data[0]) < MAX_HEAD:
+            data = await down.stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                return False
+            down.conn.receive_data(bytes(data))
+    except _BROKEN:  # the client reset the connection, or broke HTTP mid-body
+        return False
+    return True
 
 
 async def _response_down(

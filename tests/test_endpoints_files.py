@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -30,13 +29,12 @@ async def test_big_file_round_trip_streams_with_flat_memory(sqlite_system: Syste
     system = sqlite_system
     session = await new_session(system)
     source = tmp_path / "big"
+    # Made by a process, not in this one: the servers share its event loop,
+    # and seconds of blocking writes here would make the agent miss heartbeats.
     with open(source, "wb") as f:
-        for _ in range(BIG_MB):
-            f.write(os.urandom(1 << 20))
-    digest = hashlib.sha256(source.read_bytes()).hexdigest() if BIG_MB <= 256 else None
-    if digest is None:
-        done = await trio.run_process(["sha256sum", str(source)], capture_stdout=True)
-        digest = done.stdout.split()[0].decode()
+        await trio.run_process(["head", "-c", f"{BIG_MB}M", "/dev/urandom"], stdout=f)
+    done = await trio.run_process(["sha256sum", str(source)], capture_stdout=True)
+    digest = done.stdout.split()[0].decode()
     base = f"{system.api_url}/s/{session['id']}/files"
     peak = baseline = rss()
 

@@ -176,11 +176,14 @@ async def test_lifetime_expiry_extension_and_idle(system: System) -> None:
     assert ended["status_reason"] == "reached its maximum lifetime of 1.5s (timeout_ms)"
     assert (await system.client.get(f"/v1/sessions/{extended['id']}")).json()["status"] == "running"
 
-    idle = await new_session(system, idle_timeout_ms=1000)
+    idle = await new_session(system)
     async with websocket(system, idle["id"], "pty") as ws:
         await receive(ws)
         await send(ws, t="open", ch=1, cmd="sleep 600")
         await receive(ws)
+        # Shortened once connected, so a slow host cannot idle it out before the lease exists.
+        short_idle = await system.client.patch(f"/v1/sessions/{idle['id']}", json={"idle_timeout_ms": 1000})
+        assert short_idle.json()["idle_timeout_ms"] == 1000
         await trio.sleep(2.5)  # well past the idle timeout, but connected
         assert (await system.client.get(f"/v1/sessions/{idle['id']}")).json()["status"] == "running"
     await wait_until(lambda: _status(system, idle["id"], "terminated"))
