@@ -22,6 +22,7 @@ no path or symlink can reach the host.
 from __future__ import annotations
 
 import abc
+import errno
 import signal
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -116,6 +117,32 @@ class FileError(RuntimeFailure):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+# What an errno from a file operation means to a client (``FileError.kind``).
+ERRNO_KINDS = {
+    errno.ENOENT: "not_found",
+    errno.ENOTDIR: "not_a_directory",
+    errno.EISDIR: "is_a_directory",
+    errno.EEXIST: "exists",
+    errno.ENOTEMPTY: "not_empty",
+    errno.EACCES: "permission_denied",
+    errno.EPERM: "permission_denied",
+    errno.EROFS: "permission_denied",
+    errno.ELOOP: "invalid",
+    errno.EINVAL: "invalid",
+    errno.ENAMETOOLONG: "invalid",
+    errno.EXDEV: "invalid",
+    errno.EBUSY: "invalid",
+    errno.ENOSPC: "no_space",
+    errno.EDQUOT: "no_space",
+}
+
+
+def file_error(err: int | None, message: str) -> RuntimeFailure:
+    """A ``FileError`` for an errno a client can act on; otherwise a plain failure."""
+    kind = ERRNO_KINDS.get(err or 0)
+    return FileError(kind, message) if kind else RuntimeFailure(message)
 
 
 class PortClosed(RuntimeFailure):

@@ -18,7 +18,6 @@ container's network namespace (``netns.tcp_socket_in``).
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -53,6 +52,7 @@ from agent.runtimes.base import (
     RuntimeFailure,
     SandboxGone,
     SandboxSpec,
+    file_error,
 )
 from agent.scratch import ScratchVolume, StorageError
 
@@ -70,23 +70,6 @@ _STOP_POLL = 0.005
 _CALL_TIMEOUT = 60.0
 _FILE_CHUNK = 1 << 20
 
-_ERRNO_KINDS = {
-    errno.ENOENT: "not_found",
-    errno.ENOTDIR: "not_a_directory",
-    errno.EISDIR: "is_a_directory",
-    errno.EEXIST: "exists",
-    errno.ENOTEMPTY: "not_empty",
-    errno.EACCES: "permission_denied",
-    errno.EPERM: "permission_denied",
-    errno.EROFS: "permission_denied",
-    errno.ELOOP: "invalid",
-    errno.EINVAL: "invalid",
-    errno.ENAMETOOLONG: "invalid",
-    errno.EXDEV: "invalid",
-    errno.EBUSY: "invalid",
-    errno.ENOSPC: "no_space",
-    errno.EDQUOT: "no_space",
-}
 
 _CONFIG_TEMPLATE = """\
 lxc.include = /usr/share/lxc/config/common.conf
@@ -274,7 +257,7 @@ class LxcFileWriter(FileWriter):
             await trio.to_thread.run_sync(finish, limiter=self._limiter)
         except OSError as exc:
             await self.abort()
-            raise _file_error(exc.errno, f"{self._name}: {exc.strerror}") from None
+            raise file_error(exc.errno, f"{self._name}: {exc.strerror}") from None
 
     async def abort(self) -> None:
         if self._fd >= 0:
@@ -291,11 +274,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _file_error(err: int | None, message: str) -> RuntimeFailure:
-    kind = _ERRNO_KINDS.get(err or 0)
-    return FileError(kind, message) if kind else RuntimeFailure(message)
 
 
 def _exec_in_container(spec: ProcessSpec) -> int:
@@ -499,7 +477,7 @@ class LxcRuntime(Runtime):
             return reply["ok"], fds
         if "refused" in reply:
             raise FileError(reply["refused"], reply["message"])
-        raise _file_error(reply.get("errno"), reply.get("message", "file operation failed"))
+        raise file_error(reply.get("errno"), reply.get("message", "file operation failed"))
 
     async def spawn_pty(self, sandbox_id: str, spec: PtySpec) -> PtyProcess:
         args = (list(spec.argv), dict(spec.env), spec.cwd, spec.cols, spec.rows)

@@ -12,13 +12,12 @@ a tar upload is extracted by the guest's copy of ``vmimages.guest.untar``.
 from __future__ import annotations
 
 import contextlib
-import errno
 import signal
 
 import trio
 
 from agent.guest_channel import GuestChannel, GuestInput, GuestOutput, GuestProcess
-from agent.runtimes.base import FileError, FileInfo, FileReader, FileWriter, PtyProcess, RuntimeFailure
+from agent.runtimes.base import FileError, FileInfo, FileReader, FileWriter, PtyProcess, RuntimeFailure, file_error
 
 # For the tools the runtime runs in the guest.
 TOOL_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
@@ -35,23 +34,6 @@ GUEST_PYTHONPATH = "/run/chaser"
 # stdin into a file that already exists (a temporary one from fileops.prepare_write).
 WRITE = 'exec cat > "$0"'
 
-_ERRNO_KINDS = {
-    errno.ENOENT: "not_found",
-    errno.ENOTDIR: "not_a_directory",
-    errno.EISDIR: "is_a_directory",
-    errno.EEXIST: "exists",
-    errno.ENOTEMPTY: "not_empty",
-    errno.EACCES: "permission_denied",
-    errno.EPERM: "permission_denied",
-    errno.EROFS: "permission_denied",
-    errno.ELOOP: "invalid",
-    errno.EINVAL: "invalid",
-    errno.ENAMETOOLONG: "invalid",
-    errno.EXDEV: "invalid",
-    errno.EBUSY: "invalid",
-    errno.ENOSPC: "no_space",
-}
-
 
 async def file_operation(channel: GuestChannel, op: str, *args: object) -> object:
     """Run ``fileops.OPERATIONS[op]`` in the guest; its result, or the ``FileError`` it meant."""
@@ -61,8 +43,7 @@ async def file_operation(channel: GuestChannel, op: str, *args: object) -> objec
         return reply.get("ok")
     if reply.get("refused"):
         raise FileError(str(reply["refused"]), str(error))
-    kind = _ERRNO_KINDS.get(int(reply.get("errno", 0)))
-    raise FileError(kind, str(error)) if kind else RuntimeFailure(str(error))
+    raise file_error(int(reply.get("errno", 0)), str(error))
 
 
 def file_info(raw: object) -> FileInfo:
