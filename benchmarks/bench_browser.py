@@ -52,7 +52,7 @@ from quart_trio import QuartTrio
 
 from agent.browser.chromium import FLAGS
 from benchmarks.bench_network import SINK, make_world, remove_world, system
-from benchmarks.bench_sessions import LOOPBACK, PROXY_VARS, api, free_port, percentile
+from benchmarks.bench_sessions import LOOPBACK, PROXY_VARS, aligned, api, free_port, percentile
 
 SITE_PORT = 8080
 PAGE = "<!doctype html><title>bench</title><h1>Hello from the bench world</h1>"
@@ -303,12 +303,7 @@ def table(rows: list[dict[str, Any]]) -> str:
          f"{r['baseline_p50_ms']:.2f}", f"{r['baseline_p95_ms']:.2f}", f"{r['ratio_p50']:.2f}x")
         for r in rows
     ]  # fmt: skip
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = [
-        "  ".join(c.ljust(w) if i in (0, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
-        for line in lines
-    ]
-    text.insert(1, "-" * len(text[0]))
+    text = aligned(lines, left=(0, 4))
     return "\n".join(text)
 
 

@@ -40,7 +40,16 @@ import trio
 from trio_websocket import open_websocket_url
 
 from agent import netns
-from benchmarks.bench_sessions import IMAGES_DIR, LOOPBACK, PROXY_VARS, Samples, fail_on_sigterm, free_port, percentile
+from benchmarks.bench_sessions import (
+    IMAGES_DIR,
+    LOOPBACK,
+    PROXY_VARS,
+    Samples,
+    aligned,
+    fail_on_sigterm,
+    free_port,
+    percentile,
+)
 from chaser import embedded, frames
 from scheduler.store import Store
 
@@ -238,13 +247,7 @@ def table(summary: dict[str, Any]) -> str:
          f"{r['baseline_p50']:.1f}", f"{r['baseline_p95']:.1f}")
         for r in summary["rows"]
     ]  # fmt: skip
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    left = (0, 1, 5)  # the text columns; figures align right
-    text = [
-        "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
-        for line in lines
-    ]
-    text.insert(1, "-" * len(text[0]))
+    text = aligned(lines, left=(0, 1, 5))
     text.append(f"\n{summary['rounds']} rounds, {summary['file_mb']} MB file; MB/s rows: p95 is the slowest 5%")
     return "\n".join(text)
 

@@ -40,6 +40,7 @@ from benchmarks.bench_sessions import (
     IMAGES_DIR,
     LOOPBACK,
     PROXY_VARS,
+    aligned,
     fail_on_sigterm,
     free_port,
     leftovers,
@@ -249,10 +250,7 @@ def table(summary: dict[str, Any]) -> str:
     lines = [("path", "n", "p50 ms", "p95 ms")] + [
         (r["path"], str(r["n"]), f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}") for r in summary["rows"]
     ]
-    widths = [max(len(line[i]) for line in lines) for i in range(4)]
-    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
-            for line in lines]  # fmt: skip
-    text.insert(1, "-" * len(text[0]))
+    text = aligned(lines, left=(0,))
     t = summary["throughput"]
     text.append("")
     text.append(f"drain {summary['jobs']} sandbox.exec jobs:  {t['jobs_per_s']:.1f} jobs/s ({t['jobs_wall_s']:.1f} s)")

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -66,6 +66,17 @@ ROWS = (
     Row("one-shot ephemeral exec", "oneshot", "start + attach + stop + destroy", "lifecycle"),
     Row("terminate (DELETE /v1/sessions/{id})", "terminate", "lxc-stop -k + lxc-destroy", "teardown"),
 )
+
+
+def aligned(lines: Sequence[Sequence[str]], left: Collection[int]) -> list[str]:
+    """Rows as text columns: those in ``left`` flush left, figures flush right, a rule under the header."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    text = [
+        "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
+        for line in lines
+    ]
+    text.insert(1, "-" * len(text[0]))
+    return text
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -304,13 +315,7 @@ def table(summary: dict[str, Any]) -> str:
         )
         for r in summary["rows"]
     ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    left = (0, 4)  # the text columns; figures align right
-    text = [
-        "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
-        for line in lines
-    ]
-    text.insert(1, "-" * len(text[0]))
+    text = aligned(lines, left=(0, 4))
     leaked = ", ".join(summary["leaked"]) or "none"
     text.append(f"\n{summary['sessions']} sessions, {summary['execs_per_session']} execs each; left behind: {leaked}")
     return "\n".join(text)

@@ -44,7 +44,7 @@ from agent.runtimes import machine
 from agent.runtimes.base import ProcessSpec, SandboxSpec
 from agent.runtimes.qemu import QemuRuntime
 from agent.runtimes.qemu_command import KERNEL_CMDLINE
-from benchmarks.bench_sessions import fail_on_sigterm, percentile
+from benchmarks.bench_sessions import Row, Samples, aligned, fail_on_sigterm, percentile
 from vmimages.vm import VmImageFiles
 
 IMAGES_DIR = Path("/var/lib/chaser/images")
@@ -52,17 +52,6 @@ IMAGE = "default-vm"
 INIT_STARTED = b"chaser-init: started"
 ENV = {"PATH": "/usr/bin:/bin"}
 BARE_TIMEOUT = 120.0
-
-Samples = dict[str, list[float]]
-
-
-@dataclass(frozen=True)
-class Row:
-    label: str
-    metric: str
-    baseline_label: str
-    baseline_metric: str
-
 
 ROWS = (
     Row("cold boot → guest agent ready", "boot_ready", "bare QEMU: kernel → /init", "bare_init"),
@@ -252,13 +241,7 @@ def table(summary: dict[str, Any]) -> str:
         )
         for r in summary["rows"]
     ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    left = (0, 4)
-    text = [
-        "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
-        for line in lines
-    ]
-    text.insert(1, "-" * len(text[0]))
+    text = aligned(lines, left=(0, 4))
     text.append(
         f"\n{summary['rounds']} rounds, accel={summary['accel']} machine={summary['machine']}, "
         f"{summary['memory_mb']} MiB guests; memory snapshot p50 {summary['snapshot_mib_p50']} MiB; "

@@ -37,7 +37,7 @@ import trio
 from agent import mounts
 from agent.config import AgentConfig
 from agent.main import serve as serve_agent
-from benchmarks.bench_sessions import IMAGES_DIR, LOOPBACK, PROXY_VARS, fail_on_sigterm, percentile
+from benchmarks.bench_sessions import IMAGES_DIR, LOOPBACK, PROXY_VARS, aligned, fail_on_sigterm, percentile
 from scheduler.auth import new_secret
 from scheduler.config import SchedulerConfig
 from scheduler.main import serve as serve_scheduler
@@ -209,13 +209,7 @@ def table(summary: dict[str, Any]) -> str:
         )
         for r in summary["rows"]
     ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    left = (0, 4)
-    text = [
-        "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
-        for line in lines
-    ]
-    text.insert(1, "-" * len(text[0]))
+    text = aligned(lines, left=(0, 4))
     text.append(
         f"\n{summary['data_mib']} MiB of random data on a {summary['disk_gib']} GiB disk, {summary['rounds']} rounds"
     )
