@@ -80,7 +80,10 @@ class AgentConfig(FileAndEnvSettings):
     heartbeat_interval: float = Field(default=2.0, gt=0)
     start_timeout: float = Field(default=30.0, gt=0)
     exec_output_limit: int = Field(default=1 << 20, ge=1024)
-    init_binary: Path = Path("/usr/bin/tini-static")
+    # Containers' root is this range of host ids (``/etc/subuid`` and
+    # ``/etc/subgid`` must give it to root: the install step adds it).
+    container_id_first: int = Field(default=100_000, ge=1)
+    container_id_count: int = Field(default=65_536, ge=65_536)
     # Operator names for built images, e.g. {"node:20": "debian:bookworm"}:
     # the names a team's pipelines already use, mapped to images this host has.
     image_aliases: dict[str, str] = Field(default_factory=dict)

@@ -47,7 +47,8 @@ class DiskManager:
     def __init__(self, pool: StoragePool, mounts_dir: Path, *, op_timeout: float, import_timeout: float) -> None:
         self.pool = pool
         self.mounts_dir = mounts_dir.resolve()
-        self.mounts_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.mounts_dir.mkdir(parents=True, exist_ok=True)
+        self.mounts_dir.chmod(0o711)  # containers' root passes through to the workspaces mounted here
         self.op_timeout = op_timeout
         self.import_timeout = import_timeout
         self._holders: dict[str, str] = {}  # disk id -> sandbox id

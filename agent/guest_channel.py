@@ -358,9 +358,16 @@ class GuestChannel:
         if self._closed is None:
             self._outgoing_send.send_nowait(encode(message))
 
-    async def spawn(self, spec: ProcessSpec, *, terminal: tuple[int, int] | None = None) -> GuestProcess:
+    async def spawn(
+        self,
+        spec: ProcessSpec,
+        *,
+        terminal: tuple[int, int] | None = None,
+        tool: tuple[str, list[str]] | None = None,
+    ) -> GuestProcess:
         """Start a process: with ``spec.stdin``, its input streamed from ``GuestProcess.stdin``;
-        with ``terminal`` (cols, rows), on a new terminal whose keystrokes that input is."""
+        with ``terminal`` (cols, rows), on a new terminal whose keystrokes that input is; with
+        ``tool`` (name, args), one of the agent's own tools (``vmimages.guest.tools``) instead of a program."""
         if self._closed is not None:
             raise SandboxGone(f"no guest agent connection: {self._closed}")
         stdin = spec.stdin and terminal is None
@@ -376,6 +383,8 @@ class GuestChannel:
             "stdin": stdin,
             "pty": {"cols": terminal[0], "rows": terminal[1]} if terminal is not None else None,
         }
+        if tool is not None:
+            request["tool"], request["args"] = tool[0], list(tool[1])
         self.send(request)
         await trio.lowlevel.checkpoint()
         return process

@@ -77,7 +77,7 @@ class ScratchVolume:
         """``path`` as a new subvolume whose contents may use at most ``limit_mb``."""
         _run("btrfs", "subvolume", "create", str(path))
         try:
-            os.chmod(path, 0o700)
+            os.chmod(path, 0o711)  # containers' root passes through to its layer
             _run("btrfs", "qgroup", "limit", f"{limit_mb}M", str(path))
         except BaseException:
             os.rmdir(path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,17 @@ pytest_plugins = ["tests.workspace_support", "tests.browser_support"]
 
 IMAGES_DIR = Path(os.environ.get("CHASER_TEST_IMAGES_DIR", "/var/lib/chaser/images"))
 POSTGRES_URL = os.environ.get("CHASER_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(autouse=True)
+def traversable_tmp_path(tmp_path: Path) -> Path:
+    """Let containers' root (an unprivileged host uid) pass through the test's
+    directory and the ones above it (pytest makes them 0700), as LXC needs."""
+    for directory in [tmp_path, *tmp_path.parents]:
+        if directory == Path(tempfile.gettempdir()):
+            break
+        directory.chmod(directory.stat().st_mode | 0o011)
+    return tmp_path
 
 
 @pytest.fixture(scope="session")

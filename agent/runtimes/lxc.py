@@ -1,108 +1,135 @@
-"""Sandboxes as LXC system containers, driven through python-lxc.
+"""Sandboxes as LXC system containers: unprivileged, filtered, served by the in-sandbox agent.
 
 Each sandbox lives in ``<lxc_path>/<id>/``: the LXC ``config``, the overlay's
 writable layer ``delta0`` and its work dir. The root filesystem is
-``overlay:<image rootfs>:<delta0>``, mounted by LXC inside the container's
-own mount namespace, so creating a sandbox copies nothing and a crashed
-container leaves no mount on the host: only the directory, which
+``overlay:<image rootfs, shifted>:<delta0>``, mounted by LXC inside the
+container's own mount namespace, so creating a sandbox copies nothing and a
+crashed container leaves no mount on the host: only the directory, which
 ``destroy`` removes.
 
-python-lxc calls block (and ``attach`` forks), so they run in worker threads
-behind a limiter; processes are waited for through a pidfd on the trio loop.
-Terminals, file operations and archives run as functions in an attached
-child inside the container (``lxc_inside``), so every path resolves in the
-container's own root; ports are reached through a socket made in the
-container's network namespace (``netns.tcp_socket_in``).
+The boundary (see ``agent.idmap`` and ``lxc_seccomp``): every container runs
+in a user namespace whose root is an unprivileged host range, so the image's
+layer is a copy shifted into that range and every tree the host makes for it
+is owned by it; a seccomp deny list at least as strict as Docker's default,
+``no_new_privs``, a short device list, ``nosuid,nodev`` writable mounts, and
+the capabilities builds need. On a host with AppArmor, LXC's generated
+profile confines it too.
+
+The host runs no code of its own inside a container. The container's init is
+the in-sandbox agent (``vmimages.guest.agent``), started from the read-only
+bundle every container mounts at ``/.chaser`` (``vmimages.bundle``), so any
+image works, even one without a libc. It listens on an abstract unix socket
+of the container's network namespace; the host connects from a socket made
+in that namespace and speaks the same channel as to a VM's guest agent
+(``ChannelEndpoints``): processes, terminals, files and tar streams all go
+through it. Ports are reached through a TCP socket made in the container's
+network namespace (``netns.tcp_socket_in``): no code runs inside for that.
+
+python-lxc calls block, so they run in worker threads behind a limiter; the
+channels' reader tasks run in the runtime's own nursery (``run``), and a
+channel lost with its agent (a restart) is opened again on first use.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
+import logging
 import os
 import shutil
 import signal
 import socket
-import struct
-import termios
 import time
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar, TypeVarTuple
+from typing import TypeVar, TypeVarTuple
 
 import lxc
 import trio
 
 from agent import netns
+from agent.guest_channel import GuestChannel
+from agent.idmap import IdMap, shifted_image
 from agent.limits import CGROUP_ROOT, lxc_cgroup_lines, unified_hierarchy
-from agent.runtimes import lxc_inside
+from agent.runtimes import lxc_seccomp
 from agent.runtimes.base import (
     WORKSPACE_MOUNT,
-    FileError,
-    FileInfo,
-    FileReader,
-    FileWriter,
     PortClosed,
-    Process,
-    ProcessSpec,
-    PtyProcess,
-    PtySpec,
-    Runtime,
     RuntimeFailure,
     SandboxGone,
     SandboxSpec,
-    file_error,
 )
+from agent.runtimes.sandbox_io import ChannelEndpoints
 from agent.scratch import ScratchVolume, StorageError
+from vmimages.bundle import BUNDLE_MOUNT, guest_argv
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
-# The init every container runs: tini reaps orphans, so zombies of
-# background jobs don't pile up, and keeps the container alive.
-_INIT_IN_CONTAINER = "/.chaser-init"
-
+# The abstract socket the in-sandbox agent listens on, in the container's netns.
+CHANNEL_NAME = "chaser-sandbox"
 _START_TIMEOUT = 10
 _STOP_TIMEOUT = 10.0
 _STOP_POLL = 0.005
-# A file operation in the container (stat, mkdir, ...) that takes longer is killed.
-_CALL_TIMEOUT = 60.0
-_FILE_CHUNK = 1 << 20
-
+# How often to try the in-sandbox agent's socket while it starts.
+_CONNECT_POLL = 0.002
 
 _CONFIG_TEMPLATE = """\
 lxc.include = /usr/share/lxc/config/common.conf
+lxc.include = /usr/share/lxc/config/userns.conf
 # common.conf pulls in lxcfs's hooks; its post-stop hook sleeps 0.5 s on
 # every stop, and we don't use lxcfs. An empty value clears a hook list.
 lxc.hook.mount =
 lxc.hook.post-stop =
 lxc.uts.name = {hostname}
 lxc.rootfs.path = overlay:{lower}:{upper}
-lxc.init.cmd = {init} -s -- /bin/sleep infinity
-lxc.mount.entry = {init_host} {init_rel} none bind,ro,create=file 0 0
+lxc.rootfs.options = nosuid,nodev
+lxc.init.cmd = {init}
+lxc.environment = PYTHONPATH={bundle_mount}/site
+lxc.mount.entry = {bundle} {bundle_rel} none bind,ro,nosuid,nodev,create=dir 0 0
 lxc.mount.entry = tmpfs dev/shm tmpfs rw,nosuid,nodev,size=256m,create=dir 0 0
-lxc.mount.entry = tmpfs tmp tmpfs rw,nosuid,nodev,size=1g 0 0
-lxc.apparmor.profile = unconfined
+lxc.mount.entry = tmpfs tmp tmpfs rw,nosuid,nodev,size=1g,create=dir 0 0
+lxc.apparmor.profile = {apparmor}
+lxc.no_new_privs = 1
+lxc.seccomp.profile = {seccomp}
 lxc.tty.max = 0
 lxc.autodev = 1
-lxc.log.level = ERROR
+lxc.log.level = {loglevel}
 lxc.log.file = {log}
 """
 
 # A network of its own with only a loopback (brought up after start).
 _LOOPBACK_ONLY = "lxc.net.0.type = empty\n"
 
-# Hardening on top of common.conf (pid, mount, ipc, uts namespaces; the
-# device allow-list; seccomp denying module loading and kexec): keep only
-# the capabilities builds and package managers need, Docker's default set
-# less NET_RAW. So no mounts, modules, raw I/O, network administration,
-# ptrace of the host, or clock changes. User namespaces are not used: LXC
-# 5.0 can idmap only a "dir" rootfs, not our overlay (see the README).
+# Capabilities of the container's root (in its own user namespace): only
+# what builds and package managers need, Docker's default set less NET_RAW.
 _CAPABILITIES = (
     "lxc.cap.drop =\n"
     "lxc.cap.keep = chown dac_override fowner fsetid kill setgid setuid setpcap"
     " net_bind_service sys_chroot mknod audit_write setfcap\n"
+)
+
+# Devices a program may open: the null and random ones, terminals. No fuse,
+# no tun, no block device (common.conf's list has more).
+_DEVICES = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:1 rwm",
+            "c 5:2 rwm", "c 136:* rwm")  # fmt: skip
+
+
+def _devices_config() -> str:
+    key = "lxc.cgroup2.devices" if unified_hierarchy() else "lxc.cgroup.devices"
+    return f"{key}.deny = a\n" + "".join(f"{key}.allow = {device}\n" for device in _DEVICES)
+
+
+# In a pooled network namespace (owned by the host's user namespace) the
+# container's root may not mount sysfs: it gets a read-only bind of the
+# host's instead (what runc does for rootless containers), without submounts.
+_SYSFS_BOUND = (
+    "lxc.mount.auto =\n"
+    "lxc.mount.auto = proc:mixed cgroup:mixed\n"
+    "lxc.mount.entry = /sys sys none rbind,ro,nosuid,nodev,noexec,create=dir 0 0\n"
 )
 
 
@@ -110,7 +137,7 @@ def _network_config(spec: SandboxSpec) -> str:
     """Join the pooled namespace prepared for the sandbox, or get a loopback-only one."""
     if spec.netns is None:
         return _LOOPBACK_ONLY
-    return f"lxc.namespace.share.net = {spec.netns}\n"
+    return f"lxc.namespace.share.net = {spec.netns}\n" + _SYSFS_BOUND
 
 
 def _limits_config(spec: SandboxSpec) -> str:
@@ -119,198 +146,80 @@ def _limits_config(spec: SandboxSpec) -> str:
     return "".join(line + "\n" for line in lxc_cgroup_lines(spec.limits, unified=unified_hierarchy()))
 
 
-class _Child:
-    """A child process of the agent, waited for through a pidfd on the trio loop."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self._pidfd = os.pidfd_open(pid)
-        self.status: int | None = None
-
-    async def wait(self) -> int:
-        while self.status is None:
-            await trio.lowlevel.wait_readable(self._pidfd)
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                # Reaped elsewhere; nothing more to learn than that it ended.
-                self.status = 255
-                break
-            if pid:
-                self.status = os.waitstatus_to_exitcode(status)
-                if self.status < 0:
-                    self.status = 128 - self.status
-        return self.status
-
-    def killpg(self, sig: int, pgid: int | None = None) -> None:
-        if self.status is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid or self.pid, sig)
-
-    def close(self) -> None:
-        """Drop the handle; reap the process if it has ended, so no zombie is left."""
-        if self.status is None:
-            with contextlib.suppress(ChildProcessError):
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-                if pid:
-                    self.status = os.waitstatus_to_exitcode(status)
-        if self._pidfd >= 0:
-            os.close(self._pidfd)
-            self._pidfd = -1
+def require_traversable(path: Path, idmap: IdMap) -> None:
+    """Fail clearly unless the container's root (an unprivileged host id) may pass
+    through every directory above ``path``: LXC sets up the root filesystem as it."""
+    for directory in path.resolve().parents:
+        if not directory.stat().st_mode & 0o001:
+            raise RuntimeFailure(
+                f"containers cannot start below {path}: {directory} must let others pass "
+                f"(chmod o+x), as their root is host uid {idmap.first}"
+            )
 
 
-class LxcProcess(Process):
-    """A process started by ``lxc attach``, in its own session and group."""
-
-    def __init__(self, pid: int, stdout_fd: int, stderr_fd: int | None, stdin_fd: int | None = None) -> None:
-        self._child = _Child(pid)
-        self.pid = pid
-        self.stdout = trio.lowlevel.FdStream(stdout_fd)
-        self.stderr = trio.lowlevel.FdStream(stderr_fd) if stderr_fd is not None else None
-        self.stdin = trio.lowlevel.FdStream(stdin_fd) if stdin_fd is not None else None
-
-    async def wait(self) -> int:
-        return await self._child.wait()
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        self._child.killpg(sig)
-
-    async def aclose(self) -> None:
-        for stream in (self.stdin, self.stdout, self.stderr):
-            if stream is not None:
-                await stream.aclose()
-        self._child.close()
+def apparmor_enabled() -> bool:
+    """Whether the host runs AppArmor (this one has no LSM at all)."""
+    with contextlib.suppress(OSError):
+        return "apparmor" in Path("/sys/kernel/security/lsm").read_text()
+    return False
 
 
-class LxcPtyProcess(PtyProcess):
-    """A session leader on a terminal of the container; we hold the master side."""
-
-    def __init__(self, pid: int, master_fd: int) -> None:
-        self._child = _Child(pid)
-        self._master = master_fd
-        self.terminal = trio.lowlevel.FdStream(master_fd)
-
-    async def wait(self) -> int:
-        return await self._child.wait()
-
-    def resize(self, cols: int, rows: int) -> None:
-        if self._master < 0:
-            return
-        with contextlib.suppress(OSError):
-            fcntl.ioctl(self._master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-    def signal(self, sig: int) -> None:
-        foreground = 0
-        if self._master >= 0:
-            with contextlib.suppress(OSError):
-                foreground = os.tcgetpgrp(self._master)
-        self._child.killpg(sig, foreground if foreground > 0 else None)
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        self._child.killpg(signal.SIGKILL)
-
-    async def aclose(self) -> None:
-        # Closing the master hangs up the terminal: what still runs on it gets SIGHUP.
-        self._master = -1
-        await self.terminal.aclose()
-        self._child.close()
-
-
-class LxcFileReader(FileReader):
-    def __init__(self, fd: int, size: int, mtime: float, limiter: trio.CapacityLimiter) -> None:
-        self._fd = fd
-        self.size = size
-        self.mtime = mtime
-        self._limiter = limiter
-
-    async def read(self, max_bytes: int) -> bytes:
-        return await trio.to_thread.run_sync(os.read, self._fd, max_bytes, limiter=self._limiter)
-
-    async def aclose(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
-class LxcFileWriter(FileWriter):
-    """Writes a temporary file in the target's directory; ``commit`` renames it in place."""
-
-    def __init__(self, dir_fd: int, fd: int, temp: str, name: str, limiter: trio.CapacityLimiter) -> None:
-        self._dir_fd, self._fd = dir_fd, fd
-        self._temp, self._name = temp, name
-        self._limiter = limiter
-
-    async def write(self, data: bytes) -> None:
-        await trio.to_thread.run_sync(_write_all, self._fd, data, limiter=self._limiter)
-
-    async def commit(self) -> None:
-        def finish() -> None:
-            os.close(self._fd)
-            self._fd = -1
-            os.rename(self._temp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
-            os.close(self._dir_fd)
-            self._dir_fd = -1
-
-        try:
-            await trio.to_thread.run_sync(finish, limiter=self._limiter)
-        except OSError as exc:
-            await self.abort()
-            raise file_error(exc.errno, f"{self._name}: {exc.strerror}") from None
-
-    async def abort(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        if self._dir_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.unlink(self._temp, dir_fd=self._dir_fd)
-            os.close(self._dir_fd)
-            self._dir_fd = -1
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _exec_in_container(spec: ProcessSpec) -> int:
-    """Runs in the attached child: own session (for group kill), no fd of ours, then exec.
-
-    Servers in this process (the agent's API, the scheduler's in embedded
-    mode) keep inheritable listening sockets; closing every descriptor past
-    stderr keeps them, and any pipe of the agent, out of the sandbox.
-    """
-    try:
-        lxc_inside.close_inherited()
-        os.setsid()
-        if spec.cwd:
-            os.chdir(spec.cwd)
-        os.execvpe(spec.argv[0], list(spec.argv), dict(spec.env))
-    except OSError as exc:
-        os.write(2, f"chaser: cannot run {spec.argv[0]!r}: {exc.strerror}\n".encode())
-    return 127
-
-
-class LxcRuntime(Runtime):
+class LxcRuntime(ChannelEndpoints):
     name = "lxc"
 
     def __init__(
-        self, lxc_path: Path, init_binary: Path, max_threads: int = 8, scratch: ScratchVolume | None = None
+        self,
+        lxc_path: Path,
+        bundle: Path,
+        idmap: IdMap | None = None,
+        max_threads: int = 8,
+        scratch: ScratchVolume | None = None,
+        start_timeout: float = 30.0,
     ) -> None:
         self.lxc_path = lxc_path
-        self.init_binary = init_binary
+        # The in-sandbox agent's bundle (``vmimages.bundle``), mounted read-only into every container.
+        self.bundle = bundle
+        self.idmap = idmap or IdMap()
         # Where sandbox directories get a disk quota; None: no disk limit.
         self.scratch = scratch
+        self.start_timeout = start_timeout
         self._own_cgroups = _cgroup_dirs_of_self()
         self._limiter = trio.CapacityLimiter(max_threads)
         lxc_path.mkdir(parents=True, exist_ok=True)
+        lxc_path.chmod(0o711)
+        require_traversable(lxc_path, self.idmap)
+        self._seccomp = lxc_path.parent / "lxc-seccomp.policy"
+        self._seccomp.write_text(lxc_seccomp.policy())
+        self._apparmor = "generated" if apparmor_enabled() else "unconfined"
         # An open descriptor of each sandbox's network namespace, taken while
         # the container is known to run: unlike a pid, it cannot come to
         # name some other process's (the host's) namespace later.
         self._netns: dict[str, int] = {}
+        self._channels: dict[str, GuestChannel] = {}
+        self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the sandbox channels' tasks until cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            for channel in self._channels.values():
+                channel.close("the agent is stopping")
+            self._channels.clear()
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        return {
+            self.name: {
+                "user_namespace": f"{self.idmap.first}:{self.idmap.count}",
+                "seccomp": "deny list (Docker default and more)",
+                "lsm": "apparmor (LXC generated profile)" if self._apparmor == "generated" else "none on this host",
+            }
+        }
 
     def _dir(self, sandbox_id: str) -> Path:
         return self.lxc_path / sandbox_id
@@ -321,16 +230,22 @@ class LxcRuntime(Runtime):
     async def _run(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
+    async def prepare_image(self, rootfs: Path) -> Path:
+        """The image's tree shifted into the container range (made once per host: slow the first time)."""
+        return await trio.to_thread.run_sync(shifted_image, rootfs, self.idmap)
+
     async def create(self, spec: SandboxSpec) -> None:
-        await self._run(self._create_sync, spec)
+        lower = await self.prepare_image(spec.rootfs)
+        await self._run(self._create_sync, spec, lower)
 
     def _disk(self, sandbox_id: str) -> Path | None:
         """The quota-limited directory holding the sandbox's writable layer, if any."""
         return self.scratch.mountpoint / sandbox_id if self.scratch is not None else None
 
-    def _create_sync(self, spec: SandboxSpec) -> None:
+    def _create_sync(self, spec: SandboxSpec, lower: Path) -> None:
         home = self._dir(spec.id)
-        home.mkdir(mode=0o700)
+        home.mkdir()
+        home.chmod(0o711)  # the container's root must reach delta0 below (not read the config)
         # The writable layer (delta0, and overlay's work dir beside it) goes
         # on the sandbox's disk when it has a size; config and log stay here.
         layers = home
@@ -341,25 +256,42 @@ class LxcRuntime(Runtime):
             except StorageError as exc:
                 raise RuntimeFailure(f"could not make the sandbox's disk: {exc}") from None
             layers = disk
-        (layers / "delta0").mkdir()
+        for layer in ("delta0", "work"):  # overlay's upper layer and its work dir beside it
+            (layers / layer).mkdir()
+            self.idmap.own(layers / layer)
         config = _CONFIG_TEMPLATE.format(
             hostname="sandbox",
-            lower=spec.rootfs,
+            lower=lower,
             upper=layers / "delta0",
-            init=_INIT_IN_CONTAINER,
-            init_host=self.init_binary,
-            init_rel=_INIT_IN_CONTAINER.lstrip("/"),
+            init=" ".join(guest_argv(CHANNEL_NAME)),
+            bundle=self.bundle,
+            bundle_mount=BUNDLE_MOUNT,
+            bundle_rel=BUNDLE_MOUNT.lstrip("/"),
+            apparmor=self._apparmor,
+            seccomp=self._seccomp,
             log=home / "lxc.log",
+            loglevel=os.environ.get("CHASER_LXC_LOG", "ERROR"),
         )
         if spec.workspace is not None:
-            config += f"lxc.mount.entry = {spec.workspace} {WORKSPACE_MOUNT.lstrip('/')} none bind,create=dir 0 0\n"
-        config += _network_config(spec) + _CAPABILITIES + _limits_config(spec)
+            config += (
+                f"lxc.mount.entry = {spec.workspace} {WORKSPACE_MOUNT.lstrip('/')} none "
+                "bind,nosuid,nodev,create=dir 0 0\n"
+            )
+        config += self.idmap.lxc_config() + _network_config(spec) + _CAPABILITIES + _devices_config()
+        config += _limits_config(spec)
         (home / "config").write_text(config)
 
     async def start(self, sandbox_id: str) -> None:
         pid = await self._run(self._start_sync, sandbox_id)
         if _LOOPBACK_ONLY in (self._dir(sandbox_id) / "config").read_text():
             await self._run(netns.bring_up_loopback, pid)
+        try:
+            with trio.fail_after(self.start_timeout):
+                await self._connect(sandbox_id)
+        except trio.TooSlowError:
+            raise RuntimeFailure(
+                f"the sandbox's agent did not answer within {self.start_timeout:g}s: {self._log_tail(sandbox_id)}"
+            ) from None
 
     def _start_sync(self, sandbox_id: str) -> int:
         container = self._container(sandbox_id)
@@ -374,131 +306,71 @@ class LxcRuntime(Runtime):
         return int(container.init_pid)
 
     def _log_tail(self, sandbox_id: str) -> str:
+        """What LXC said went wrong: its first errors (the later ones only say that others failed)."""
         try:
             lines = (self._dir(sandbox_id) / "lxc.log").read_text().strip().splitlines()
         except OSError:
             return "no log"
-        return " | ".join(lines[-3:]) or "no log"
+        errors = [line.split(" - ", 1)[-1] for line in lines if " ERROR " in line]
+        return " | ".join(errors[:3] or lines[-3:]) or "no log"
 
-    async def spawn(self, sandbox_id: str, spec: ProcessSpec) -> Process:
-        return await self._spawn(sandbox_id, _exec_in_container, spec, stdin=spec.stdin, merge_stderr=spec.merge_stderr)
+    # -- the sandbox channel ---------------------------------------------------
 
-    async def _spawn(
-        self, sandbox_id: str, fn: Callable[[Any], int], arg: Any, *, stdin: bool, merge_stderr: bool
-    ) -> LxcProcess:
-        """Run ``fn(arg)`` in an attached child with pipes as its standard streams."""
-        out_r, out_w = os.pipe()
-        err_r, err_w = (None, out_w) if merge_stderr else os.pipe()
-        in_r, in_w = os.pipe() if stdin else (None, None)
-        ours = [fd for fd in (out_r, err_r, in_w) if fd is not None]
-        theirs = {fd for fd in (out_w, err_w, in_r) if fd is not None}
-        try:
-            pid = await self._run(self._attach_sync, sandbox_id, fn, arg, in_r, out_w, err_w)
-        except BaseException:
-            for fd in ours:
-                os.close(fd)
-            raise
-        finally:
-            for fd in theirs:
-                os.close(fd)
-        return LxcProcess(pid, out_r, err_r, in_w)
-
-    def _attach_sync(
-        self, sandbox_id: str, fn: Callable[[Any], int], arg: Any, in_fd: int | None, out_fd: int, err_fd: int
-    ) -> int:
-        container = self._container(sandbox_id)
-        if not container.running:
-            raise SandboxGone(f"sandbox {sandbox_id} is not running")
-        with open(os.devnull, "rb") as devnull:
-            pid = container.attach(
-                fn,
-                arg,
-                env_policy=lxc.LXC_ATTACH_CLEAR_ENV,
-                stdin=in_fd if in_fd is not None else devnull.fileno(),
-                stdout=out_fd,
-                stderr=err_fd,
-            )
-        if pid < 0:
-            raise RuntimeFailure("attach to container failed")
-        return int(pid)
-
-    def _call_sync(self, sandbox_id: str, fn: Callable[..., int], args: Sequence[Any]) -> tuple[Any, list[int], int]:
-        """Run ``fn(sock_fd, *args)`` in the container; its reply and descriptors, and its pid.
-
-        The child answers on a socket: descriptors first (SCM_RIGHTS), then
-        a JSON document until end of stream.
-        """
-        parent, child = socket.socketpair()
-        with parent, child, open(os.devnull, "r+b") as devnull:
-            container = self._container(sandbox_id)
-            if not container.running:
-                raise SandboxGone(f"sandbox {sandbox_id} is not running")
-            pid = container.attach(
-                _apply,
-                (fn, (child.fileno(), *args)),
-                env_policy=lxc.LXC_ATTACH_CLEAR_ENV,
-                stdin=devnull.fileno(),
-                stdout=devnull.fileno(),
-                stderr=devnull.fileno(),
-            )
-            if pid < 0:
-                raise RuntimeFailure("attach to container failed")
-            child.close()
-            parent.settimeout(_CALL_TIMEOUT)
-            fds: list[int] = []
+    async def _connect(self, sandbox_id: str) -> GuestChannel:
+        """Connect to the in-sandbox agent (trying until it listens) and wait for its hello."""
+        if self._nursery is None:
+            raise RuntimeFailure("the lxc runtime is not running")
+        netns_fd = await self._run(self._netns_fd_sync, sandbox_id)
+        while True:
+            sock = trio.socket.from_stdlib_socket(await self._run(_unix_socket_in, netns_fd))
             try:
-                _, fds, _, _ = socket.recv_fds(parent, 1, 4)
-                data = bytearray()
-                while chunk := parent.recv(1 << 16):
-                    data += chunk
-            except OSError:
-                for fd in fds:
-                    os.close(fd)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise RuntimeFailure("the sandbox did not answer a file operation in time") from None
-        return (json.loads(data) if data else None), fds, pid
+                await sock.connect("\0" + CHANNEL_NAME)
+                break
+            except (ConnectionRefusedError, FileNotFoundError):
+                sock.close()
+            except BaseException:
+                sock.close()
+                raise
+            if not await self._running_sync_async(sandbox_id):
+                raise RuntimeFailure(f"the sandbox stopped while starting: {self._log_tail(sandbox_id)}")
+            await trio.sleep(_CONNECT_POLL)
+        channel = GuestChannel(trio.SocketStream(sock), sandbox_id)
+        try:
+            await self._nursery.start(partial(channel.serve, sandbox_id, reconnecting=False, network=None))
+        except SandboxGone as exc:
+            raise RuntimeFailure(f"the sandbox's agent went away while connecting: {exc}") from None
+        self._channels[sandbox_id] = channel
+        return channel
 
-    async def _call(self, sandbox_id: str, fn: Callable[..., lxc_inside.Reply], *args: Any) -> tuple[Any, list[int]]:
-        """Run a ``lxc_inside`` function in the container; its result and descriptors."""
+    async def _running_sync_async(self, sandbox_id: str) -> bool:
+        return await self._run(lambda: bool(self._container(sandbox_id).running))
 
-        def call() -> tuple[Any, list[int]]:
-            reply, fds, pid = self._call_sync(sandbox_id, _run_call, (fn, args))
-            os.waitpid(pid, 0)
-            return reply, fds
+    async def channel(self, sandbox_id: str) -> GuestChannel:
+        """The live channel to the sandbox's agent, reconnecting if needed (after an agent restart)."""
+        channel = self._channels.get(sandbox_id)
+        if channel is not None and not channel.closed:
+            return channel
+        async with self._locks[sandbox_id]:
+            channel = self._channels.get(sandbox_id)
+            if channel is not None and not channel.closed:
+                return channel
+            if not (self._dir(sandbox_id) / "config").exists() or not await self._running_sync_async(sandbox_id):
+                raise SandboxGone(f"sandbox {sandbox_id} is not running")
+            with trio.move_on_after(self.start_timeout):
+                return await self._connect(sandbox_id)
+            raise RuntimeFailure(f"the agent of sandbox {sandbox_id} did not answer within {self.start_timeout:g}s")
 
-        reply, fds = await self._run(call)
-        if reply is None:
-            for fd in fds:
-                os.close(fd)
-            raise RuntimeFailure("the file operation ended without an answer")
-        if "ok" in reply:
-            return reply["ok"], fds
-        if "refused" in reply:
-            raise FileError(reply["refused"], reply["message"])
-        raise file_error(reply.get("errno"), reply.get("message", "file operation failed"))
+    def _drop_channel(self, sandbox_id: str, reason: str) -> None:
+        channel = self._channels.pop(sandbox_id, None)
+        if channel is not None:
+            channel.close(reason)
+        self._locks.pop(sandbox_id, None)
 
-    async def spawn_pty(self, sandbox_id: str, spec: PtySpec) -> PtyProcess:
-        args = (list(spec.argv), dict(spec.env), spec.cwd, spec.cols, spec.rows)
-
-        def start() -> tuple[int, int]:
-            _, fds, pid = self._call_sync(sandbox_id, lxc_inside.open_terminal, args)
-            if len(fds) != 1:
-                for fd in fds:
-                    os.close(fd)
-                os.waitpid(pid, 0)
-                raise RuntimeFailure("could not open a terminal in the sandbox")
-            return pid, fds[0]
-
-        pid, master = await self._run(start)
-        return LxcPtyProcess(pid, master)
+    # -- ports -------------------------------------------------------------
 
     async def open_port(self, sandbox_id: str, port: int) -> trio.abc.Stream:
         netns_fd = await self._run(self._netns_fd_sync, sandbox_id)
-        sock = trio.socket.from_stdlib_socket(
-            await trio.to_thread.run_sync(netns.tcp_socket_in, netns_fd, limiter=self._limiter)
-        )
+        sock = trio.socket.from_stdlib_socket(await self._run(netns.tcp_socket_in, netns_fd))
         try:
             await sock.connect(("127.0.0.1", port))
         except OSError:
@@ -530,38 +402,10 @@ class LxcRuntime(Runtime):
         if fd is not None:
             os.close(fd)
 
-    async def open_file(self, sandbox_id: str, path: str) -> FileReader:
-        info, fds = await self._call(sandbox_id, lxc_inside.open_for_reading, path)
-        return LxcFileReader(fds[0], info["size"], info["mtime"], self._limiter)
-
-    async def create_file(self, sandbox_id: str, path: str, *, parents: bool) -> FileWriter:
-        info, fds = await self._call(sandbox_id, lxc_inside.open_for_writing, path, parents)
-        return LxcFileWriter(fds[0], fds[1], info["temp"], info["name"], self._limiter)
-
-    async def stat(self, sandbox_id: str, path: str) -> FileInfo:
-        info, _ = await self._call(sandbox_id, lxc_inside.stat_path, path)
-        return FileInfo(**info)
-
-    async def list_dir(self, sandbox_id: str, path: str, limit: int) -> tuple[list[FileInfo], bool]:
-        listing, _ = await self._call(sandbox_id, lxc_inside.list_dir, path, limit)
-        return [FileInfo(**e) for e in listing["entries"]], bool(listing["truncated"])
-
-    async def mkdir(self, sandbox_id: str, path: str, *, parents: bool) -> None:
-        await self._call(sandbox_id, lxc_inside.make_dir, path, parents)
-
-    async def remove(self, sandbox_id: str, path: str, *, recursive: bool) -> None:
-        await self._call(sandbox_id, lxc_inside.remove, path, recursive)
-
-    async def rename(self, sandbox_id: str, source: str, target: str, *, overwrite: bool) -> None:
-        await self._call(sandbox_id, lxc_inside.rename, source, target, overwrite)
-
-    async def archive(self, sandbox_id: str, path: str) -> Process:
-        return await self._spawn(sandbox_id, lxc_inside.write_archive, path, stdin=False, merge_stderr=False)
-
-    async def extract(self, sandbox_id: str, path: str) -> Process:
-        return await self._spawn(sandbox_id, lxc_inside.extract_archive, path, stdin=True, merge_stderr=False)
+    # -- teardown and inventory ---------------------------------------------
 
     async def destroy(self, sandbox_id: str) -> None:
+        self._drop_channel(sandbox_id, "the sandbox was destroyed")
         self._forget_netns(sandbox_id)
         await self._run(self._destroy_sync, sandbox_id)
 
@@ -578,11 +422,8 @@ class LxcRuntime(Runtime):
     def _kill_sync(self, container: lxc.Container) -> None:
         """Kill the container's init and wait until it has stopped.
 
-        Not ``Container.stop()``: it waits holding the GIL, and a dying
-        container's init waits in turn for the agent to reap the processes
-        it attached (children of this process), which needs the GIL: the
-        agent would hang whenever a sandbox is destroyed under a running
-        exec. Sleeping here releases the GIL while the loop reaps them.
+        Not ``Container.stop()``: it waits holding the GIL. Sleeping here
+        releases it while the container goes down.
         """
         deadline = time.monotonic() + _STOP_TIMEOUT
         while container.running:
@@ -603,14 +444,10 @@ class LxcRuntime(Runtime):
         return {p.name for place in places if place.exists() for p in place.iterdir() if p.is_dir()}
 
 
-def _apply(packed: tuple[Callable[..., int], Sequence[Any]]) -> int:
-    """Attach entry point for functions of several arguments (attach passes one)."""
-    fn, args = packed
-    return fn(*args)
-
-
-def _run_call(sock_fd: int, fn: Callable[..., lxc_inside.Reply], args: Sequence[Any]) -> int:
-    return lxc_inside.run_call(lxc_inside.Call(fn, args, sock_fd))
+def _unix_socket_in(netns_fd: int) -> socket.socket:
+    """A unix socket of the network namespace ``netns_fd``: abstract names are looked up there."""
+    with netns.entered(netns_fd):
+        return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
 
 
 def _running_names(lxc_path: str) -> tuple[str, ...]:

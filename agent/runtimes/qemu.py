@@ -60,15 +60,7 @@ from agent.qmp import QmpClient, QmpError
 from agent.runtimes import qemu_cgroup, qemu_network, qemu_snapshot
 from agent.runtimes.base import (
     WORKSPACE_MOUNT,
-    FileInfo,
-    FileReader,
-    FileWriter,
     PortClosed,
-    Process,
-    ProcessSpec,
-    PtyProcess,
-    PtySpec,
-    Runtime,
     RuntimeFailure,
     SandboxGone,
     SandboxSpec,
@@ -76,19 +68,7 @@ from agent.runtimes.base import (
 from agent.runtimes.machine import Machine
 from agent.runtimes.qemu_command import VmConfig, VmPaths, qemu_argv
 from agent.runtimes.qemu_disks import Bases, backing_file, overlay
-from agent.runtimes.qemu_io import (
-    ARCHIVE,
-    EXTRACT,
-    GUEST_PYTHONPATH,
-    TOOL_ENV,
-    WRITE,
-    GuestConnection,
-    GuestFileReader,
-    GuestFileWriter,
-    GuestPty,
-    file_info,
-    file_operation,
-)
+from agent.runtimes.sandbox_io import ChannelEndpoints, GuestConnection
 from chaser.isolation import Limits
 from vmimages.vm import VmImageFiles
 
@@ -114,7 +94,7 @@ _OVERHEAD_MB = {"tcg": 320, "kvm": 128}
 _TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s*")
 
 
-class QemuRuntime(Runtime):
+class QemuRuntime(ChannelEndpoints):
     name = "qemu"
 
     def __init__(
@@ -337,7 +317,7 @@ class QemuRuntime(Runtime):
         if channel is not None:
             channel.close(reason)
 
-    async def _channel(self, sandbox_id: str) -> GuestChannel:
+    async def channel(self, sandbox_id: str) -> GuestChannel:
         """The live channel to the sandbox's guest agent, reconnecting if needed."""
         channel = self._channels.get(sandbox_id)
         if channel is not None and not channel.closed:
@@ -420,7 +400,7 @@ class QemuRuntime(Runtime):
     async def frozen(self, sandbox_id: str, path: str) -> AsyncIterator[None]:
         """Freeze the filesystem at ``path`` inside the guest (its writes reach QEMU's
         file first); thawed whatever ends the block, unless the VM went away."""
-        channel = await self._channel(sandbox_id)
+        channel = await self.channel(sandbox_id)
         await channel.request({"type": "freeze", "path": path, "frozen": True})
         try:
             yield
@@ -474,67 +454,12 @@ class QemuRuntime(Runtime):
 
     # -- processes -----------------------------------------------------------
 
-    async def spawn(self, sandbox_id: str, spec: ProcessSpec) -> Process:
-        channel = await self._channel(sandbox_id)
-        return await channel.spawn(spec)
-
-    async def spawn_pty(self, sandbox_id: str, spec: PtySpec) -> PtyProcess:
-        channel = await self._channel(sandbox_id)
-        process = await channel.spawn(
-            ProcessSpec(argv=spec.argv, env=spec.env, cwd=spec.cwd), terminal=(spec.cols, spec.rows)
-        )
-        return GuestPty(process)
-
     async def open_port(self, sandbox_id: str, port: int) -> trio.abc.Stream:
-        channel = await self._channel(sandbox_id)
+        channel = await self.channel(sandbox_id)
         connection = await channel.connect(port)
         if connection is None:
             raise PortClosed(f"nothing listens on port {port} in the sandbox")
         return GuestConnection(connection)
-
-    # -- files (see qemu_io) ---------------------------------------------------
-
-    async def open_file(self, sandbox_id: str, path: str) -> FileReader:
-        channel = await self._channel(sandbox_id)
-        info = await file_operation(channel, "open", path)
-        assert isinstance(info, dict)
-        process = await channel.spawn(ProcessSpec(argv=["cat", "--", path], env=TOOL_ENV, merge_stderr=False))
-        return GuestFileReader(process, int(info["size"]), float(info["mtime"]))
-
-    async def create_file(self, sandbox_id: str, path: str, *, parents: bool) -> FileWriter:
-        channel = await self._channel(sandbox_id)
-        prepared = await file_operation(channel, "prepare_write", path, parents)
-        assert isinstance(prepared, dict)
-        temp = str(prepared["temp"])
-        process = await channel.spawn(ProcessSpec(argv=["sh", "-c", WRITE, temp], env=TOOL_ENV, stdin=True))
-        return GuestFileWriter(channel, process, temp, path)
-
-    async def stat(self, sandbox_id: str, path: str) -> FileInfo:
-        return file_info(await file_operation(await self._channel(sandbox_id), "stat", path))
-
-    async def list_dir(self, sandbox_id: str, path: str, limit: int) -> tuple[list[FileInfo], bool]:
-        listing = await file_operation(await self._channel(sandbox_id), "list", path, limit)
-        assert isinstance(listing, dict)
-        return [file_info(entry) for entry in listing["entries"]], bool(listing["truncated"])
-
-    async def mkdir(self, sandbox_id: str, path: str, *, parents: bool) -> None:
-        await file_operation(await self._channel(sandbox_id), "mkdir", path, parents)
-
-    async def remove(self, sandbox_id: str, path: str, *, recursive: bool) -> None:
-        await file_operation(await self._channel(sandbox_id), "remove", path, recursive)
-
-    async def rename(self, sandbox_id: str, source: str, target: str, *, overwrite: bool) -> None:
-        await file_operation(await self._channel(sandbox_id), "rename", source, target, overwrite)
-
-    async def archive(self, sandbox_id: str, path: str) -> Process:
-        channel = await self._channel(sandbox_id)
-        return await channel.spawn(ProcessSpec(argv=["sh", "-c", ARCHIVE, path], env=TOOL_ENV, merge_stderr=False))
-
-    async def extract(self, sandbox_id: str, path: str) -> Process:
-        channel = await self._channel(sandbox_id)
-        env = {**TOOL_ENV, "PYTHONPATH": GUEST_PYTHONPATH}
-        spec = ProcessSpec(argv=[*EXTRACT, path], env=env, merge_stderr=False, stdin=True)
-        return await channel.spawn(spec)
 
     # -- teardown and inventory ---------------------------------------------
 
@@ -570,7 +495,7 @@ class QemuRuntime(Runtime):
         if await trio.to_thread.run_sync(_qemu_pid, self.paths(sandbox_id)) is None:
             return  # paused, or dead: nothing cached in a running guest
         with trio.move_on_after(_BYE_TIMEOUT), contextlib.suppress(RuntimeFailure):
-            channel = await self._channel(sandbox_id)
+            channel = await self.channel(sandbox_id)
             await channel.request({"type": "sync"})
             await channel.request({"type": "freeze", "path": WORKSPACE_MOUNT, "frozen": True})
 

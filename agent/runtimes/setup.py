@@ -15,7 +15,9 @@ from pathlib import Path
 import trio
 
 import vmimages
+import vmimages.bundle
 from agent.config import AgentConfig
+from agent.idmap import IdMap
 from agent.runtimes import machine
 from agent.runtimes.base import Runtime
 from agent.runtimes.lxc import LxcRuntime
@@ -32,13 +34,32 @@ async def start_runtimes(config: AgentConfig, nursery: trio.Nursery, scratch: Sc
     """The configured runtimes; ones with background tasks run in ``nursery``."""
     runtimes: dict[str, Runtime] = {}
     if "lxc" in config.runtimes:
-        runtimes["lxc"] = LxcRuntime(config.state_dir / "lxc", config.init_binary, scratch=scratch)
+        lxc = await _lxc_runtime(config, scratch)
+        await nursery.start(lxc.run)
+        runtimes["lxc"] = lxc
     if "qemu" in config.runtimes:
         qemu = await _qemu_runtime(config)
         if qemu is not None:
             await nursery.start(qemu.run)
             runtimes["qemu"] = qemu
     return RuntimeSet(runtimes)
+
+
+async def _lxc_runtime(config: AgentConfig, scratch: ScratchVolume | None) -> LxcRuntime:
+    """The lxc runtime, with the in-sandbox agent's bundle and every built image's
+    shifted copy ready (each made once per host: the first start takes longer)."""
+    bundle = await trio.to_thread.run_sync(vmimages.bundle.build, config.images_dir)
+    runtime = LxcRuntime(
+        config.state_dir / "lxc",
+        bundle,
+        IdMap(config.container_id_first, config.container_id_count),
+        scratch=scratch,
+        start_timeout=config.start_timeout,
+    )
+    for recipe in vmimages.RECIPES.values():
+        if recipe.runtime == "lxc" and vmimages.is_built(config.images_dir, recipe):
+            await runtime.prepare_image(vmimages.root_of(config.images_dir, recipe))
+    return runtime
 
 
 def qemu_run_dir(config: AgentConfig) -> Path:

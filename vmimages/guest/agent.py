@@ -36,9 +36,13 @@ import struct
 import sys
 import termios
 import time
+from typing import TYPE_CHECKING
 
 from vmimages.guest import fileops
 from vmimages.guest.protocol import WINDOW, FrameDecoder, Message, encode, encode_sync
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PORT_NAME = "chaser.0"
 SESSION_FILE = "/run/chaser/session-id"
@@ -100,8 +104,15 @@ class Child:
         self.input_eof = False  # the host ended its input: close it once written
 
 
-def spawn(argv: list[str], env: dict[str, str], cwd: str | None, merge_stderr: bool, stdin: bool) -> Child:
-    """Fork and exec in a new session; a failure to exec exits 127 with a message."""
+def spawn(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str | None,
+    merge_stderr: bool,
+    stdin: bool,
+    tool: Callable[[], None] | None = None,
+) -> Child:
+    """Fork and exec in a new session (or run ``tool`` there); a failure to exec exits 127 with a message."""
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = (out_r, out_w) if merge_stderr else os.pipe2(os.O_CLOEXEC)
     in_r, in_w = os.pipe2(os.O_CLOEXEC) if stdin else (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1)
@@ -112,6 +123,8 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str | None, merge_stderr: b
             os.dup2(in_r, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
+            if tool is not None:
+                tool()
             exec_program(argv, env, cwd)
         finally:
             os._exit(127)
@@ -121,6 +134,15 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str | None, merge_stderr: b
     for fd in [*outputs.values(), *([in_w] if stdin else [])]:
         os.set_blocking(fd, False)
     return Child(0, "process", pid, outputs, in_w if stdin else None)
+
+
+def spawn_tool(name: str, args: list[str], merge_stderr: bool, stdin: bool) -> Child:
+    """Fork a child that runs one of ``tools.TOOLS`` (no exec) on pipes, as ``spawn`` does a program."""
+    from vmimages.guest import tools
+
+    if name not in tools.TOOLS:
+        raise ValueError(f"unknown tool {name!r}")
+    return spawn(["chaser-" + name], {}, None, merge_stderr, stdin, tool=lambda: tools.run(name, args))
 
 
 def spawn_pty(argv: list[str], env: dict[str, str], cwd: str | None, cols: int, rows: int) -> Child:
@@ -208,16 +230,31 @@ def reseed(entropy: bytes) -> None:
 
 
 class GuestAgent:
-    def __init__(self, port_path: str) -> None:
-        self.port = os.open(port_path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        fcntl.fcntl(self.port, fcntl.F_SETOWN, os.getpid())
-        fcntl.fcntl(self.port, fcntl.F_SETFL, fcntl.fcntl(self.port, fcntl.F_GETFL) | os.O_ASYNC)
+    """Serves one host connection at a time: a VM's virtio-serial port, or
+    (``listen``) connections accepted on an abstract unix socket of the
+    container's network namespace, the newest replacing any older one."""
+
+    def __init__(self, port_path: str | None = None, listen: str | None = None) -> None:
+        self.listener: socket.socket | None = None
+        if listen is not None:
+            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            self.listener.bind("\0" + listen)
+            self.listener.listen(4)
+            self.listener.setblocking(False)
+            self.port = -1
+        else:
+            assert port_path is not None
+            self.port = os.open(port_path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            fcntl.fcntl(self.port, fcntl.F_SETOWN, os.getpid())
+            fcntl.fcntl(self.port, fcntl.F_SETFL, fcntl.fcntl(self.port, fcntl.F_GETFL) | os.O_ASYNC)
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         for sig in (signal.SIGCHLD, signal.SIGIO):
             signal.signal(sig, lambda _sig, _frame: None)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.wake_r, selectors.EVENT_READ, None)
+        if self.listener is not None:
+            self.selector.register(self.listener.fileno(), selectors.EVENT_READ, None)
         self.connected = False
         self.port_events = 0
         self.decoder = FrameDecoder()
@@ -232,7 +269,8 @@ class GuestAgent:
     # -- the loop ------------------------------------------------------
 
     def run(self) -> None:
-        self.check_connection()
+        if self.listener is None:
+            self.check_connection()
         while True:
             try:
                 self.step()
@@ -248,6 +286,8 @@ class GuestAgent:
         for key, events in self.selector.select(None if self.connected else 1.0):
             if key.fd == self.wake_r:
                 self.drain_wakeups()
+            elif self.listener is not None and key.fd == self.listener.fileno():
+                self.accept_host()
             elif key.fd == self.port:
                 if events & selectors.EVENT_READ:
                     self.read_port()
@@ -263,7 +303,7 @@ class GuestAgent:
                     stream = self.readable_stream(child, key.fd)
                     if stream is not None:
                         self.read_output(child, stream)
-        if not self.connected:
+        if not self.connected and self.listener is None:
             self.check_connection()
         self.reap()
         self.finish_exits()
@@ -298,8 +338,28 @@ class GuestAgent:
         if not (events and events[0][1] & select.POLLHUP):
             self.connected = True
 
+    def accept_host(self) -> None:
+        """A host connected to the listener: it replaces the one before (an agent restarted)."""
+        assert self.listener is not None
+        try:
+            conn, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        if self.connected:
+            self.disconnect()
+        conn.setblocking(False)
+        self.port = conn.detach()
+        self.connected = True
+
     def disconnect(self) -> None:
         """The host went away: forget its half-sent bytes and its processes, thaw what it froze."""
+        if self.listener is not None and self.port >= 0:
+            # A socket's connection is over for good: close it; the next host connects anew.
+            if self.port_events:
+                self.selector.unregister(self.port)
+                self.port_events = 0
+            os.close(self.port)
+            self.port = -1
         self.connected = False
         self.decoder.reset()
         self.outbuf.clear()
@@ -319,6 +379,8 @@ class GuestAgent:
             data = os.read(self.port, _READ_CHUNK)
         except BlockingIOError:
             return
+        except ConnectionError:
+            data = b""
         if not data:
             self.disconnect()
             return
@@ -339,7 +401,7 @@ class GuestAgent:
             except BlockingIOError:
                 return
             except OSError as exc:
-                if exc.errno in (errno.ENODEV, errno.EIO):
+                if exc.errno in (errno.ENODEV, errno.EIO, errno.EPIPE, errno.ECONNRESET):
                     self.disconnect()
                     return
                 raise
@@ -432,12 +494,15 @@ class GuestAgent:
         self.detach_all()
         self.thaw_all()
         self.outbuf.clear()
+        # A container shares the host's clock and kernel RNG and may not set
+        # them (EPERM), and may have no /run/chaser: a VM's business only.
         host_time = message.get("time")
-        if isinstance(host_time, float | int):
+        if isinstance(host_time, float | int) and self.listener is None:
             time.clock_settime(time.CLOCK_REALTIME, float(host_time))
-        reseed(bytes(message.get("entropy", b"")))
+        if self.listener is None:
+            reseed(bytes(message.get("entropy", b"")))
         session = message.get("session")
-        if isinstance(session, str):
+        if isinstance(session, str) and self.listener is None:
             with open(SESSION_FILE, "w") as f:
                 f.write(session + "\n")
         network = message.get("network")
@@ -454,7 +519,11 @@ class GuestAgent:
         env = {str(k): str(v) for k, v in message["env"].items()}
         cwd = str(message["cwd"]) if message.get("cwd") else None
         terminal = message.get("pty")
-        if isinstance(terminal, dict):
+        tool = message.get("tool")
+        if isinstance(tool, str):
+            args = [str(a) for a in message.get("args", [])]
+            child = spawn_tool(tool, args, bool(message.get("merge_stderr", True)), bool(message.get("stdin", False)))
+        elif isinstance(terminal, dict):
             child = spawn_pty(argv, env, cwd, int(terminal["cols"]), int(terminal["rows"]))
         else:
             child = spawn(argv, env, cwd, bool(message.get("merge_stderr", True)), bool(message.get("stdin", False)))
@@ -678,8 +747,12 @@ class GuestAgent:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``[PORT]``: a VM's port (found by name if not given); ``--listen NAME``: a container's socket."""
     args = sys.argv[1:] if argv is None else argv
-    agent = GuestAgent(args[0] if args else find_port(PORT_NAME))
+    if args[:1] == ["--listen"]:
+        agent = GuestAgent(listen=args[1])
+    else:
+        agent = GuestAgent(args[0] if args else find_port(PORT_NAME))
     log("ready")
     agent.run()
 

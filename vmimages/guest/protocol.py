@@ -32,7 +32,9 @@ host → guest
     exec     id, argv, env, cwd, merge_stderr, stdin (bool: a pipe to
              stream input into, else /dev/null), pty (nil, or cols and
              rows: run on a new terminal; its output is stream 1, its
-             input the keystrokes): start a process.
+             input the keystrokes), tool (optional: the name of one of
+             ``tools.TOOLS`` to run in a forked child instead of argv,
+             with args, a list of strings): start a process.
     connect  id, port: open a TCP connection to the guest's loopback;
              answered by ``reply`` (error and refused set if it was),
              then a stream like a process's: output/eof one way,

@@ -14,6 +14,10 @@ from __future__ import annotations
 import os
 import sys
 import tarfile
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # typing is a costly import in the guest
+    from typing import BinaryIO
 
 
 class Refused(Exception):
@@ -48,11 +52,12 @@ def check(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     return member
 
 
-def extract(dest: str) -> int:
+def extract(dest: str, source: BinaryIO | None = None) -> int:
+    """Extract the tar stream read from ``source`` (stdin by default) into ``dest``."""
     try:
         os.makedirs(dest, exist_ok=True)
         dest = os.path.realpath(dest)
-        with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
+        with tarfile.open(fileobj=source or sys.stdin.buffer, mode="r|") as tar:
             for member in tar:
                 tar.extract(check(member, dest), dest, numeric_owner=True)
     except Refused as exc:

@@ -1,0 +1,258 @@
+"""A sandbox's session endpoints over its sandbox channel: terminals, stdin, ports, files, tar streams.
+
+Both runtimes (a VM's guest agent on virtio-serial, a container's on a unix
+socket) serve processes, terminals, file operations
+(``vmimages.guest.fileops``) and file streams through the one in-sandbox
+agent, so ``ChannelEndpoints`` implements those runtime operations once for
+both: the host never runs code of its own inside a sandbox. Bytes of files
+and tar streams travel as the output and input of the agent's own tools
+(``vmimages.guest.tools``, forked children that need nothing from the
+image), streamed with the channel's flow control both ways and never held
+whole.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import signal
+
+import trio
+
+from agent.guest_channel import GuestChannel, GuestInput, GuestOutput, GuestProcess
+from agent.runtimes.base import (
+    FileError,
+    FileInfo,
+    FileReader,
+    FileWriter,
+    Process,
+    ProcessSpec,
+    PtyProcess,
+    PtySpec,
+    Runtime,
+    RuntimeFailure,
+    file_error,
+)
+
+# How long a file operation in the sandbox (stat, list, mkdir, ...) may take:
+# a filesystem that never answers (a stalled FUSE mount) fails the request.
+FILE_OPERATION_TIMEOUT = 30.0
+
+
+async def file_operation(channel: GuestChannel, op: str, *args: object) -> object:
+    """Run ``fileops.OPERATIONS[op]`` in the sandbox; its result, or the ``FileError`` it meant."""
+    with trio.move_on_after(FILE_OPERATION_TIMEOUT) as waited:
+        reply = await channel.request({"type": "file", "op": op, "args": list(args)}, check=False)
+    if waited.cancelled_caught:
+        raise RuntimeFailure(f"the sandbox did not answer a file operation ({op}) within {FILE_OPERATION_TIMEOUT:g}s")
+    error = reply.get("error")
+    if not error:
+        return reply.get("ok")
+    if reply.get("refused"):
+        raise FileError(str(reply["refused"]), str(error))
+    raise file_error(int(reply.get("errno", 0)), str(error))
+
+
+def file_info(raw: object) -> FileInfo:
+    assert isinstance(raw, dict)
+    return FileInfo(**raw)
+
+
+def _input_of(process: GuestProcess) -> GuestInput:
+    assert process.stdin is not None, "started without input"
+    return process.stdin
+
+
+def _output_of(process: GuestProcess) -> GuestOutput:
+    output = process.output(1)
+    assert output is not None
+    return output
+
+
+class GuestTerminal(trio.abc.Stream):
+    """The master side of a terminal in the guest: its output, and keystrokes in."""
+
+    def __init__(self, process: GuestProcess) -> None:
+        self._process = process
+        self._input = _input_of(process)
+        self._output = _output_of(process)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._input.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._input.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self._output.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._process.aclose()
+
+
+class GuestPty(PtyProcess):
+    """A process on a terminal of the guest; closing the terminal hangs it up."""
+
+    def __init__(self, process: GuestProcess) -> None:
+        self._process = process
+        self.terminal = GuestTerminal(process)
+
+    async def wait(self) -> int:
+        return await self._process.wait()
+
+    def resize(self, cols: int, rows: int) -> None:
+        self._process.resize(cols, rows)
+
+    def signal(self, sig: int) -> None:
+        self._process.signal_foreground(sig)
+
+    def kill(self) -> None:
+        self._process.signal_foreground(signal.SIGKILL)
+        self._process.kill(signal.SIGKILL)
+
+    async def aclose(self) -> None:
+        await self._process.aclose()
+
+
+class GuestConnection(trio.abc.HalfCloseableStream):
+    """A TCP connection the guest agent holds to one of the guest's ports."""
+
+    def __init__(self, connection: GuestProcess) -> None:
+        self._connection = connection
+        self._input = _input_of(connection)
+        self._output = _output_of(connection)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._input.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._input.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._input.aclose()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self._output.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._connection.aclose()
+
+
+class GuestFileReader(FileReader):
+    """A regular file of the sandbox, as the agent's ``read`` tool streams it."""
+
+    def __init__(self, process: GuestProcess, size: int, mtime: float) -> None:
+        self._process = process
+        self._output = _output_of(process)
+        self.size = size
+        self.mtime = mtime
+
+    async def read(self, max_bytes: int) -> bytes:
+        chunk = await self._output.receive_some(max_bytes)
+        if not chunk and await self._process.wait() != 0:
+            raise RuntimeFailure("reading the file in the sandbox failed")
+        return chunk
+
+    async def aclose(self) -> None:
+        self._process.kill()
+        await self._process.aclose()
+
+
+class GuestFileWriter(FileWriter):
+    """A temporary file beside the target, filled by the ``write`` tool; renamed in place on ``commit``."""
+
+    def __init__(self, channel: GuestChannel, process: GuestProcess, temp: str, path: str) -> None:
+        self._channel = channel
+        self._process = process
+        self._input = _input_of(process)
+        self._temp = temp
+        self._path = path
+        self._done = False
+
+    async def write(self, data: bytes) -> None:
+        await self._input.send_all(data)
+
+    async def commit(self) -> None:
+        await self._input.aclose()
+        code = await self._process.wait()
+        await self._process.aclose()
+        if code != 0:
+            await self.abort()
+            raise RuntimeFailure(f"writing {self._path} in the sandbox failed (exit {code})")
+        self._done = True
+        await file_operation(self._channel, "finish_write", self._temp, self._path, True)
+
+    async def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._process.kill()
+        with trio.CancelScope(shield=True):
+            await self._process.aclose()
+            # If the VM went away, the temporary file went with it.
+            with contextlib.suppress(RuntimeFailure):
+                await file_operation(self._channel, "finish_write", self._temp, self._path, False)
+
+
+class ChannelEndpoints(Runtime):
+    """The runtime operations every sandbox's in-sandbox agent serves, written once.
+
+    A runtime supplies ``channel``: the live channel to a sandbox's agent.
+    """
+
+    @abc.abstractmethod
+    async def channel(self, sandbox_id: str) -> GuestChannel:
+        """The live channel to the sandbox's agent (``SandboxGone`` if it is not running)."""
+
+    async def _tool(self, sandbox_id: str, tool: str, path: str, *, stdin: bool) -> GuestProcess:
+        channel = await self.channel(sandbox_id)
+        spec = ProcessSpec(argv=[f"chaser-{tool}"], env={}, merge_stderr=False, stdin=stdin)
+        return await channel.spawn(spec, tool=(tool, [path]))
+
+    async def spawn(self, sandbox_id: str, spec: ProcessSpec) -> Process:
+        channel = await self.channel(sandbox_id)
+        return await channel.spawn(spec)
+
+    async def spawn_pty(self, sandbox_id: str, spec: PtySpec) -> PtyProcess:
+        channel = await self.channel(sandbox_id)
+        process = await channel.spawn(
+            ProcessSpec(argv=spec.argv, env=spec.env, cwd=spec.cwd), terminal=(spec.cols, spec.rows)
+        )
+        return GuestPty(process)
+
+    async def open_file(self, sandbox_id: str, path: str) -> FileReader:
+        info = await file_operation(await self.channel(sandbox_id), "open", path)
+        assert isinstance(info, dict)
+        process = await self._tool(sandbox_id, "read", path, stdin=False)
+        return GuestFileReader(process, int(info["size"]), float(info["mtime"]))
+
+    async def create_file(self, sandbox_id: str, path: str, *, parents: bool) -> FileWriter:
+        channel = await self.channel(sandbox_id)
+        prepared = await file_operation(channel, "prepare_write", path, parents)
+        assert isinstance(prepared, dict)
+        temp = str(prepared["temp"])
+        process = await self._tool(sandbox_id, "write", temp, stdin=True)
+        return GuestFileWriter(channel, process, temp, path)
+
+    async def stat(self, sandbox_id: str, path: str) -> FileInfo:
+        return file_info(await file_operation(await self.channel(sandbox_id), "stat", path))
+
+    async def list_dir(self, sandbox_id: str, path: str, limit: int) -> tuple[list[FileInfo], bool]:
+        listing = await file_operation(await self.channel(sandbox_id), "list", path, limit)
+        assert isinstance(listing, dict)
+        return [file_info(entry) for entry in listing["entries"]], bool(listing["truncated"])
+
+    async def mkdir(self, sandbox_id: str, path: str, *, parents: bool) -> None:
+        await file_operation(await self.channel(sandbox_id), "mkdir", path, parents)
+
+    async def remove(self, sandbox_id: str, path: str, *, recursive: bool) -> None:
+        await file_operation(await self.channel(sandbox_id), "remove", path, recursive)
+
+    async def rename(self, sandbox_id: str, source: str, target: str, *, overwrite: bool) -> None:
+        await file_operation(await self.channel(sandbox_id), "rename", source, target, overwrite)
+
+    async def archive(self, sandbox_id: str, path: str) -> Process:
+        return await self._tool(sandbox_id, "archive", path, stdin=False)
+
+    async def extract(self, sandbox_id: str, path: str) -> Process:
+        return await self._tool(sandbox_id, "extract", path, stdin=True)
