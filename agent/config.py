@@ -80,6 +80,8 @@ class AgentConfig(FileAndEnvSettings):
     heartbeat_interval: float = Field(default=2.0, gt=0)
     start_timeout: float = Field(default=30.0, gt=0)
     exec_output_limit: int = Field(default=1 << 20, ge=1024)
+    # The in-sandbox agent's bundle (``vmimages.bundle``): built in images_dir if unset.
+    sandbox_bundle: Path | None = None
     # Containers' root is this range of host ids (``/etc/subuid`` and
     # ``/etc/subgid`` must give it to root: the install step adds it).
     container_id_first: int = Field(default=100_000, ge=1)

@@ -9,8 +9,10 @@ behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -41,6 +43,23 @@ pytest_plugins = ["tests.workspace_support", "tests.browser_support"]
 
 IMAGES_DIR = Path(os.environ.get("CHASER_TEST_IMAGES_DIR", "/var/lib/chaser/images"))
 POSTGRES_URL = os.environ.get("CHASER_TEST_POSTGRES_URL")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Each run's temporary directories below a root of its own, not pytest's shared
+    ``pytest-of-root``: pytest makes that 0700 again at every start, which would lock
+    containers of a run already going out of their directories (see below)."""
+    if config.option.basetemp is not None:
+        return
+    root = Path(tempfile.gettempdir()) / "chaser-tests"
+    root.mkdir(exist_ok=True)
+    root.chmod(0o711)
+    for old in root.glob("run-*"):
+        with contextlib.suppress(ValueError, OSError):
+            if not Path(f"/proc/{int(old.name.removeprefix('run-'))}").exists():
+                shutil.rmtree(old, ignore_errors=True)
+    config.option.basetemp = str(root / f"run-{os.getpid()}")
 
 
 @pytest.fixture(autouse=True)

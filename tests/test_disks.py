@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
+import vmimages.bundle
 from agent import mounts
 from agent.disks import DiskManager
 from agent.gitimport import GitSource
@@ -113,7 +114,7 @@ async def test_cancelled_workspace_sandbox_create_leaves_no_mount(
 ) -> None:
     disk = _new_id()
     await disks.create(disk, GiB)
-    runtime = LxcRuntime(tmp_path / "lxc", Path("/usr/bin/tini-static"))
+    runtime = LxcRuntime(tmp_path / "lxc", vmimages.bundle.build(images_dir))
     manager = SandboxManager(
         runtime, ImageStore(images_dir), tmp_path, max_sandboxes=4, start_timeout=30, output_limit=1 << 20, disks=disks
     )

@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+import vmimages.bundle
 from agent.images import ImageStore
 from agent.runtimes.lxc import LxcRuntime
 from agent.sandboxes import SandboxManager
@@ -25,10 +26,10 @@ async def _assert_nothing_left(system: System) -> None:
 
 
 async def test_start_failure_rolls_back(nursery: trio.Nursery, tmp_path: Path, images_dir: Path) -> None:
-    """The container cannot start (its init is missing): 503, and no trace of it."""
+    """The container cannot start (its agent's bundle is missing): 503, and no trace of it."""
     system = await start_system(
         nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'db'}",
-        agent_overrides={"init_binary": tmp_path / "no-such-init"},
+        agent_overrides={"sandbox_bundle": tmp_path / "no-such-bundle"},
     )  # fmt: skip
     try:
         response = await system.client.post("/v1/sessions", json={"ephemeral": True})
@@ -77,8 +78,11 @@ async def test_create_deadline_ends_terminated_with_reason(
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08])
-async def test_cancelled_create_leaves_nothing(tmp_path: Path, images_dir: Path, delay: float) -> None:
-    runtime = LxcRuntime(tmp_path / "lxc", Path("/usr/bin/tini-static"))
+async def test_cancelled_create_leaves_nothing(
+    tmp_path: Path, images_dir: Path, delay: float, nursery: trio.Nursery
+) -> None:
+    runtime = LxcRuntime(tmp_path / "lxc", vmimages.bundle.build(images_dir))
+    await nursery.start(runtime.run)
     manager = SandboxManager(
         runtime, ImageStore(images_dir), tmp_path, max_sandboxes=4, start_timeout=30, output_limit=1 << 20
     )
@@ -90,8 +94,9 @@ async def test_cancelled_create_leaves_nothing(tmp_path: Path, images_dir: Path,
     assert list((tmp_path / "sandboxes").iterdir()) == []
 
 
-async def test_destroy_during_create_cancels_it(tmp_path: Path, images_dir: Path) -> None:
-    runtime = LxcRuntime(tmp_path / "lxc", Path("/usr/bin/tini-static"))
+async def test_destroy_during_create_cancels_it(tmp_path: Path, images_dir: Path, nursery: trio.Nursery) -> None:
+    runtime = LxcRuntime(tmp_path / "lxc", vmimages.bundle.build(images_dir))
+    await nursery.start(runtime.run)
     manager = SandboxManager(
         runtime, ImageStore(images_dir), tmp_path, max_sandboxes=4, start_timeout=30, output_limit=1 << 20
     )

@@ -48,7 +48,9 @@ async def start_runtimes(config: AgentConfig, nursery: trio.Nursery, scratch: Sc
 async def _lxc_runtime(config: AgentConfig, scratch: ScratchVolume | None) -> LxcRuntime:
     """The lxc runtime, with the in-sandbox agent's bundle and every built image's
     shifted copy ready (each made once per host: the first start takes longer)."""
-    bundle = await trio.to_thread.run_sync(vmimages.bundle.build, config.images_dir)
+    bundle = config.sandbox_bundle
+    if bundle is None:
+        bundle = await trio.to_thread.run_sync(vmimages.bundle.build, config.images_dir)
     runtime = LxcRuntime(
         config.state_dir / "lxc",
         bundle,

@@ -751,6 +751,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["--listen"]:
         agent = GuestAgent(listen=args[1])
+        # Started through the bundle's loader, it would show as "ld-linux-x86-64" in ps.
+        with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+            comm.write("chaser-sandbox")
     else:
         agent = GuestAgent(args[0] if args else find_port(PORT_NAME))
     log("ready")
