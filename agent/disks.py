@@ -30,6 +30,7 @@ import trio
 
 from agent import mounts
 from agent.gitimport import GitSource, ImportFailed, clone_into
+from agent.idmap import IdMap
 from agent.storage import StoragePool
 from chaser import errors
 
@@ -44,8 +45,18 @@ Freezer = Callable[[], AbstractAsyncContextManager[None]]
 
 
 class DiskManager:
-    def __init__(self, pool: StoragePool, mounts_dir: Path, *, op_timeout: float, import_timeout: float) -> None:
+    def __init__(
+        self,
+        pool: StoragePool,
+        mounts_dir: Path,
+        *,
+        op_timeout: float,
+        import_timeout: float,
+        idmap: IdMap | None = None,
+    ) -> None:
         self.pool = pool
+        # Containers' root owns what is on a disk (a VM's root may write anything anyway).
+        self.idmap = idmap or IdMap()
         self.mounts_dir = mounts_dir.resolve()
         self.mounts_dir.mkdir(parents=True, exist_ok=True)
         self.mounts_dir.chmod(0o711)  # containers' root passes through to the workspaces mounted here
@@ -141,7 +152,9 @@ class DiskManager:
         async with self._locked(disk_id):
             self._refuse_if_exists(disk_id)
             await self._produce(
-                self.pool.disk(disk_id), lambda path: self.pool.make_filesystem(path, size_bytes), self.op_timeout
+                self.pool.disk(disk_id),
+                lambda path: self.pool.make_filesystem(path, size_bytes, self.idmap.first),
+                self.op_timeout,
             )
 
     async def clone(self, disk_id: str, source_id: str, snapshot_id: str | None, force: bool) -> bool:
@@ -161,11 +174,12 @@ class DiskManager:
         """A fresh disk holding a clone of ``source``; with ``replace``, it takes the old one's place."""
 
         async def make(path: Path) -> None:
-            await self.pool.make_filesystem(path, size_bytes)
+            await self.pool.make_filesystem(path, size_bytes, self.idmap.first)
             target = self.mounts_dir / f"import-{uuid.uuid4()}"
             await mounts.mount_disk(path, target)
             try:
                 await clone_into(source, target)
+                await trio.to_thread.run_sync(self.idmap.shift, target)
             finally:
                 with trio.CancelScope(shield=True):
                     await mounts.unmount(target)

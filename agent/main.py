@@ -20,6 +20,7 @@ from agent.detached import DetachedExecs
 from agent.detached_api import register_detached_routes
 from agent.disks import DiskManager
 from agent.endpoints import Endpoints
+from agent.idmap import IdMap
 from agent.images import ImageStore
 from agent.lease_keeper import LeaseKeeper
 from agent.network.pool import SlotPool
@@ -56,6 +57,7 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
                 config.state_dir / "mounts",
                 op_timeout=config.disk_op_timeout,
                 import_timeout=config.import_timeout,
+                idmap=IdMap(config.container_id_first, config.container_id_count),
             )
             pool = SlotPool(config.network, remove_on_exit=config.destroy_on_shutdown)
             browsers = Browsers(runtime)

@@ -38,7 +38,8 @@ _NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL, errno.EXDEV, errno.
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # ext4 with lazy init: making a 10 GiB disk writes a few MiB and takes ~20 ms.
 # No blocks reserved for root: the disk is all the user's.
-_MKFS = ("mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard")
+_MKFS = ("mkfs.ext4", "-q", "-F", "-m", "0")
+_MKFS_EXTENDED = "lazy_itable_init=1,lazy_journal_init=1,nodiscard"
 
 
 def _checked(an_id: str) -> str:
@@ -105,14 +106,16 @@ class StoragePool:
 
     # -- making files -----------------------------------------------------
 
-    async def make_filesystem(self, path: Path, size_bytes: int) -> None:
-        """Create ``path`` as a sparse file of ``size_bytes`` holding an empty ext4.
+    async def make_filesystem(self, path: Path, size_bytes: int, root_owner: int = 0) -> None:
+        """Create ``path`` as a sparse file of ``size_bytes`` holding an empty ext4
+        whose root belongs to ``root_owner`` (user and group).
 
         Empty means empty: ``lost+found`` is removed (fsck makes it again if
         ever needed), so ``git clone URL .`` works in a fresh workspace.
         """
         await trio.to_thread.run_sync(_sparse_file, path, size_bytes)
-        for argv in ([*_MKFS, str(path)], ["debugfs", "-w", "-R", "rmdir lost+found", str(path)]):
+        mkfs = [*_MKFS, "-E", f"{_MKFS_EXTENDED},root_owner={root_owner}:{root_owner}", str(path)]
+        for argv in (mkfs, ["debugfs", "-w", "-R", "rmdir lost+found", str(path)]):
             done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
             if done.returncode != 0:
                 raise OSError(f"{argv[0]} failed: {done.stderr.decode(errors='replace').strip()}")

@@ -198,6 +198,7 @@ async def measure(client: httpx.AsyncClient, url: str, agent: dict[str, Any], st
 
 async def run(rounds: int, mb: int) -> Samples:
     state_dir = Path(tempfile.mkdtemp(prefix="chaser-bench-endpoints-"))
+    state_dir.chmod(0o711)  # containers' root (an unprivileged uid) passes through
     samples: Samples = defaultdict(list)
     async with trio.open_nursery() as nursery:
         await nursery.start(fail_on_sigterm)

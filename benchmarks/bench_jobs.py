@@ -159,6 +159,7 @@ async def one_shots(client: httpx.AsyncClient, count: int, concurrency: int, sam
 
 async def run(count: int, rounds: int, concurrency: int) -> dict[str, Any]:
     state_dir = Path(tempfile.mkdtemp(prefix="chaser-bench-jobs-"))
+    state_dir.chmod(0o711)  # containers' root (an unprivileged uid) passes through
     lxc_path = state_dir / "agent" / "lxc"
     samples: Samples = defaultdict(list)
     token, api_key = secrets.token_urlsafe(24), new_secret()

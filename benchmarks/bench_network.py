@@ -111,6 +111,7 @@ def agent_environment(**network: str) -> Iterator[None]:
 async def system(**network: str) -> AsyncIterator[httpx.AsyncClient]:
     """An embedded scheduler and agent with these network settings, and a client; all removed after."""
     state_dir = Path(tempfile.mkdtemp(prefix="chaser-bench-net-"))
+    state_dir.chmod(0o711)  # containers' root (an unprivileged uid) passes through
     settings = {
         "prefix": f"b{secrets.token_hex(3)}",
         "subnet": "10.254.240.0/22",

@@ -35,12 +35,13 @@ import httpx
 import trio
 
 from agent.images import ImageStore
-from agent.runtimes.lxc import _CONFIG_TEMPLATE, _INIT_IN_CONTAINER, _LOOPBACK_ONLY
+from agent.runtimes.base import SandboxSpec
+from agent.runtimes.lxc import LxcRuntime
 from chaser import embedded
+from vmimages import bundle
 
 IMAGES_DIR = Path("/var/lib/chaser/images")
 IMAGE = "default"
-INIT_BINARY = Path("/usr/bin/tini-static")
 LOOPBACK = "127.0.0.1"
 # Proxy settings would send the in-process servers' own HTTP calls
 # (heartbeats, scheduler to agent) off the host; loopback only means none.
@@ -149,29 +150,19 @@ async def lxc(tool: str, lxc_path: Path, name: str, *args: str, check: bool = Tr
         raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.decode().strip()}")
 
 
-def define(lxc_path: Path, name: str, rootfs: Path) -> None:
-    """Lay out a container exactly as ``LxcRuntime.create`` does."""
-    home = lxc_path / name
-    home.mkdir(mode=0o700)
-    (home / "delta0").mkdir()
-    config = _CONFIG_TEMPLATE.format(
-        hostname="sandbox",
-        lower=rootfs,
-        upper=home / "delta0",
-        init=_INIT_IN_CONTAINER,
-        init_host=INIT_BINARY,
-        init_rel=_INIT_IN_CONTAINER.lstrip("/"),
-        log=home / "lxc.log",
-    )
-    (home / "config").write_text(config + _LOOPBACK_ONLY)
+async def define(baseline: LxcRuntime, name: str, rootfs: Path) -> None:
+    """Lay out a container exactly as the agent does: ``LxcRuntime.create`` itself (same
+    user namespace, seccomp filter, mounts and init, the in-sandbox agent; loopback only)."""
+    await baseline.create(SandboxSpec(id=name, image=IMAGE, rootfs=rootfs))
 
 
-async def baseline_round(lxc_path: Path, name: str, rootfs: Path, execs: int, samples: Samples) -> None:
+async def baseline_round(baseline: LxcRuntime, name: str, rootfs: Path, execs: int, samples: Samples) -> None:
     """The lifecycle of ``chaser_round`` done with LXC's tools (stop is a kill, as the agent's).
 
     On failure the container stays for ``run`` to remove, with the others.
     """
-    define(lxc_path, name, rootfs)
+    lxc_path = baseline.lxc_path
+    await define(baseline, name, rootfs)
     attach = ("--clear-env", "--", "true")  # the agent clears the environment too
     t0 = time.perf_counter()
     await lxc("lxc-start", lxc_path, name, "-d")
@@ -243,7 +234,10 @@ async def run(sessions: int, execs: int, warmup: int) -> Result:
     """Start the system, run the rounds, stop it, and leave nothing behind."""
     rootfs = ImageStore(IMAGES_DIR).resolve(IMAGE).rootfs
     state_dir = Path(tempfile.mkdtemp(prefix="chaser-bench-state-"))
+    state_dir.chmod(0o711)  # containers' root (an unprivileged uid) passes through
     baseline_path = Path(tempfile.mkdtemp(prefix="chaser-bench-lxc-"))
+    baseline_path.chmod(0o711)  # containers' root (an unprivileged uid) passes through
+    baseline = LxcRuntime(baseline_path / "lxc", bundle.build(IMAGES_DIR))
     agent_path = state_dir / "agent" / "lxc"
     samples: Samples = defaultdict(list)
     try:
@@ -260,14 +254,14 @@ async def run(sessions: int, execs: int, warmup: int) -> Result:
                     print(f"round {i + 1 - warmup}/{sessions}" if i >= warmup else "warm-up", file=sys.stderr)
                     into: Samples = samples if i >= warmup else defaultdict(list)
                     await chaser_round(client, execs, into)
-                    await baseline_round(baseline_path, f"bench-{i}", rootfs, execs, into)
-            leaked = leftovers(agent_path) + leftovers(baseline_path)
+                    await baseline_round(baseline, f"bench-{i}", rootfs, execs, into)
+            leaked = leftovers(agent_path) + leftovers(baseline.lxc_path)
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
-            for path in (agent_path, baseline_path):
+            for path in (agent_path, baseline.lxc_path):
                 await remove_all(path)
-        remaining = leftovers(agent_path) + leftovers(baseline_path)
+        remaining = leftovers(agent_path) + leftovers(baseline.lxc_path)
         if remaining:
             # Keep the directories: removing them would hide what still runs.
             raise RuntimeError(f"could not remove containers {remaining} in {agent_path} / {baseline_path}")

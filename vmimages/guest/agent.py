@@ -220,6 +220,19 @@ def freeze(path: str, frozen: bool) -> None:
         os.close(fd)
 
 
+def name_self(hosts: str = "/etc/hosts") -> None:
+    """Make the sandbox's hostname resolve (``sudo``, ``hostname -f`` and many tools expect it)."""
+    name = socket.gethostname()
+    try:
+        with open(hosts) as f:
+            if any(name in line.split()[1:] for line in f if not line.lstrip().startswith("#")):
+                return
+        with open(hosts, "a") as f:
+            f.write(f"127.0.1.1\t{name}\n")
+    except OSError as exc:  # an image without /etc, a read-only one: nothing to fix
+        log(f"cannot add {name} to {hosts}: {exc.strerror}")
+
+
 def reseed(entropy: bytes) -> None:
     """Mix host randomness in and reseed now: forks of one snapshot must diverge."""
     if not entropy:
@@ -751,6 +764,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["--listen"]:
         agent = GuestAgent(listen=args[1])
+        name_self()
         # Started through the bundle's loader, it would show as "ld-linux-x86-64" in ps.
         with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
             comm.write("chaser-sandbox")
