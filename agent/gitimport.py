@@ -39,6 +39,8 @@ def _environment(source: GitSource) -> dict[str, str]:
         "http.lowSpeedLimit": _LOW_SPEED[0],
         "http.lowSpeedTime": _LOW_SPEED[1],
         "credential.helper": "",
+        # The target belongs to the containers' range, not to the root running git.
+        "safe.directory": "*",
     }
     if source.token:
         basic = base64.b64encode(f"x-access-token:{source.token}".encode()).decode()
