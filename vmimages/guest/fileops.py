@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # typing is a costly import at every guest boot
+TYPE_CHECKING = False  # importing typing costs milliseconds at every start; mypy reads this as typing's
+if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 

@@ -80,11 +80,11 @@ does), so both sides and the tests share this code.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 import msgpack
 
-if TYPE_CHECKING:  # typing is a costly import at every guest boot
+TYPE_CHECKING = False  # importing typing costs milliseconds at every start; mypy reads this as typing's
+if TYPE_CHECKING:
     from typing import Any
 
 SYNC = b"\xfe\xedCHASER\x00SYNC\x00\x01\x02"

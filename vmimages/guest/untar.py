@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import sys
 import tarfile
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # typing is a costly import in the guest
+TYPE_CHECKING = False  # importing typing costs milliseconds at every start; mypy reads this as typing's
+if TYPE_CHECKING:
     from typing import BinaryIO
 
 
