@@ -298,3 +298,39 @@ async def test_the_clone_runs_in_a_sandbox_as_the_containers_range(
     ok(answers[0], 201)
     owners = await exec_on(git_sqlite_system, {"workspace": repo.split("/")[1]}, "stat -c %u:%g . .git a.txt")
     assert owners["output"] == "0:0\n" * 3, owners
+
+
+async def test_an_import_past_the_agents_deadline_leaves_no_sandbox(
+    nursery: trio.Nursery, tmp_path: Path, images_dir: Path, pool: Path, git_server: GitHost
+) -> None:
+    """Cut off by the agent's own deadline while git waits on the Git host: the
+    sandbox, its processes, the disk's mount and the half-made disk all go."""
+    repo = f"acme/slow-{secrets.token_hex(4)}"
+    git_server.create(repo, {"a": "1\n"})
+    system = await start_workspace_system(
+        nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'db'}", pool,
+        git=git_server, agent_overrides={"import_timeout": 5.0},
+    )  # fmt: skip
+    try:
+        git_server.stalled.set()
+        body = {"id": str(uuid.uuid4()), "size_bytes": 1 << 30, "git": {"url": f"{git_server.url}/{repo}.git"}}
+        response = await _agent_post(system, "/v1/disks", body)
+        assert response.status_code == 504, response.text
+        assert git_server.seen_paths  # it was cut off in the middle of the clone
+        assert system.containers() == set() and system.leftovers() == set()
+        assert await trio.to_thread.run_sync(_processes_naming, repo) == []
+        _nothing_made(system)
+    finally:
+        git_server.stalled.clear()
+        await stop_workspace_system(system, pool)
+
+
+async def test_without_an_uplink_there_is_no_import(ws_sqlite_system: System) -> None:
+    """A host whose sandboxes cannot get out cannot clone: the scheduler places
+    imports elsewhere or says why, and such a host refuses one itself."""
+    refused = await ws_sqlite_system.client.post("/v1/workspaces/import", json={"repository": "acme/app"})
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_egress", refused.text
+    body = {"id": str(uuid.uuid4()), "size_bytes": 1 << 30, "git": {"url": "http://203.0.113.80/acme/app.git"}}
+    response = await _agent_post(ws_sqlite_system, "/v1/disks", body)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "no_egress", response.text
+    _nothing_made(ws_sqlite_system)
