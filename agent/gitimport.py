@@ -110,7 +110,7 @@ def _basic(token: str) -> str:
     return base64.b64encode(f"x-access-token:{token}".encode()).decode()
 
 
-def _environment(source: GitSource, remote: Remote) -> dict[str, str]:
+def git_environment(source: GitSource, remote: Remote) -> dict[str, str]:
     """git's whole environment in the sandbox: its configuration, the token included."""
     config = {
         "http.followRedirects": "false",
@@ -166,7 +166,7 @@ class GitImporter:
         repository at the workspace's root.
         """
         remote = await locate(source.url)
-        env = _environment(source, remote)
+        env = git_environment(source, remote)
         async with self.sandboxes.throwaway(IMPORT_IMAGE, root, remote.egress()) as sandbox_id:
             checkout = [] if source.ref is None else ["--no-checkout"]
             await self._git(sandbox_id, source, env, "clone", "--quiet", *checkout, "--", source.url, WORKSPACE_MOUNT)

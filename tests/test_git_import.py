@@ -11,6 +11,7 @@ import secrets
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 import trio
 
 from agent import mounts
+from agent.gitimport import GitSource, Remote, git_environment
 from tests.conftest import System, wait_until
 from tests.gitserver import GitHost, git_host
 from tests.workspace_support import exec_on, ok, start_workspace_system, stop_workspace_system
@@ -235,7 +237,7 @@ async def _agent_post(system: System, path: str, body: dict[str, object]) -> htt
         return await agent.post(path, json=body)
 
 
-@pytest.mark.parametrize("where", ["loopback", "uplink address"])
+@pytest.mark.parametrize("where", ["loopback", "loopback by name", "uplink address"])
 async def test_a_repository_on_the_host_cannot_be_cloned(
     git_sqlite_system: System, git_server: GitHost, tmp_path: Path, where: str
 ) -> None:
@@ -244,11 +246,14 @@ async def test_a_repository_on_the_host_cannot_be_cloned(
     database, the agent's API) and its addresses. From the clone's sandbox,
     127.0.0.1 is the sandbox's own, and the host is out of reach."""
     assert git_server.world is not None
-    address = "127.0.0.1" if where == "loopback" else git_server.world.uplink_ip
+    address = git_server.world.uplink_ip if where == "uplink address" else "127.0.0.1"
     listener = socket.create_server((address, 0))
     with git_host(tmp_path / "host-git", listener) as on_host:
         on_host.create("acme/app", {"secret.txt": "only for the host\n"})
-        body = {"id": str(uuid.uuid4()), "size_bytes": 1 << 30, "git": {"url": f"{on_host.url}/acme/app.git"}}
+        url = f"{on_host.url}/acme/app.git"
+        if where == "loopback by name":
+            url = url.replace("127.0.0.1", "localhost")
+        body = {"id": str(uuid.uuid4()), "size_bytes": 1 << 30, "git": {"url": url}}
         response = await _agent_post(git_sqlite_system, "/v1/disks", body)
         assert response.status_code == 422, response.text
         assert response.json()["error"]["code"] == "import_failed"
@@ -334,3 +339,18 @@ async def test_without_an_uplink_there_is_no_import(ws_sqlite_system: System) ->
     response = await _agent_post(ws_sqlite_system, "/v1/disks", body)
     assert response.status_code == 503 and response.json()["error"]["code"] == "no_egress", response.text
     _nothing_made(ws_sqlite_system)
+
+
+async def test_git_connects_to_the_addresses_the_agent_resolved(tmp_path: Path) -> None:
+    """A sandbox has no resolver: the agent resolves the Git host's name and git
+    is pinned to those addresses. Shown with the real git, on the host, against
+    a name no resolver knows (``.invalid``) pinned to a loopback Git host."""
+    with git_host(tmp_path / "git") as host:
+        commit = host.create("acme/app", {"a": "1\n"})
+        port = int(host.url.rsplit(":", 1)[1])
+        source = GitSource(f"http://git.test.invalid:{port}/acme/app.git")
+        remote = Remote("git.test.invalid", port, (IPv4Address("127.0.0.1"),), by_name=True)
+        argv = ["git", "ls-remote", "--", source.url, "main"]
+        listed = await trio.run_process(argv, env=git_environment(source, remote), capture_stdout=True)
+        assert listed.stdout.decode().split() == [commit, "refs/heads/main"]
+        assert host.seen_paths
