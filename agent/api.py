@@ -18,6 +18,7 @@ from agent.browser.chromium import BROWSER_IMAGE
 from agent.browser_api import register_browser_routes
 from agent.config import AgentConfig
 from agent.disk_api import Uuid, register_disk_routes
+from agent.gitimport import GitImporter
 from agent.lease_keeper import LeaseKeeper
 from agent.sandboxes import SandboxManager
 from chaser import errors
@@ -182,5 +183,5 @@ def create_app(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper
 
     register_browser_routes(app, manager)
     if manager.disks is not None:
-        register_disk_routes(app, manager.disks)
+        register_disk_routes(app, manager.disks, GitImporter(manager, manager.disks))
     return app

@@ -15,7 +15,7 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from agent.disks import DiskManager
-from agent.gitimport import GitSource
+from agent.gitimport import GitImporter, GitSource
 from chaser import errors
 from chaser._quart import json_response, parse_body
 
@@ -81,7 +81,7 @@ def _check(*ids: str) -> None:
             raise errors.NotFound(f"{an_id!r} is not a disk or snapshot id", code="not_found")
 
 
-def register_disk_routes(app: QuartTrio, disks: DiskManager) -> None:
+def register_disk_routes(app: QuartTrio, disks: DiskManager, importer: GitImporter) -> None:
     @app.post("/v1/disks")
     async def create_disk() -> Response:
         body = await parse_body(CreateDisk)
@@ -89,7 +89,7 @@ def register_disk_routes(app: QuartTrio, disks: DiskManager) -> None:
         if body.source is not None:
             frozen = await disks.clone(body.id, body.source.disk, body.source.snapshot, body.source.force)
         elif body.git is not None:
-            await disks.import_git(body.id, body.size_bytes, body.git.source(), replace=False)
+            await importer.import_git(body.id, body.size_bytes, body.git.source(), replace=False)
         else:
             await disks.create(body.id, body.size_bytes)
         return json_response({"id": body.id, "frozen": frozen}, status=201)
@@ -104,7 +104,7 @@ def register_disk_routes(app: QuartTrio, disks: DiskManager) -> None:
     async def reimport(disk_id: str) -> Response:
         _check(disk_id)
         body = await parse_body(ImportBody)
-        await disks.import_git(disk_id, body.size_bytes, body.git.source(), replace=True)
+        await importer.import_git(disk_id, body.size_bytes, body.git.source(), replace=True)
         return json_response({"id": disk_id})
 
     @app.post("/v1/disks/<disk_id>/snapshots")

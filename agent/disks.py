@@ -29,7 +29,6 @@ from pathlib import Path
 import trio
 
 from agent import mounts
-from agent.gitimport import GitSource, ImportFailed, clone_into
 from agent.idmap import IdMap
 from agent.storage import StoragePool
 from chaser import errors
@@ -170,16 +169,23 @@ class DiskManager:
                 await self._produce(self.pool.disk(disk_id), lambda path: self.pool.copy(source, path), self.op_timeout)
             return frozen
 
-    async def import_git(self, disk_id: str, size_bytes: int, source: GitSource, *, replace: bool) -> None:
-        """A fresh disk holding a clone of ``source``; with ``replace``, it takes the old one's place."""
+    async def fill(
+        self, disk_id: str, size_bytes: int, content: Callable[[Path], Awaitable[None]], *, replace: bool
+    ) -> None:
+        """A fresh disk whose files ``content`` makes, within the import deadline
+        (a Git import clones into it from a sandbox); with ``replace``, it takes
+        the old one's place.
+
+        ``content`` gets the disk's root, mounted on the host and owned by the
+        containers' root; it is unmounted before the disk is committed.
+        """
 
         async def make(path: Path) -> None:
             await self.pool.make_filesystem(path, size_bytes, self.idmap.first)
             target = self.mounts_dir / f"import-{uuid.uuid4()}"
             await mounts.mount_disk(path, target)
             try:
-                await clone_into(source, target)
-                await trio.to_thread.run_sync(self.idmap.shift, target)
+                await content(target)
             finally:
                 with trio.CancelScope(shield=True):
                     await mounts.unmount(target)
@@ -190,10 +196,7 @@ class DiskManager:
                 self._refuse_if_held(disk_id, "re-import the repository")
             else:
                 self._refuse_if_exists(disk_id)
-            try:
-                await self._produce(self.pool.disk(disk_id), make, self.import_timeout)
-            except ImportFailed as exc:
-                raise errors.InvalidInput(f"cloning the repository failed: {exc}", code="import_failed") from None
+            await self._produce(self.pool.disk(disk_id), make, self.import_timeout)
 
     async def delete(self, disk_id: str) -> None:
         """Remove the disk and all its snapshots; a disk already gone counts as deleted."""

@@ -6,6 +6,10 @@ known on the next start: ``recover`` re-adopts sandboxes that still run (or
 sit paused, their snapshot complete) and destroys the debris of all others.
 Pause, resume and destroy of one sandbox take its lock, so they never
 overlap.
+
+Besides sessions, the agent runs throwaway sandboxes for work it does on a
+tenant's behalf (a Git import): no session and no record, they live only
+as long as the block that made them (``throwaway``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -122,6 +127,8 @@ class SandboxManager:
         self.start_timeout = start_timeout
         self.output_limit = output_limit
         self._sandboxes: dict[str, Sandbox] = {}
+        # Throwaway sandboxes alive now: they count against the capacity.
+        self._throwaways: set[str] = set()
         # Creates in flight, so a destroy can cancel one and wait for its rollback.
         self._creating: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
         self._lifecycle: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
@@ -221,8 +228,7 @@ class SandboxManager:
             raise errors.Unavailable("this host runs no browser sessions", code="no_browser")
         if sandbox_id in self._sandboxes:
             raise errors.Conflict(f"sandbox {sandbox_id} already exists")
-        if len(self._sandboxes) >= self.max_sandboxes:
-            raise errors.Unavailable("host is at capacity", code="no_capacity")
+        self._check_room()
         if workspace is not None and self.disks is None:
             raise errors.Unavailable("this host has no storage pool", code="no_storage")
         if fork_from is not None:
@@ -269,12 +275,9 @@ class SandboxManager:
         except BaseException as exc:
             with trio.CancelScope(shield=True):
                 await self._remove(sandbox_id)
-            if isinstance(exc, trio.TooSlowError):
-                raise errors.Timeout(f"sandbox did not start within {self.start_timeout:g}s") from None
-            if isinstance(exc, Unsupported):
-                raise errors.Conflict(str(exc), code="unsupported") from None
-            if isinstance(exc, RuntimeFailure | FirewallError):
-                raise errors.Unavailable(f"sandbox failed to start: {exc}", code="start_failed") from None
+            failure = self._start_failure(exc)
+            if failure is not None:
+                raise failure from None
             raise
         finally:
             del self._creating[sandbox_id]
@@ -282,6 +285,73 @@ class SandboxManager:
         sandbox.status = "running"
         self._save(sandbox)
         return sandbox
+
+    def _check_room(self) -> None:
+        if len(self._sandboxes) + len(self._throwaways) >= self.max_sandboxes:
+            raise errors.Unavailable("host is at capacity", code="no_capacity")
+
+    def _start_failure(self, exc: BaseException) -> errors.ApiError | None:
+        """What to tell a client about a start that failed with ``exc``; None to let it through."""
+        if isinstance(exc, trio.TooSlowError):
+            return errors.Timeout(f"sandbox did not start within {self.start_timeout:g}s")
+        if isinstance(exc, Unsupported):
+            return errors.Conflict(str(exc), code="unsupported")
+        if isinstance(exc, RuntimeFailure | FirewallError):
+            return errors.Unavailable(f"sandbox failed to start: {exc}", code="start_failed")
+        return None
+
+    @asynccontextmanager
+    async def throwaway(self, image_name: str, workspace: Path, egress_allow: list[EgressRule]) -> AsyncIterator[str]:
+        """A sandbox for work the agent does on a tenant's behalf (a Git import); its id.
+
+        It holds ``workspace`` (a host directory) at /workspace, runs with the
+        host's default limits, and its network slot lets it reach only
+        ``egress_allow``, under every other rule sessions have (never the
+        host, another sandbox or a blocked network). It is no session: not in
+        the book, so neither in the heartbeat nor reachable through the API,
+        and never re-adopted (after a crash, ``recover`` removes its remains as
+        an unknown sandbox's). It is destroyed when the block ends, however.
+        """
+        if self.network is None or not self.network.egress:
+            raise errors.Unavailable(
+                "this host gives sandboxes no way out (its network.uplink is not set)", code="no_egress"
+            )
+        if not egress_allow:
+            raise ValueError("an empty allow-list would let the sandbox reach everything")
+        self._check_room()
+        try:
+            image = self.images.resolve(image_name)
+        except errors.InvalidInput as exc:  # the agent's own choice, not the client's
+            raise errors.Unavailable(f"this host cannot run the sandbox: {exc.message}", code="no_image") from None
+        limits = Limits().resolved(self.limits.default, self.limits.max) if self.limits else None
+        sandbox_id = str(uuid.uuid4())
+        self._throwaways.add(sandbox_id)
+        try:
+            try:
+                with trio.fail_after(self.start_timeout):
+                    lease = await self.network.acquire(sandbox_id, "egress", egress_allow)
+                    spec = SandboxSpec(
+                        id=sandbox_id,
+                        image=image.name,
+                        rootfs=image.rootfs,
+                        workspace=workspace,
+                        netns=lease.slot.netns_path,
+                        guest_network=_guest_network(lease),
+                        limits=limits,
+                    )
+                    await self.runtime.create(spec)
+                    await self.runtime.start(sandbox_id)
+            except BaseException as exc:
+                failure = self._start_failure(exc)
+                if failure is not None:
+                    raise failure from None
+                raise
+            yield sandbox_id
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.runtime.destroy(sandbox_id)
+                await self.network.release(sandbox_id)
+            self._throwaways.discard(sandbox_id)
 
     async def _provide(
         self,
@@ -308,9 +378,7 @@ class SandboxManager:
             sandbox.network = lease.to_json()
             self._save(sandbox)
             netns = lease.slot.netns_path
-            guest = GuestNetwork(
-                address=IPv4Interface(f"{lease.slot.guest_ip}/{SLOT_PREFIXLEN}"), gateway=lease.slot.host_ip
-            )
+            guest = _guest_network(lease)
         return SandboxSpec(
             id=sandbox.id,
             image=sandbox.image,
@@ -497,3 +565,9 @@ class SandboxManager:
         except RuntimeFailure as exc:
             raise errors.Unavailable(str(exc), code="exec_failed") from None
         return process
+
+
+def _guest_network(lease: Lease) -> GuestNetwork:
+    """eth0's configuration in the lease's slot."""
+    slot = lease.slot
+    return GuestNetwork(address=IPv4Interface(f"{slot.guest_ip}/{SLOT_PREFIXLEN}"), gateway=slot.host_ip)

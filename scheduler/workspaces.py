@@ -176,8 +176,12 @@ class WorkspaceService:
 
     # -- placement --------------------------------------------------------
 
-    async def _place(self, session_type: str, image: str | None) -> str:
-        """The host for a new disk: able to run its sessions, most free space."""
+    async def _place(self, session_type: str, image: str | None, *, needs_egress: bool = False) -> str:
+        """The host for a new disk: able to run its sessions, most free space.
+
+        ``needs_egress``: only a host whose sandboxes reach outside networks
+        (an import clones from a sandbox).
+        """
         heard_since = time.time() - self.config.heartbeat_timeout
         pools = await self.store.run(workspace_db.hosts_with_storage, self.store, heard_since)
         if not pools:
@@ -190,6 +194,14 @@ class WorkspaceService:
                     f"unknown image {image!r}; available: {', '.join(known) or 'none'}", code="unknown_image"
                 )
             pools = able
+        if needs_egress:
+            pools = [h for h in pools if h["egress"]]
+            if not pools:
+                raise errors.Unavailable(
+                    "no host with a storage pool gives sandboxes network egress, which an import clones through; "
+                    "configure an uplink on a host",
+                    code="no_egress",
+                )
         # Browser workspaces may exist before any host runs browsers: prefer one that does.
         best = min(pools, key=lambda h: (session_type not in h["session_types"], -h["free_bytes"], h["id"]))
         return str(best["id"])
@@ -283,7 +295,7 @@ class WorkspaceService:
             except ValueError as exc:
                 raise errors.InvalidInput(f"name: {exc}; give the workspace a name", code="invalid_name") from None
         image = image or DEFAULT_IMAGE
-        host_id = await self._place("sandbox", image)
+        host_id = await self._place("sandbox", image, needs_egress=True)
         row = self._new_row(account_id, name, host_id, image=image, source_repository=repo.path, source_ref=ref)
         body = {"size_bytes": self.disk_size, "git": self._git_body(repo, ref, token)}
         return await self._make(row, body, self.config.import_timeout)

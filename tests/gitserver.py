@@ -1,15 +1,21 @@
-"""A local Git host for import tests: real ``git http-backend`` behind a loopback HTTP server.
+"""A local Git host for import tests: real ``git http-backend`` behind a small HTTP server.
 
 It stands for GitHub, which this machine cannot reach: the smart HTTP
 protocol is git's own (the CGI program that ships with git), and private
 repositories demand a token the way GitHub does, as HTTP Basic auth with
 the token as password. Repositories are bare, at ``<root>/<owner>/<repo>.git``.
+
+Imports clone from inside a sandbox, which reaches only the outside world:
+the tests' Git host listens on a socket made in a test-made world namespace
+(``tests.world``). One on the host's own loopback is what an import must
+never reach.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -18,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from tests.world import World
 
 GIT_ENV = {
     "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -42,10 +50,14 @@ def git(*args: str, cwd: Path | None = None) -> str:
 class GitHost:
     root: Path
     url: str = ""
+    # The test-made outside world it listens in; None: on the host's loopback
+    world: World | None = None
     # "owner/repo" -> the token it requires
     private: dict[str, str] = field(default_factory=dict)
     # Authorization headers seen, to check what clients sent
     seen_auth: list[str] = field(default_factory=list)
+    # The path of every request served, to tell whether anyone came at all
+    seen_paths: list[str] = field(default_factory=list)
     # Set to make every request hang until cleared (a stalled Git host)
     stalled: threading.Event = field(default_factory=threading.Event)
 
@@ -107,6 +119,7 @@ def _handler(host: GitHost) -> type[BaseHTTPRequestHandler]:
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
         def _serve(self) -> None:
+            host.seen_paths.append(self.path)
             while host.stalled.is_set():
                 time.sleep(0.05)
             path_info, _, query = self.path.partition("?")
@@ -154,12 +167,17 @@ def _handler(host: GitHost) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def git_host(root: Path) -> Iterator[GitHost]:
-    """Serve ``root`` on 127.0.0.1 (a free port) for the duration of the block."""
+def git_host(root: Path, listener: socket.socket | None = None) -> Iterator[GitHost]:
+    """Serve ``root`` for the duration of the block: on ``listener`` (a listening
+    socket, taken over), else on 127.0.0.1 (a free port)."""
     root.mkdir(parents=True, exist_ok=True)
     host = GitHost(root)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(host))
-    host.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(host), bind_and_activate=listener is None)
+    if listener is not None:
+        server.socket.close()
+        server.socket = listener
+    address, port = server.socket.getsockname()
+    host.url = f"http://{address}:{port}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -14,13 +14,11 @@ import trio
 import vmimages.bundle
 from agent import mounts
 from agent.disks import DiskManager
-from agent.gitimport import GitSource
 from agent.images import ImageStore
 from agent.runtimes.lxc import LxcRuntime
 from agent.sandboxes import SandboxManager
 from agent.storage import StoragePool
 from chaser import errors
-from tests.gitserver import GitHost
 from tests.pools import loops_of
 
 GiB = 1 << 30
@@ -43,6 +41,12 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
+async def _stalls(root: Path) -> None:
+    """A disk's content that never comes (a clone from a stalled Git host)."""
+    (root / "partial").write_text("half")
+    await trio.sleep_forever()
+
+
 async def test_operations_refused_while_held(disks: DiskManager) -> None:
     disk, sandbox, snapshot = _new_id(), _new_id(), _new_id()
     await disks.create(disk, GiB)
@@ -55,7 +59,7 @@ async def test_operations_refused_while_held(disks: DiskManager) -> None:
         disks.delete(disk),
         disks.snapshot(disk, _new_id(), force=False),
         disks.clone(_new_id(), disk, None, force=False),
-        disks.import_git(disk, GiB, GitSource("http://127.0.0.1:9/a/b.git"), replace=True),
+        disks.fill(disk, GiB, _stalls, replace=True),
     ):
         with pytest.raises(errors.Conflict) as refused:
             await call
@@ -96,14 +100,9 @@ async def test_cancelled_operations_leave_nothing_half_made(disks: DiskManager, 
     await disks.detach(sandbox)
 
 
-async def test_cancelled_import_leaves_nothing(disks: DiskManager, git_server: GitHost) -> None:
-    git_server.create("acme/app", {"a": "1\n"})
-    git_server.stalled.set()
-    try:
-        with trio.move_on_after(0.5):
-            await disks.import_git(_new_id(), GiB, GitSource(f"{git_server.url}/acme/app.git"), replace=False)
-    finally:
-        git_server.stalled.clear()
+async def test_cancelled_import_leaves_nothing(disks: DiskManager) -> None:
+    with trio.move_on_after(0.5):
+        await disks.fill(_new_id(), GiB, _stalls, replace=False)
     assert list(disks.pool.disks_dir.iterdir()) == []
     assert _left(disks) == ([], [])
     assert loops_of(disks.pool.root) == []

@@ -1,17 +1,28 @@
-"""``POST /v1/workspaces/import`` and re-bootstrap, against a local Git host (real git over HTTP)."""
+"""``POST /v1/workspaces/import`` and re-bootstrap, against a local Git host (real git over HTTP).
+
+The Git host lives in a test-made outside world, the agent's uplink: a
+clone runs inside a throwaway sandbox, which can reach nothing else.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
+import uuid
 from collections.abc import AsyncIterator
+from ipaddress import IPv4Address
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 import trio
 
 from agent import mounts
+from agent.gitimport import GitSource, Remote, git_environment
 from tests.conftest import System, wait_until
-from tests.gitserver import GitHost
+from tests.gitserver import GitHost, git_host
 from tests.workspace_support import exec_on, ok, start_workspace_system, stop_workspace_system
 
 TOKEN = "ghp_TestTokenThatMustNeverLeak0123456789"
@@ -22,9 +33,7 @@ async def git_system(
     nursery: trio.Nursery, tmp_path: Path, images_dir: Path, database_url: str, pool: Path, git_server: GitHost
 ) -> AsyncIterator[System]:
     """The system importing from the local Git host, over SQLite and PostgreSQL."""
-    system = await start_workspace_system(
-        nursery, tmp_path, images_dir, database_url, pool, git_base_url=git_server.url
-    )
+    system = await start_workspace_system(nursery, tmp_path, images_dir, database_url, pool, git=git_server)
     try:
         yield system
     finally:
@@ -36,7 +45,7 @@ async def git_sqlite_system(
     nursery: trio.Nursery, tmp_path: Path, images_dir: Path, pool: Path, git_server: GitHost
 ) -> AsyncIterator[System]:
     system = await start_workspace_system(
-        nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'db'}", pool, git_base_url=git_server.url
+        nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'db'}", pool, git=git_server
     )
     try:
         yield system
@@ -194,7 +203,7 @@ async def test_import_past_its_deadline_leaves_nothing(
     git_server.create("acme/slow", {"a": "1\n"})
     system = await start_workspace_system(
         nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'db'}", pool,
-        git_base_url=git_server.url, scheduler_overrides={"import_timeout": 1.0},
+        git=git_server, scheduler_overrides={"import_timeout": 1.0},
     )  # fmt: skip
     try:
         git_server.stalled.set()
@@ -216,3 +225,132 @@ async def test_import_past_its_deadline_leaves_nothing(
     finally:
         git_server.stalled.clear()
         await stop_workspace_system(system, pool)
+
+
+# -- the boundary: the clone runs in a sandbox, not on the host -------------
+
+
+async def _agent_post(system: System, path: str, body: dict[str, object]) -> httpx.Response:
+    """A call to the agent's own API, as the scheduler makes it (with the host token)."""
+    headers = {"Authorization": f"Bearer {system.token}"}
+    async with httpx.AsyncClient(base_url=system.agent.url, headers=headers, timeout=60) as agent:
+        return await agent.post(path, json=body)
+
+
+@pytest.mark.parametrize("where", ["loopback", "loopback by name", "uplink address"])
+async def test_a_repository_on_the_host_cannot_be_cloned(
+    git_sqlite_system: System, git_server: GitHost, tmp_path: Path, where: str
+) -> None:
+    """The agent clones whatever URL it is given. A git client on the host (as it
+    once was) reached the host's own services this way: its loopback (the
+    database, the agent's API) and its addresses. From the clone's sandbox,
+    127.0.0.1 is the sandbox's own, and the host is out of reach."""
+    assert git_server.world is not None
+    address = git_server.world.uplink_ip if where == "uplink address" else "127.0.0.1"
+    listener = socket.create_server((address, 0))
+    with git_host(tmp_path / "host-git", listener) as on_host:
+        on_host.create("acme/app", {"secret.txt": "only for the host\n"})
+        url = f"{on_host.url}/acme/app.git"
+        if where == "loopback by name":
+            url = url.replace("127.0.0.1", "localhost")
+        body = {"id": str(uuid.uuid4()), "size_bytes": 1 << 30, "git": {"url": url}}
+        response = await _agent_post(git_sqlite_system, "/v1/disks", body)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["code"] == "import_failed"
+        assert on_host.seen_paths == []
+    _nothing_made(git_sqlite_system)
+
+
+def _processes_naming(marker: str) -> list[tuple[int, int, str]]:
+    """(pid, real uid, network namespace) of every process whose command line holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if marker.encode() not in (entry / "cmdline").read_bytes():
+                continue
+            status = (entry / "status").read_text()
+            uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+            found.append((int(entry.name), uid, os.readlink(entry / "ns" / "net")))
+        except (OSError, ValueError):
+            continue  # not a process, or gone meanwhile
+    return found
+
+
+async def test_the_clone_runs_in_a_sandbox_as_the_containers_range(
+    git_sqlite_system: System, git_server: GitHost
+) -> None:
+    """Caught while it waits on a stalled Git host: every process of the clone
+    runs as the containers' root (host uid 100000), in a network namespace
+    that is not the host's; what it wrote is owned by that range."""
+    repo = f"acme/app-{secrets.token_hex(4)}"  # names only this test's processes
+    git_server.create(repo, {"a.txt": "1\n"})
+    host_netns = os.readlink("/proc/self/ns/net")
+    answers: list[httpx.Response] = []
+
+    async def run_import() -> None:
+        answers.append(await git_sqlite_system.client.post("/v1/workspaces/import", json={"repository": repo}))
+
+    git_server.stalled.set()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_import)
+            await wait_until(lambda: trio.to_thread.run_sync(lambda: bool(_processes_naming(repo))), timeout=60)
+            cloning = await trio.to_thread.run_sync(_processes_naming, repo)
+            git_server.stalled.clear()
+    finally:
+        git_server.stalled.clear()
+    assert cloning and all(uid == 100_000 and netns != host_netns for _, uid, netns in cloning), cloning
+    ok(answers[0], 201)
+    owners = await exec_on(git_sqlite_system, {"workspace": repo.split("/")[1]}, "stat -c %u:%g . .git a.txt")
+    assert owners["output"] == "0:0\n" * 3, owners
+
+
+async def test_an_import_past_the_agents_deadline_leaves_no_sandbox(
+    nursery: trio.Nursery, tmp_path: Path, images_dir: Path, pool: Path, git_server: GitHost
+) -> None:
+    """Cut off by the agent's own deadline while git waits on the Git host: the
+    sandbox, its processes, the disk's mount and the half-made disk all go."""
+    repo = f"acme/slow-{secrets.token_hex(4)}"
+    git_server.create(repo, {"a": "1\n"})
+    system = await start_workspace_system(
+        nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'db'}", pool,
+        git=git_server, agent_overrides={"import_timeout": 5.0},
+    )  # fmt: skip
+    try:
+        git_server.stalled.set()
+        body = {"id": str(uuid.uuid4()), "size_bytes": 1 << 30, "git": {"url": f"{git_server.url}/{repo}.git"}}
+        response = await _agent_post(system, "/v1/disks", body)
+        assert response.status_code == 504, response.text
+        assert git_server.seen_paths  # it was cut off in the middle of the clone
+        assert system.containers() == set() and system.leftovers() == set()
+        assert await trio.to_thread.run_sync(_processes_naming, repo) == []
+        _nothing_made(system)
+    finally:
+        git_server.stalled.clear()
+        await stop_workspace_system(system, pool)
+
+
+async def test_without_an_uplink_there_is_no_import(ws_sqlite_system: System) -> None:
+    """A host whose sandboxes cannot get out cannot clone: the scheduler places
+    imports elsewhere or says why, and such a host refuses one itself."""
+    refused = await ws_sqlite_system.client.post("/v1/workspaces/import", json={"repository": "acme/app"})
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_egress", refused.text
+    body = {"id": str(uuid.uuid4()), "size_bytes": 1 << 30, "git": {"url": "http://203.0.113.80/acme/app.git"}}
+    response = await _agent_post(ws_sqlite_system, "/v1/disks", body)
+    assert response.status_code == 503 and response.json()["error"]["code"] == "no_egress", response.text
+    _nothing_made(ws_sqlite_system)
+
+
+async def test_git_connects_to_the_addresses_the_agent_resolved(tmp_path: Path) -> None:
+    """A sandbox has no resolver: the agent resolves the Git host's name and git
+    is pinned to those addresses. Shown with the real git, on the host, against
+    a name no resolver knows (``.invalid``) pinned to a loopback Git host."""
+    with git_host(tmp_path / "git") as host:
+        commit = host.create("acme/app", {"a": "1\n"})
+        port = int(host.url.rsplit(":", 1)[1])
+        source = GitSource(f"http://git.test.invalid:{port}/acme/app.git")
+        remote = Remote("git.test.invalid", port, (IPv4Address("127.0.0.1"),), by_name=True)
+        argv = ["git", "ls-remote", "--", source.url, "main"]
+        listed = await trio.run_process(argv, env=git_environment(source, remote), capture_stdout=True)
+        assert listed.stdout.decode().split() == [commit, "refs/heads/main"]
+        assert host.seen_paths

@@ -42,7 +42,7 @@ async def cli_system(
     nursery: trio.Nursery, tmp_path: Path, images_dir: Path, pool: Path, git_server: GitHost
 ) -> AsyncIterator[System]:
     system = await start_workspace_system(
-        nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'db'}", pool, git_base_url=git_server.url
+        nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'db'}", pool, git=git_server
     )
     try:
         yield system

@@ -4,10 +4,15 @@ The agent's pool is an XFS with reflink on a loop file in the test's temp
 dir; scheduler and agent are the same as in ``conftest``. At teardown,
 after the agent stopped, no workspace mount and no loop device of the pool
 may remain (and the pool's own unmount fails if one did).
+
+The Git host imports clone from listens in a test-made outside world
+(``tests.world``); an agent that imports from it gets that world as its
+uplink, never the machine's real one.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +22,10 @@ import pytest
 import trio
 
 from agent import mounts
-from tests.conftest import System, start_system, stop_system
+from tests.conftest import System, network_settings, start_system, stop_system
 from tests.gitserver import GitHost, git_host
 from tests.pools import loops_of, xfs_pool
+from tests.world import WEB, listen, open_world
 
 DISK_GB = 1
 
@@ -31,9 +37,14 @@ def pool(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def git_server(tmp_path: Path) -> Iterator[GitHost]:
-    with git_host(tmp_path / "git") as host:
-        yield host
+async def git_server(tmp_path: Path) -> AsyncIterator[GitHost]:
+    """A Git host in the outside world, at http://203.0.113.80."""
+    async with open_world([]) as world:
+        raw = socket.socket(fileno=(await listen(world, WEB, 80)).detach())
+        raw.setblocking(True)  # served by the server's threads, not by trio
+        with git_host(tmp_path / "git", raw) as host:
+            host.world = world
+            yield host
 
 
 async def start_workspace_system(
@@ -43,18 +54,27 @@ async def start_workspace_system(
     database_url: str,
     pool: Path,
     *,
-    git_base_url: str = "http://127.0.0.1:9",
+    git: GitHost | None = None,
     scheduler_overrides: dict[str, Any] | None = None,
     agent_overrides: dict[str, Any] | None = None,
 ) -> System:
-    """``start_system`` with the agent's storage on ``pool`` and 1 GiB disks."""
+    """``start_system`` with the agent's storage on ``pool`` and 1 GiB disks.
+
+    With ``git``, imports clone from that host, through its world as the
+    agent's uplink; without, from nowhere.
+    """
+    git_base_url, agent = "http://127.0.0.1:9", dict(agent_overrides or {})
+    if git is not None:
+        git_base_url = git.url
+        if git.world is not None:
+            agent.setdefault("network", network_settings(uplink=git.world.name, uplink_gateway=git.world.gateway))
     return await start_system(
         nursery,
         tmp_path,
         images_dir,
         database_url,
         scheduler_overrides={"workspace_disk_gb": DISK_GB, "git_base_url": git_base_url, **(scheduler_overrides or {})},
-        agent_overrides={"storage_dir": pool, **(agent_overrides or {})},
+        agent_overrides={"storage_dir": pool, **agent},
     )
 
 
