@@ -117,8 +117,6 @@ def git_environment(source: GitSource, remote: Remote) -> dict[str, str]:
         "http.lowSpeedLimit": _LOW_SPEED[0],
         "http.lowSpeedTime": _LOW_SPEED[1],
         "credential.helper": "",
-        # The target belongs to the containers' range, not to the root running git.
-        "safe.directory": "*",
     }
     pinning = remote.pinning()
     if pinning is not None:
