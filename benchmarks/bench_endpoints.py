@@ -116,6 +116,17 @@ def http_ttfb(connect: Callable[[], socket.socket], target: str, host: str, auth
     return ttfb
 
 
+async def wait_for_port(pid: int, port: int) -> None:
+    """Until the server started in the background listens (a round would meet a 502 before)."""
+    with trio.fail_after(30):
+        while True:
+            try:
+                await trio.to_thread.run_sync(lambda: in_netns(pid, port).close())
+                return
+            except ConnectionRefusedError:
+                await trio.sleep(0.05)
+
+
 def in_netns(pid: int, port: int) -> socket.socket:
     fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
     try:
@@ -141,6 +152,7 @@ async def measure(client: httpx.AsyncClient, url: str, agent: dict[str, Any], st
         )
         if made.json()["exit_code"] != 0:
             raise RuntimeError(made.text)
+        await wait_for_port(lxc.Container(sid, str(lxc_path)).init_pid, 8000)
         for i in range(rounds + 1):
             print(f"latency round {i}/{rounds}" if i else "warm-up", file=sys.stderr)
             into: Samples = samples if i else defaultdict(list)  # the first round warms up

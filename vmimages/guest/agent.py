@@ -200,6 +200,23 @@ def spawn_pty(argv: list[str], env: dict[str, str], cwd: str | None, cols: int, 
     return Child(0, "pty", pid, {1: master}, master)
 
 
+def gather(fd: int, data: bytes, size: int) -> bytes:
+    """More of what is ready on ``fd`` after ``data``, up to ``size``: a terminal hands
+    out 4 KiB a read, and a frame each would cost the host far more than the bytes."""
+    parts = [data]
+    got = len(data)
+    while got < size:
+        try:
+            more = os.read(fd, size - got)
+        except OSError:  # nothing more now (EAGAIN), or the end, which the next read sees again
+            break
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
 def exec_program(argv: list[str], env: dict[str, str], cwd: str | None) -> None:
     """In a forked child: default signal dispositions, cwd, exec (or say why not)."""
     try:
@@ -689,7 +706,7 @@ class GuestAgent:
     # -- output and exits ----------------------------------------------
 
     def read_output(self, child: Child, stream: int) -> bool:
-        """Read once; True if the stream may hold more right now."""
+        """Read what is there, up to a frame's worth; True if the stream may hold more right now."""
         fd = child.outputs[stream]
         size = _READ_CHUNK if child.detached else min(_READ_CHUNK, child.credit[stream])
         try:
@@ -698,6 +715,8 @@ class GuestAgent:
             return False
         except OSError:
             data = b""  # a terminal whose last user left (EIO), a reset connection: its end
+        if data and len(data) < size:
+            data = gather(fd, data, size)
         if not data:
             self.close_output(child, stream)
             if not child.detached:
