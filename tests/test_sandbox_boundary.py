@@ -147,6 +147,27 @@ async def test_host_sees_the_container_as_an_unprivileged_uid(sqlite_system: Sys
     assert all(uid >= 100000 for uid in uids), uids
 
 
+async def test_no_fork_of_the_agent_lives_beside_a_container(sqlite_system: System) -> None:
+    """The container's monitor is LXC's own program, not a copy of the agent (and of the
+    secrets in its memory) running as root beside it."""
+    system = sqlite_system
+    session = await new_session(system)
+    agent_exe = os.readlink("/proc/self/exe")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            exe = os.readlink(entry / "exe")
+        except OSError:
+            continue
+        if session["id"].encode() in cmdline:
+            found.append(cmdline)
+            assert exe != agent_exe, f"a fork of the agent serves the container: {cmdline!r}"
+    assert any(b"lxc monitor" in c for c in found), found
+
+
 def shquote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 

@@ -144,7 +144,7 @@ async def test_terminate_while_creating_wins(system: System) -> None:
         session_id = (await system.client.get("/v1/sessions")).json()["sessions"][0]["id"]
         await system.client.delete(f"/v1/sessions/{session_id}")
     final = (await system.client.get(f"/v1/sessions/{session_id}")).json()
-    assert final["status"] == "terminated"
+    assert final.get("status") == "terminated", (final, created)
 
     async def gone() -> bool:
         return session_id not in system.containers()

@@ -38,6 +38,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -183,7 +184,6 @@ class LxcRuntime(ChannelEndpoints):
         # Where sandbox directories get a disk quota; None: no disk limit.
         self.scratch = scratch
         self.start_timeout = start_timeout
-        self._own_cgroups = _cgroup_dirs_of_self()
         self._limiter = trio.CapacityLimiter(max_threads)
         lxc_path.mkdir(parents=True, exist_ok=True)
         lxc_path.chmod(0o711)
@@ -294,16 +294,25 @@ class LxcRuntime(ChannelEndpoints):
             ) from None
 
     def _start_sync(self, sandbox_id: str) -> int:
+        """Start the container with ``lxc-start``, LXC's own program: python-lxc's start
+        would fork this process into the container's monitor, a copy of the agent (and
+        of everything it holds in memory) living as root beside every container."""
         container = self._container(sandbox_id)
         if not container.defined:
             raise SandboxGone(f"sandbox {sandbox_id} does not exist")
-        if not container.start():
-            _move_self_to(self._own_cgroups)
+        done = subprocess.run(
+            ["lxc-start", "-P", str(self.lxc_path), "-n", sandbox_id, "-d"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=_START_TIMEOUT,
+            check=False,
+        )
+        if done.returncode != 0:
             raise RuntimeFailure(f"container failed to start: {self._log_tail(sandbox_id)}")
-        if not container.wait("RUNNING", _START_TIMEOUT):
+        pid = int(container.init_pid)
+        if pid <= 0:
             raise RuntimeFailure("container did not reach RUNNING")
-        _move_self_to(self._own_cgroups)
-        return int(container.init_pid)
+        return pid
 
     def _log_tail(self, sandbox_id: str) -> str:
         """What LXC said went wrong: its first errors (the later ones only say that others failed)."""
@@ -475,34 +484,6 @@ def _remove_cgroups(sandbox_id: str, deadline: float = 2.0) -> None:
                 if time.monotonic() > give_up:
                     break
                 time.sleep(0.01)
-
-
-def _cgroup_dirs_of_self() -> list[Path]:
-    """The directory of each cgroup hierarchy this process belongs to."""
-    mounts: list[tuple[str, set[str], Path]] = []  # fstype, super options, mount point
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        fstype = fields[fields.index("-") + 1]
-        if fstype in ("cgroup", "cgroup2"):
-            mounts.append((fstype, set(fields[-1].split(",")), Path(fields[4])))
-    dirs = []
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        for fstype, options, point in mounts:
-            wanted = set(controllers.split(",")) if controllers else set()
-            if (fstype == "cgroup2" and not wanted) or (fstype == "cgroup" and wanted and wanted <= options):
-                dirs.append(point / path.lstrip("/"))
-                break
-    return dirs
-
-
-def _move_self_to(dirs: list[Path]) -> None:
-    """Put this process back where it was: python-lxc's start leaves its caller in the
-    container's ``lxc.monitor.<name>`` cgroups, where it would keep them alive (and
-    be accounted) until the next start."""
-    for directory in dirs:
-        with contextlib.suppress(OSError):
-            (directory / "cgroup.procs").write_text(str(os.getpid()))
 
 
 def _remove_tree(path: Path) -> None:

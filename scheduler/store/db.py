@@ -176,8 +176,9 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
             conn.execute(sessions.insert().values(**row))
 
     def delete_session(self, session_id: str) -> None:
+        """Remove a create that failed; one a caller terminated meanwhile stays, terminated."""
         with self.engine.begin() as conn:
-            conn.execute(sessions.delete().where(sessions.c.id == session_id))
+            conn.execute(sessions.delete().where(sessions.c.id == session_id, sessions.c.status != "terminated"))
 
     def session(self, account_id: str, session_id: str) -> Row | None:
         query = sa.select(sessions).where(sessions.c.id == session_id, sessions.c.account_id == account_id)
