@@ -44,7 +44,7 @@ async def runtime(nursery: trio.Nursery, tmp_path: Path, image: SandboxSpec) -> 
         with trio.CancelScope(shield=True):
             for sandbox_id in await qemu.leftovers():
                 await qemu.destroy(sandbox_id)
-        assert live_qemus(run_dir) == [], "QEMU left running"
+        assert live_qemus(tmp_path / "qemu") == [], "QEMU left running"
         assert not run_dir.exists(), "sockets left behind"
         for leftover in (tmp_path / "qemu/sandboxes", tmp_path / "qemu/bases"):
             assert list(leftover.iterdir()) == [], leftover
@@ -149,7 +149,7 @@ async def test_a_cancelled_boot_leaves_no_qemu(runtime: QemuRuntime, image: Sand
     with trio.move_on_after(after) as deadline:
         await runtime.start(sandbox.id)
     assert deadline.cancelled_caught
-    assert live_qemus(runtime.run_dir) == []
+    assert live_qemus(runtime.sandboxes_dir) == []
     assert await runtime.running() == set()
     await runtime.destroy(sandbox.id)
     assert await runtime.leftovers() == set()
