@@ -150,7 +150,7 @@ class QemuRuntime(Runtime):
         self.qemu = qemu
         self.connect_timeout = connect_timeout
         self.warm_start = warm_start
-        self.uids = uids if uids is not None else VmUids()  # the defaults: one agent on the host
+        self.uids = uids if uids is not None else VmUids()
         self.allow_tcg = allow_tcg
         for path in (self.sandboxes_dir, self.templates_dir):
             path.mkdir(parents=True, exist_ok=True)
@@ -752,9 +752,10 @@ def _last_words(log: Path) -> str:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    """Replace ``path``'s contents whole: a crash leaves the old or the new, never half."""
+    staged = path.with_name(path.name + ".partial")
+    staged.write_text(text)
+    os.replace(staged, path)
 
 
 def _qemu_pid(paths: VmPaths, *, search: bool = False) -> int | None:
