@@ -8,7 +8,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 import vmimages
@@ -124,8 +124,8 @@ class AgentConfig(FileAndEnvSettings):
     # containers' subordinate ids (100000-165535 in /etc/subuid). Agents on
     # one host may share the range: each launch takes one no live process
     # has, under a lock in run_dir they all share.
-    vm_uid_first: int = Field(default=VmUids.first, ge=1000, le=(1 << 32) - 2)
-    vm_uid_count: int = Field(default=VmUids.count, ge=1, le=1 << 24)
+    vm_uid_first: int = Field(default=VmUids.first, ge=1000)
+    vm_uid_count: int = Field(default=VmUids.count, ge=1)
     # Short paths for VM sockets (a unix socket path has at most 108 bytes)
     # and the cached accelerator probe; a tmpfs, so the probe reruns at boot.
     run_dir: Path = Path("/run/chaser")
@@ -147,3 +147,9 @@ class AgentConfig(FileAndEnvSettings):
             if vmimages.resolve(target) is None:
                 raise ValueError(f"image alias {alias!r} names unknown image {target!r}")
         return aliases
+
+    @model_validator(mode="after")
+    def _vm_uids_fit(self) -> AgentConfig:
+        if self.vm_uid_first + self.vm_uid_count > 0xFFFFFFFF:  # (uid_t)-1 is no uid
+            raise ValueError("vm_uid_first + vm_uid_count must not pass 4294967295")
+        return self

@@ -52,10 +52,12 @@ ENV = {"PATH": "/usr/bin:/bin"}
 _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _SYSTEM_FILES = ("/etc/ld.so.cache",)
 _DEVICES = ("/dev/null", "/dev/urandom")
-# How long a claim waits for another launch's, and how often it looks.
+# How long a claim waits for other launches' (each holds it for tens of
+# milliseconds), and how long QEMU's jail may take to be set up; how often each looks.
 _CLAIM_TIMEOUT = 30.0
+_CLAIM_POLL = 0.01
 _SETTLE_TIMEOUT = 10.0
-_POLL = 0.002
+_SETTLE_POLL = 0.002
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ class VmUids:
                         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         locked = True
                     except BlockingIOError:
-                        await trio.sleep(_POLL * 5)
+                        await trio.sleep(_CLAIM_POLL)
             if not locked:
                 raise RuntimeFailure(f"no VM uid within {_CLAIM_TIMEOUT:g}s: {self.lock} stays locked")
             used = await trio.to_thread.run_sync(uids_in_use)
@@ -186,5 +188,5 @@ async def settled(pid: int, uid: int) -> bool:
                 return False
             if fields.get("Uid", "").split()[:1] == [str(uid)]:
                 return True
-            await trio.sleep(_POLL)
+            await trio.sleep(_SETTLE_POLL)
     raise RuntimeFailure(f"QEMU's jail was not set up within {_SETTLE_TIMEOUT:g}s")
