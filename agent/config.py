@@ -8,11 +8,12 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 import vmimages
 from agent.network.addressing import PREFIX_PATTERN
+from agent.runtimes.qemu_jail import VmUids
 from chaser._config import FileAndEnvSettings
 from chaser.isolation import Limits
 
@@ -117,6 +118,19 @@ class AgentConfig(FileAndEnvSettings):
     # Start VM sessions from a snapshot of a booted guest of their image
     # (built in the background after the image's first cold boot).
     vm_warm_start: bool = True
+    # Take VM sessions on a host where KVM cannot run guests, under QEMU's
+    # TCG emulation: 10-50x slower, and with no hardware boundary (the
+    # guest's code is translated and run by QEMU itself, jailed as it is).
+    # False: such a host offers no VM image (running VMs are kept) and
+    # refuses new VM sessions with image_unavailable; host info says so.
+    vm_allow_tcg: bool = True
+    # The uids (and gids) VMs' QEMUs run as, one per running VM: vm_uid_count
+    # of them from vm_uid_first. Clear of the host's users and of the
+    # containers' subordinate ids (100000-165535 in /etc/subuid). Agents on
+    # one host may share the range: each launch takes one no live process
+    # has, under a lock in run_dir they all share.
+    vm_uid_first: int = Field(default=VmUids.first, ge=1000)
+    vm_uid_count: int = Field(default=VmUids.count, ge=1)
     # Short paths for VM sockets (a unix socket path has at most 108 bytes)
     # and the cached accelerator probe; a tmpfs, so the probe reruns at boot.
     run_dir: Path = Path("/run/chaser")
@@ -138,3 +152,9 @@ class AgentConfig(FileAndEnvSettings):
             if vmimages.resolve(target) is None:
                 raise ValueError(f"image alias {alias!r} names unknown image {target!r}")
         return aliases
+
+    @model_validator(mode="after")
+    def _vm_uids_fit(self) -> AgentConfig:
+        if self.vm_uid_first + self.vm_uid_count > 0xFFFFFFFF:  # (uid_t)-1 is no uid
+            raise ValueError("vm_uid_first + vm_uid_count must not pass 4294967295")
+        return self

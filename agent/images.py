@@ -24,19 +24,29 @@ class ImageStore:
 
     Only images already built on this host, for a runtime this agent runs,
     count: building one takes a minute, far too long to do inside a session
-    create.
+    create. A runtime in ``refused`` runs (its sandboxes are kept) but takes
+    no new ones: its images are not offered, and asking for one says why.
     """
 
     def __init__(
-        self, images_dir: Path, runtimes: Collection[str] = ("lxc",), aliases: Mapping[str, str] | None = None
+        self,
+        images_dir: Path,
+        runtimes: Collection[str] = ("lxc",),
+        aliases: Mapping[str, str] | None = None,
+        refused: Mapping[str, str] | None = None,
     ) -> None:
         self.images_dir = images_dir
         self.runtimes = runtimes
         # The operator's names first resolve to an image name, then as usual.
         self.aliases = dict(aliases or {})
+        self.refused = dict(refused or {})
 
     def _usable(self, recipe: vmimages.AnyRecipe) -> bool:
-        return recipe.runtime in self.runtimes and vmimages.is_built(self.images_dir, recipe)
+        return (
+            recipe.runtime in self.runtimes
+            and recipe.runtime not in self.refused
+            and vmimages.is_built(self.images_dir, recipe)
+        )
 
     def names(self) -> list[str]:
         """Every name that resolves here, aliases included."""
@@ -49,6 +59,12 @@ class ImageStore:
 
     def resolve(self, name: str) -> Image:
         recipe = vmimages.resolve(self.aliases.get(name, name))
+        if recipe is not None and recipe.runtime in self.refused and vmimages.is_built(self.images_dir, recipe):
+            raise errors.InvalidInput(
+                f"image {name!r} needs the {recipe.runtime} runtime, which takes no new sessions on this host: "
+                f"{self.refused[recipe.runtime]}",
+                code="image_unavailable",
+            )
         if recipe is None or not self._usable(recipe):
             raise errors.InvalidInput(
                 f"unknown image {name!r}; available: {', '.join(self.names()) or 'none'}",

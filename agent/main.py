@@ -27,7 +27,7 @@ from agent.network.pool import SlotPool
 from agent.ports import PortForwarding
 from agent.pty import PtyHub
 from agent.registration import heartbeat_loop
-from agent.runtimes.setup import start_runtimes
+from agent.runtimes.setup import refusals, start_runtimes
 from agent.sandboxes import SandboxManager
 from agent.scratch import ScratchVolume
 from agent.storage import StoragePool
@@ -63,7 +63,7 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
             browsers = Browsers(runtime)
             manager = SandboxManager(
                 runtime,
-                ImageStore(config.images_dir, runtime.runtimes, config.image_aliases),
+                ImageStore(config.images_dir, runtime.runtimes, config.image_aliases, refusals(runtime)),
                 config.state_dir,
                 max_sandboxes=config.max_sandboxes,
                 start_timeout=config.start_timeout,

@@ -215,8 +215,8 @@ class System:
         return found
 
     def vms(self) -> list[int]:
-        """Pids of this agent's live QEMU processes."""
-        return live_qemus(self.qemu_run_dir)
+        """Pids of this agent's live QEMU processes (their disks and consoles are in its state dir)."""
+        return live_qemus(self.qemu_path)
 
 
 def scheduler_config(database_url: str, token: str, api_key: str, **overrides: Any) -> SchedulerConfig:

@@ -44,7 +44,7 @@ async def runtime(nursery: trio.Nursery, tmp_path: Path, image: SandboxSpec) -> 
         with trio.CancelScope(shield=True):
             for sandbox_id in await qemu.leftovers():
                 await qemu.destroy(sandbox_id)
-        assert live_qemus(run_dir) == [], "QEMU left running"
+        assert live_qemus(tmp_path / "qemu") == [], "QEMU left running"
         assert not run_dir.exists(), "sockets left behind"
         for leftover in (tmp_path / "qemu/sandboxes", tmp_path / "qemu/bases"):
             assert list(leftover.iterdir()) == [], leftover
@@ -141,6 +141,26 @@ async def test_a_guest_that_cannot_mount_its_root_panics_and_is_reported(
     shutil.rmtree(broken)
 
 
+async def test_a_qemu_that_cannot_start_is_reported_with_its_error(
+    runtime: QemuRuntime, image: SandboxSpec, tmp_path: Path
+) -> None:
+    """QEMU's (or its jail's) last word on stderr says why; nothing is left running."""
+    broken = tmp_path / "no-kernel"
+    broken.mkdir()
+    real = VmImageFiles(image.rootfs)
+    for part in (real.disk, real.initrd, real.scratch):
+        os.symlink(part, broken / part.name)
+    os.symlink(broken / "missing", broken / real.kernel.name)
+    sandbox = SandboxSpec(id=str(uuid.uuid4()), image=image.image, rootfs=broken / real.disk.name)
+    await runtime.create(sandbox)
+    with pytest.raises(RuntimeFailure) as failure, trio.fail_after(30):
+        await runtime.start(sandbox.id)
+    assert "did not start" in str(failure.value) and "vmlinuz" in str(failure.value)
+    assert live_qemus(runtime.sandboxes_dir) == [] and await runtime.running() == set()
+    await runtime.destroy(sandbox.id)
+    assert await runtime.leftovers() == set()
+
+
 @pytest.mark.parametrize("after", [0.0, 0.5, 2.0])
 async def test_a_cancelled_boot_leaves_no_qemu(runtime: QemuRuntime, image: SandboxSpec, after: float) -> None:
     """A hung or too-slow boot is cut off by the caller's deadline: QEMU goes at once."""
@@ -149,7 +169,7 @@ async def test_a_cancelled_boot_leaves_no_qemu(runtime: QemuRuntime, image: Sand
     with trio.move_on_after(after) as deadline:
         await runtime.start(sandbox.id)
     assert deadline.cancelled_caught
-    assert live_qemus(runtime.run_dir) == []
+    assert live_qemus(runtime.sandboxes_dir) == []
     assert await runtime.running() == set()
     await runtime.destroy(sandbox.id)
     assert await runtime.leftovers() == set()

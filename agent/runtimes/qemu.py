@@ -3,12 +3,18 @@
 Under ``root``: ``sandboxes/<id>/`` holds a sandbox's ``vm.json`` (what the
 VM is made of, see ``qemu_command``), ``disk.qcow2`` (its writable disk, a
 copy-on-write overlay: the guest mounts it as the upper layer of an overlayfs
-over the image's read-only erofs disk), ``console.log``, QEMU's pid file and,
-while paused, ``memory.snap``; ``bases/`` the frozen disks forks share (see
-``qemu_disks``); ``templates/<key>/`` the snapshots of freshly booted guests
-that warm starts fork from. QMP and guest sockets live in the short run dir.
-QEMU daemonizes, so VMs keep running across agent restarts; a live VM is
-recognised by its ``-name`` in ``/proc/<pid>/cmdline``.
+over the image's read-only erofs disk), ``console.log``, QEMU's pid file and
+stderr and, while paused, ``memory.snap``; ``bases/`` the frozen disks forks
+share (see ``qemu_disks``); ``templates/<key>/`` the snapshots of freshly
+booted guests that warm starts fork from. QMP and guest sockets live in the
+short run dir.
+
+Each QEMU runs in a jail of its own (``qemu_jail``): a uid handed out for
+the launch, no privileges, seccomp, a mount namespace holding only its
+files. The agent makes its sockets and hands them over, and gives it its
+disk, workspace disk and console (owned by that uid) for the run. It is
+detached from the agent, so VMs keep running across agent restarts; a live
+VM is recognised by its ``-name`` in ``/proc/<pid>/cmdline``.
 
 A sandbox with a network slot runs its QEMU inside the slot's namespace,
 its NIC on a tap bridged to the slot's veth (``qemu_network``); QEMU starts
@@ -40,12 +46,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import uuid
 from collections import defaultdict
@@ -57,7 +65,7 @@ import trio
 
 from agent.guest_channel import GuestChannel
 from agent.qmp import QmpClient, QmpError
-from agent.runtimes import qemu_cgroup, qemu_network, qemu_snapshot
+from agent.runtimes import qemu_cgroup, qemu_jail, qemu_network, qemu_snapshot
 from agent.runtimes.base import (
     WORKSPACE_MOUNT,
     PortClosed,
@@ -67,14 +75,15 @@ from agent.runtimes.base import (
 )
 from agent.runtimes.machine import Machine
 from agent.runtimes.qemu_command import VmConfig, VmPaths, qemu_argv
-from agent.runtimes.qemu_disks import Bases, backing_file, overlay
+from agent.runtimes.qemu_disks import Bases, overlay
+from agent.runtimes.qemu_jail import Jail, VmUids
 from agent.runtimes.sandbox_io import ChannelEndpoints, GuestConnection
 from chaser.isolation import Limits
 from vmimages.vm import VmImageFiles
 
 log = logging.getLogger(__name__)
 
-# How long QEMU may take to set up and daemonize, and to die once killed.
+# How long QEMU may take to set up and answer on its monitor, and to die once killed.
 _LAUNCH_TIMEOUT = 30.0
 _KILL_TIMEOUT = 10.0
 # After the guest connection drops during boot, how long to wait for QEMU's
@@ -108,6 +117,8 @@ class QemuRuntime(ChannelEndpoints):
         qemu: str = "qemu-system-x86_64",
         connect_timeout: float = 30.0,
         warm_start: bool = False,
+        uids: VmUids | None = None,
+        allow_tcg: bool = True,
     ) -> None:
         self.sandboxes_dir = root / "sandboxes"
         self.templates_dir = root / "templates"
@@ -119,6 +130,8 @@ class QemuRuntime(ChannelEndpoints):
         self.qemu = qemu
         self.connect_timeout = connect_timeout
         self.warm_start = warm_start
+        self.uids = uids if uids is not None else VmUids()
+        self.allow_tcg = allow_tcg
         for path in (self.sandboxes_dir, self.templates_dir):
             path.mkdir(parents=True, exist_ok=True)
         self._channels: dict[str, GuestChannel] = {}
@@ -128,8 +141,23 @@ class QemuRuntime(ChannelEndpoints):
 
     def describe(self) -> dict[str, dict[str, object]]:
         return {
-            self.name: {"accel": self.machine.accel, "machine": self.machine.machine, "warm_start": self.warm_start}
+            self.name: {
+                "accel": self.machine.accel,
+                "machine": self.machine.machine,
+                "warm_start": self.warm_start,
+                "refused": self.refusal,
+            }
         }
+
+    @property
+    def refusal(self) -> str | None:
+        """Why this host takes no new VMs (the ones it has keep running), or None."""
+        if self.machine.accel == "tcg" and not self.allow_tcg:
+            return (
+                "KVM cannot run guests on this host, and its operator does not allow VMs under TCG "
+                "emulation (vm_allow_tcg = false)"
+            )
+        return None
 
     def workspace_as_device(self, image: str) -> bool:
         return True
@@ -174,16 +202,20 @@ class QemuRuntime(ChannelEndpoints):
                 workspace_disk=str(spec.workspace_disk) if spec.workspace_disk is not None else None,
             ),
         )
+        template = self.templates_dir / self._template_key(config)
+        warm = self.warm_start and (template / "memory.snap").exists()
+        if warm:
+            below = VmConfig.from_json((template / "vm.json").read_text()).backing
+            config = dataclasses.replace(config, backing=(str(template / "disk.qcow2"), *below))
+        else:
+            config = dataclasses.replace(config, backing=(str(image.scratch),))
         paths.home.mkdir(mode=0o700)
         paths.config.write_text(config.to_json())
         await self._wire(config)
-        template = self.templates_dir / self._template_key(config)
-        if self.warm_start and (template / "memory.snap").exists():
-            await overlay(template / "disk.qcow2", paths.disk)
+        await overlay(config.backing, paths.disk)
+        if warm:
             os.link(template / "memory.snap", paths.memory)
-            return
-        await overlay(image.scratch, paths.disk)
-        if self.warm_start and config.workspace_disk is None:  # templates have no workspace disk
+        elif self.warm_start and config.workspace_disk is None:  # templates have no workspace disk
             self._ensure_template(config)
 
     def _attach(self, spec: SandboxSpec, config: VmConfig) -> VmConfig:
@@ -220,13 +252,12 @@ class QemuRuntime(ChannelEndpoints):
         """Launch QEMU (stopped), put it in its cgroup, run it (loading ``memory.snap``
         if ``incoming``) and connect to the guest agent; on any failure, kill QEMU."""
         config = VmConfig.from_json(paths.config.read_text())
-        pid = await self._launch(config, paths, incoming=incoming)
+        pid, qmp = await self._launch(config, paths, incoming=incoming)
         try:
-            if config.cgroup is not None:
-                limits = Limits.model_validate(config.cgroup)
-                await trio.to_thread.run_sync(qemu_cgroup.enter, paths.id, pid, limits)
-            qmp = await QmpClient.connect(paths.qmp)
             try:
+                if config.cgroup is not None:
+                    limits = Limits.model_validate(config.cgroup)
+                    await trio.to_thread.run_sync(qemu_cgroup.enter, paths.id, pid, limits)
                 if incoming:
                     await qemu_snapshot.load(qmp, paths.memory)
                 else:
@@ -248,25 +279,72 @@ class QemuRuntime(ChannelEndpoints):
         # The disk is written from now on: a later fork needs a new base.
         paths.frozen.unlink(missing_ok=True)
 
-    async def _launch(self, config: VmConfig, paths: VmPaths, *, incoming: bool) -> int:
-        """Start QEMU; returns once it has daemonized (its devices and sockets exist).
+    async def _launch(self, config: VmConfig, paths: VmPaths, *, incoming: bool) -> tuple[int, QmpClient]:
+        """Start QEMU, stopped, in its jail; returns its pid and monitor once it answers.
 
-        Shielded: cut off half-way, QEMU's daemon child could outlive the
-        parent trio kills, unknown to us. It takes tens of milliseconds.
+        Any failure, or a cancel, on the way kills it: through a pidfd taken
+        as soon as bwrap names the pid, so even a QEMU not yet exec'd goes.
         """
-        paths.pidfile.unlink(missing_ok=True)
         self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        argv = qemu_argv(self.qemu, config, paths, incoming=incoming)
-        with trio.CancelScope(shield=True), trio.move_on_after(_LAUNCH_TIMEOUT):
-            done = await trio.run_process(
-                argv, capture_stderr=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, check=False
-            )
-            pid = _qemu_pid(paths)
-            if done.returncode == 0 and pid is not None:
-                return pid
-            error = done.stderr.decode(errors="replace").strip().splitlines()
-            raise RuntimeFailure(f"QEMU did not start: {error[-1] if error else f'exit status {done.returncode}'}")
-        raise RuntimeFailure(f"QEMU did not start within {_LAUNCH_TIMEOUT:g}s")
+        paths.pidfile.unlink(missing_ok=True)
+        listeners = [_listen(paths.qmp), _listen(paths.guest)]
+        pidfd: int | None = None
+        try:
+            async with self.uids.claim() as uid:
+                jail = await self._jail(config, paths, uid)
+                fds = [listener.fileno() for listener in listeners]
+                command = qemu_argv(self.qemu, config, paths, qmp_fd=fds[0], guest_fd=fds[1], incoming=incoming)
+                # Shielded: cut off half-way, a QEMU could start unknown to us.
+                with trio.CancelScope(shield=True):
+                    pid = await _spawn(jail, command, paths.log, fds)
+                    pidfd = os.pidfd_open(pid)
+                    paths.pidfile.write_text(str(pid))
+                    for listener in listeners:
+                        listener.close()  # QEMU's now: it alone accepts on them
+                if not await qemu_jail.settled(pid, uid):
+                    raise RuntimeFailure(f"QEMU did not start: {_last_words(paths.log)}")
+            with trio.move_on_after(_LAUNCH_TIMEOUT):
+                try:
+                    return pid, await QmpClient.connect(paths.qmp)
+                except QmpError:
+                    raise RuntimeFailure(f"QEMU did not start: {_last_words(paths.log)}") from None
+            raise RuntimeFailure(f"QEMU did not answer on its monitor within {_LAUNCH_TIMEOUT:g}s")
+        except BaseException:
+            if pidfd is not None:
+                with trio.CancelScope(shield=True):
+                    await _end(pidfd)
+            raise
+        finally:
+            for listener in listeners:
+                listener.close()
+            if pidfd is not None:
+                os.close(pidfd)
+
+    async def _jail(self, config: VmConfig, paths: VmPaths, uid: int) -> Jail:
+        """The VM's files handed over to ``uid`` (its tap too), and the jail that holds them."""
+        writes = [paths.disk, paths.console]
+        if config.workspace_disk is not None:
+            writes.append(Path(config.workspace_disk))
+        paths.console.touch()
+        qemu_jail.hand_over(writes, uid)
+        devices, groups = [], []
+        if config.netns is not None:
+            await qemu_network.plug(Path(config.netns), uid)
+            devices.append(Path("/dev/net/tun"))
+        if self.machine.accel == "kvm":
+            kvm = Path("/dev/kvm")
+            devices.append(kvm)
+            if kvm.stat().st_mode & 0o006 != 0o006:  # not for all: for its group (Debian's kvm)
+                groups.append(kvm.stat().st_gid)
+        reads = (config.kernel, config.initrd, config.image_disk, *config.backing)
+        return Jail(
+            uid=uid,
+            reads=tuple(map(Path, reads)),
+            writes=tuple(writes),
+            devices=tuple(devices),
+            groups=tuple(groups),
+            netns=config.netns,
+        )
 
     async def _connect(self, paths: VmPaths, pid: int, config: VmConfig, *, reconnecting: bool) -> GuestChannel:
         """Open the guest channel and wait for the hello, or for QEMU to die first."""
@@ -383,13 +461,15 @@ class QemuRuntime(ChannelEndpoints):
             raise RuntimeFailure("a fork must have its source's memory and vCPUs")
         async with self.bases.lock:
             # Freeze the paused disk once; forks made while it stays paused share the base.
-            base = backing_file(source.disk) if source.frozen.exists() else None
-            if base is None:
-                base = await self.bases.freeze(source.disk)
+            chain = hardware.backing
+            if not source.frozen.exists():
+                chain = await self.bases.freeze(source.disk, chain)
+                _write_atomically(source.config, dataclasses.replace(hardware, backing=chain).to_json())
                 source.frozen.touch()
+            config = dataclasses.replace(config, backing=chain)
             paths.home.mkdir(mode=0o700)
             paths.config.write_text(config.to_json())
-            await overlay(base, paths.disk)
+            await overlay(chain, paths.disk)
         await self._wire(config)
         os.link(source.memory, paths.memory)
         await self._restore(paths)
@@ -433,13 +513,13 @@ class QemuRuntime(ChannelEndpoints):
             with trio.fail_after(_TEMPLATE_TIMEOUT):
                 paths.home.mkdir(mode=0o700)
                 paths.config.write_text(config.to_json())
-                await overlay(VmImageFiles(Path(config.image_disk)).scratch, paths.disk)
+                await overlay(config.backing, paths.disk)
                 await self._boot(paths, incoming=False)
                 await self.pause(paths.id)
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir()
             os.rename(paths.disk, staging / "disk.qcow2")
-            os.chmod(staging / "disk.qcow2", 0o400)
+            qemu_jail.share(staging / "disk.qcow2")
             os.rename(paths.memory, staging / "memory.snap")
             shutil.copyfile(paths.config, staging / "vm.json")
             os.rename(staging, self.templates_dir / key)
@@ -485,8 +565,16 @@ class QemuRuntime(ChannelEndpoints):
         await trio.to_thread.run_sync(partial(shutil.rmtree, paths.home, ignore_errors=True))
         self._locks.pop(sandbox_id, None)
         async with self.bases.lock:
-            disks = [*self.sandboxes_dir.glob("*/disk.qcow2"), *self.templates_dir.glob("*/disk.qcow2")]
-            await trio.to_thread.run_sync(self.bases.collect, disks)
+            chains = await trio.to_thread.run_sync(self._chains)
+            await trio.to_thread.run_sync(self.bases.collect, chains)
+
+    def _chains(self) -> list[tuple[str, ...]]:
+        """What lies under every sandbox's and template's disk, as recorded."""
+        chains = []
+        for config in (*self.sandboxes_dir.glob("*/vm.json"), *self.templates_dir.glob("*/vm.json")):
+            with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+                chains.append(VmConfig.from_json(config.read_text()).backing)
+        return chains
 
     async def _sync(self, sandbox_id: str) -> None:
         """Have a running guest write what it cached to its disks, and leave its
@@ -522,12 +610,77 @@ class QemuRuntime(ChannelEndpoints):
 
 
 def _is_ours(pid: int, name: str) -> bool:
-    """True if ``pid`` is a live (not zombie) QEMU started with ``-name name``."""
+    """True if ``pid`` is a live (not zombie) QEMU started as ``qemu -name name``
+    (not the bwrap waiting for it, whose command line holds QEMU's)."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return name.encode() in argv
+    return argv[1:3] == [b"-name", name.encode()]
+
+
+def _listen(path: Path) -> socket.socket:
+    """A listening unix socket at ``path`` (replacing a stale one), for QEMU to take over."""
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        sock.listen()
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _spawn(jail: Jail, command: list[str], log: Path, fds: list[int]) -> int:
+    """Start ``command`` in ``jail``, detached, passing it ``fds``, its stderr to ``log``; returns its pid."""
+    info_read, info_write = os.pipe()
+    try:
+        with open(log, "wb") as stderr:
+            done = await trio.run_process(
+                qemu_jail.argv(jail, command, info_write),
+                pass_fds=(info_write, *fds),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=qemu_jail.ENV,
+                check=False,
+            )
+        os.close(info_write)
+        info_write = -1
+        if done.returncode != 0:
+            raise RuntimeFailure(f"QEMU's jail did not start: {_last_words(log)}")
+        text = b""
+        async with trio.lowlevel.FdStream(info_read) as stream:
+            info_read = -1
+            with trio.move_on_after(_LAUNCH_TIMEOUT):
+                while chunk := await stream.receive_some():
+                    text += chunk
+                    with contextlib.suppress(ValueError):
+                        return int(json.loads(text)["child-pid"])
+        raise RuntimeFailure(f"QEMU's jail did not start: {_last_words(log)}")
+    finally:
+        for fd in (info_read, info_write):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _last_words(log: Path) -> str:
+    """The last line QEMU (or its jail) wrote to stderr."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        lines = []
+    return lines[-1] if lines else "no error output"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path``'s contents whole: a crash leaves the old or the new, never half."""
+    staged = path.with_name(path.name + ".partial")
+    staged.write_text(text)
+    os.replace(staged, path)
 
 
 def _qemu_pid(paths: VmPaths, *, search: bool = False) -> int | None:
@@ -566,14 +719,19 @@ async def _wait_exit(pid: int, name: str, grace: float) -> None:
         with trio.move_on_after(grace):
             await trio.lowlevel.wait_readable(pidfd)
             return
-        with contextlib.suppress(ProcessLookupError):
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        with trio.move_on_after(_KILL_TIMEOUT):
-            await trio.lowlevel.wait_readable(pidfd)
-            return
-        raise RuntimeFailure(f"QEMU {pid} did not exit after SIGKILL")
+        await _end(pidfd)
     finally:
         os.close(pidfd)
+
+
+async def _end(pidfd: int) -> None:
+    """SIGKILL the process behind ``pidfd`` and wait until it has exited."""
+    with contextlib.suppress(ProcessLookupError):
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    with trio.move_on_after(_KILL_TIMEOUT):
+        await trio.lowlevel.wait_readable(pidfd)
+        return
+    raise RuntimeFailure("QEMU did not exit after SIGKILL")
 
 
 def _explain_exit(paths: VmPaths) -> str:

@@ -7,6 +7,9 @@ Every VM has a NIC, the same one: wired to a tap in the session's network
 slot, or to nothing (a template, a VM without a slot), so that one
 snapshot restores anywhere. A workspace disk is an extra device, so a VM
 with one boots cold (no template has it) and cannot be forked.
+
+QEMU runs in the foreground inside its jail (``qemu_jail``), its seccomp
+filter on, and is handed its sockets as listening fds the agent made.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from agent.runtimes.base import GuestNetwork
 from agent.runtimes.machine import Machine
+from agent.runtimes.qemu_jail import SANDBOX
 from agent.runtimes.qemu_network import MAC, TAP
 
 # Serial console on ttyS0; panic=-1 reboots at once on a panic, and QEMU
@@ -49,6 +53,11 @@ class VmConfig:
     workspace_disk: str | None = None  # attached as virtio-blk, mounted at /workspace
     # What QEMU's cgroup enforces (``Limits`` as JSON); None: no cgroup.
     cgroup: dict[str, object] | None = None
+    # The files under the VM's disk, top first, as the agent made them (a
+    # base, a template's disk, the image's scratch disk): what QEMU's jail
+    # holds read-only. Never read back from the disk's own header, which
+    # the jailed QEMU can write.
+    backing: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -56,7 +65,7 @@ class VmConfig:
     @classmethod
     def from_json(cls, text: str) -> VmConfig:
         raw = json.loads(text)
-        return cls(**{**raw, "machine": Machine(**raw["machine"])})
+        return cls(**{**raw, "machine": Machine(**raw["machine"]), "backing": tuple(raw.get("backing", ()))})
 
     def hardware(self) -> str:
         """The machine as a guest sees it: what a snapshot can be restored into."""
@@ -77,7 +86,8 @@ class VmPaths:
     tmp_path) can be long, so sockets live in a per-agent dir under /run.
     ``memory.snap`` exists while the sandbox is paused (or about to start
     from a snapshot); ``disk.frozen`` marks a disk that is still an empty
-    overlay over a base, so forking again needs no new base.
+    overlay over a base, so forking again needs no new base. The agent
+    writes ``qemu.pid``; ``qemu.log`` is QEMU's stderr.
     """
 
     def __init__(self, sandboxes: Path, run: Path, sandbox_id: str) -> None:
@@ -88,6 +98,7 @@ class VmPaths:
         self.frozen = self.home / "disk.frozen"
         self.console = self.home / "console.log"
         self.pidfile = self.home / "qemu.pid"
+        self.log = self.home / "qemu.log"
         self.memory = self.home / "memory.snap"
         self.qmp = run / f"{sandbox_id}.qmp"
         self.guest = run / f"{sandbox_id}.guest"
@@ -107,8 +118,11 @@ def _opt(path: Path | str) -> str:
     return str(path).replace(",", ",,")
 
 
-def qemu_argv(qemu: str, config: VmConfig, paths: VmPaths, *, incoming: bool = False) -> list[str]:
-    """The daemonizing QEMU command for the sandbox, cold or restoring (``incoming``).
+def qemu_argv(
+    qemu: str, config: VmConfig, paths: VmPaths, *, qmp_fd: int, guest_fd: int, incoming: bool = False
+) -> list[str]:
+    """The QEMU command for the sandbox, cold or restoring (``incoming``), its
+    QMP and guest channel sockets listening on ``qmp_fd`` and ``guest_fd``.
 
     Either way it starts stopped: cold with ``-S``, restoring with
     ``-incoming``; the runtime puts it in its cgroup first, then runs it.
@@ -124,7 +138,7 @@ def qemu_argv(qemu: str, config: VmConfig, paths: VmPaths, *, incoming: bool = F
         qemu, "-name", paths.name,
         "-machine", m.machine, "-accel", accel, "-cpu", m.cpu,
         "-m", str(config.memory_mb), "-smp", str(config.vcpus),
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-sandbox", SANDBOX,
         "-netdev", netdev, "-device", f"virtio-net-{m.bus},netdev=net,mac={MAC}",
         "-kernel", config.kernel, "-initrd", config.initrd, "-append", cmdline,
         "-chardev", f"file,id=console,path={_opt(paths.console)},append=on", "-serial", "chardev:console",
@@ -140,14 +154,10 @@ def qemu_argv(qemu: str, config: VmConfig, paths: VmPaths, *, incoming: bool = F
         ]  # fmt: skip
     argv += [
         "-device", f"virtio-serial-{m.bus},id=serial",
-        "-chardev", f"socket,id=guest,path={_opt(paths.guest)},server=on,wait=off",
+        "-chardev", f"socket,id=guest,fd={guest_fd},server=on,wait=off",
         "-device", "virtserialport,bus=serial.0,chardev=guest,name=chaser.0",
-        "-chardev", f"socket,id=qmp,path={_opt(paths.qmp)},server=on,wait=off",
+        "-chardev", f"socket,id=qmp,fd={qmp_fd},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
-        "-pidfile", str(paths.pidfile), "-daemonize",
     ]  # fmt: skip
     argv += ["-incoming", "defer"] if incoming else ["-S"]
-    if config.netns is not None:
-        # Inside the slot's namespace, where its tap is.
-        argv = ["nsenter", f"--net={config.netns}", *argv]
     return argv

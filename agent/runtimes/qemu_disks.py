@@ -5,14 +5,20 @@ read-only: the image's blank scratch disk, a template's disk, or a *base* —
 the disk of a paused sandbox frozen when it was forked. Freezing moves the
 paused disk into ``bases/`` and puts a fresh overlay over it in its place, so
 the paused sandbox and each of its forks continue from the same bytes
-without copying them. A base is deleted once no disk's backing chain (read
-from the qcow2 headers themselves, the one source of truth) reaches it.
+without copying them. Shared disks are root's and read-only for all
+(``qemu_jail.share``): every VM's QEMU may read those under its own disk,
+none may write them.
+
+What lies under a disk is the chain the agent recorded when it made it
+(``VmConfig.backing``), never the qcow2 header: a jailed QEMU can rewrite
+the header of its own disk, and the agent must not read, bind or keep files
+on its word. So ``qemu-img`` is told the size and format and does not open
+the backing file, and a base is deleted once no recorded chain has it.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,49 +26,17 @@ from pathlib import Path
 import trio
 
 from agent.runtimes.base import RuntimeFailure
-
-_QCOW2_MAGIC = b"QFI\xfb"
-
-
-def backing_file(disk: Path) -> Path | None:
-    """The backing file named in a qcow2 header, or None (raw, or no backing)."""
-    try:
-        with open(disk, "rb") as f:
-            header = f.read(20)
-            if len(header) < 20 or header[:4] != _QCOW2_MAGIC:
-                return None
-            offset, size = struct.unpack(">QI", header[8:20])
-            if offset == 0:
-                return None
-            f.seek(offset)
-            return Path(f.read(size).decode())
-    except OSError:
-        return None
+from agent.runtimes.qemu_jail import share
 
 
-def chain(disk: Path) -> list[Path]:
-    """``disk`` and every file under it, top first."""
-    files = [disk]
-    while (below := backing_file(files[-1])) is not None and below not in files:
-        files.append(below)
-    return files
-
-
-async def overlay(backing: Path, target: Path) -> None:
-    """A new, empty qcow2 at ``target`` over ``backing`` (raw or qcow2)."""
-    fmt = "qcow2" if backing_file(backing) is not None or _is_qcow2(backing) else "raw"
-    done = await trio.run_process(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", fmt, str(target)],
-        capture_stderr=True,
-        check=False,
-    )
+async def overlay(chain: tuple[str, ...], target: Path) -> None:
+    """A new, empty qcow2 at ``target`` over ``chain`` (top first; its last is the image's raw scratch disk)."""
+    size = os.stat(chain[-1]).st_size  # every disk of a chain is as big as the one at its bottom
+    fmt = "qcow2" if len(chain) > 1 else "raw"
+    argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", chain[0], "-F", fmt, str(target), str(size)]
+    done = await trio.run_process(argv, capture_stderr=True, check=False)
     if done.returncode != 0:
         raise RuntimeFailure(f"qemu-img create failed: {done.stderr.decode(errors='replace').strip()}")
-
-
-def _is_qcow2(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(4) == _QCOW2_MAGIC
 
 
 class Bases:
@@ -73,21 +47,25 @@ class Bases:
         root.mkdir(parents=True, exist_ok=True)
         self.lock = trio.Lock()
 
-    async def freeze(self, disk: Path) -> Path:
-        """Make ``disk``'s current contents a base; ``disk`` becomes an overlay over it."""
+    async def freeze(self, disk: Path, chain: tuple[str, ...]) -> tuple[str, ...]:
+        """Make ``disk``'s current contents a base; ``disk`` becomes an overlay over it.
+
+        ``chain`` is what lies under ``disk``; returns what lies under it now.
+        """
         base = self.root / f"{uuid.uuid4()}.qcow2"
         os.rename(disk, base)
+        frozen = (str(base), *chain)
         try:
-            await overlay(base, disk)
+            await overlay(frozen, disk)
         except BaseException:
             os.rename(base, disk)
             raise
-        os.chmod(base, 0o400)
-        return base
+        share(base)
+        return frozen
 
-    def collect(self, disks: Iterable[Path]) -> list[Path]:
-        """Delete bases no chain from ``disks`` reaches; returns what was deleted."""
-        reached = {path for disk in disks for path in chain(disk)}
+    def collect(self, chains: Iterable[Iterable[str]]) -> list[Path]:
+        """Delete bases none of ``chains`` has; returns what was deleted."""
+        reached = {Path(path) for chain in chains for path in chain}
         removed = [base for base in self.root.glob("*.qcow2") if base not in reached]
         for base in removed:
             base.unlink(missing_ok=True)

@@ -11,7 +11,9 @@ same address on the same veth, so the same isolation and egress rules
 apply. ``release`` puts the slot back as it was, for its next tenant.
 
 The tap is persistent: it outlives a QEMU that pauses, and goes with the
-slot's namespace if the agent dies.
+slot's namespace if the agent dies. Each launch makes it again, owned by the
+uid that launch's QEMU runs as (``plug``): an unprivileged process may open
+only a tap that is its own.
 """
 
 from __future__ import annotations
@@ -43,17 +45,27 @@ async def _ip_batch(netns: Path, commands: list[str], *, force: bool = False) ->
 
 
 async def wire(netns: Path) -> None:
-    """Bridge a new tap to the slot's ``eth0``, which gives up its address to the guest."""
+    """Make a bridge of the slot's ``eth0``, which gives up its address to the guest."""
     await _ip_batch(
         netns,
         [
             f"link add {BRIDGE} type bridge",
-            f"tuntap add dev {TAP} mode tap",
-            f"link set {TAP} master {BRIDGE}",
             f"address flush dev {GUEST_IFNAME}",
             f"link set {GUEST_IFNAME} master {BRIDGE}",
-            f"link set {TAP} up",
             f"link set {BRIDGE} up",
+        ],
+    )
+
+
+async def plug(netns: Path, uid: int) -> None:
+    """(Re)make the tap on the bridge, for a QEMU running as ``uid`` to open."""
+    await _ip_batch(netns, [f"tuntap del dev {TAP} mode tap"], force=True)
+    await _ip_batch(
+        netns,
+        [
+            f"tuntap add dev {TAP} mode tap user {uid} group {uid}",
+            f"link set {TAP} master {BRIDGE}",
+            f"link set {TAP} up",
         ],
     )
 

@@ -23,6 +23,7 @@ from agent.runtimes.base import Runtime
 from agent.runtimes.lxc import LxcRuntime
 from agent.runtimes.multi import RuntimeSet
 from agent.runtimes.qemu import QemuRuntime
+from agent.runtimes.qemu_jail import VmUids
 from agent.scratch import ScratchVolume
 from vmimages.recipes import VmRecipe
 from vmimages.vm import files
@@ -64,6 +65,14 @@ async def _lxc_runtime(config: AgentConfig, scratch: ScratchVolume | None) -> Lx
     return runtime
 
 
+def refusals(runtimes: RuntimeSet) -> dict[str, str]:
+    """The runtimes that run here but take no new sandboxes, and why (for ``ImageStore``)."""
+    qemu = runtimes.runtimes.get("qemu")
+    if isinstance(qemu, QemuRuntime) and qemu.refusal is not None:
+        return {"qemu": qemu.refusal}
+    return {}
+
+
 def qemu_run_dir(config: AgentConfig) -> Path:
     """The agent's VM socket dir: one per state dir, so agents sharing a host
     never take each other's sockets for their own debris."""
@@ -88,4 +97,6 @@ async def _qemu_runtime(config: AgentConfig) -> QemuRuntime | None:
         vcpus=config.vm_vcpus,
         qemu=config.qemu_binary,
         warm_start=config.vm_warm_start,
+        uids=VmUids(config.vm_uid_first, config.vm_uid_count, config.run_dir / "vm-uids.lock"),
+        allow_tcg=config.vm_allow_tcg,
     )
