@@ -13,6 +13,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -58,8 +59,15 @@ def pytest_configure(config: pytest.Config) -> None:
     for old in root.glob("run-*"):
         with contextlib.suppress(ValueError, OSError):
             if not Path(f"/proc/{int(old.name.removeprefix('run-'))}").exists():
+                _unmount_below(old)  # a run killed half-way leaves its disks mounted
                 shutil.rmtree(old, ignore_errors=True)
     config.option.basetemp = str(root / f"run-{os.getpid()}")
+
+
+def _unmount_below(directory: Path) -> None:
+    points = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for point in sorted((p for p in points if p.startswith(f"{directory}/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
 @pytest.fixture(autouse=True)
