@@ -102,3 +102,12 @@ async def test_client_hanging_up_still_cleans_up(system: System) -> None:
         return bool(sessions) and all(s["status"] == "terminated" for s in sessions) and not system.containers()
 
     await wait_until(cleaned_up, timeout=40)
+
+
+async def test_a_sane_environment(system: System) -> None:
+    """The hostname resolves, and a command gets a home, a PATH and a locale."""
+    body = {"ephemeral": True, "command": 'getent hosts "$(hostname)"; echo "$HOME $LANG"; command -v sh'}
+    result = (await system.client.post("/v1/exec", json=body)).json()
+    resolved, home_lang, shell = result["output"].splitlines()
+    assert resolved.split()[1:] == ["sandbox"], result
+    assert home_lang == "/root C.UTF-8" and shell == "/usr/bin/sh", result
