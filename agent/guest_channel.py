@@ -252,7 +252,7 @@ class GuestProcess(Process):
     def _stream(self, fd: int) -> GuestOutput:
         stream = self._outputs.get(fd)
         if stream is None:
-            raise ProtocolViolation(f"stream {fd} of id {self.id}, which has none (merged, or a terminal)")
+            raise ProtocolViolation(f"stream {fd} of id {self.id}, which has no such stream")
         return stream
 
     def _exited_with(self, code: int) -> None:

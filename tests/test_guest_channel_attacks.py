@@ -9,90 +9,18 @@ every other sandbox's channel.
 from __future__ import annotations
 
 import contextlib
-import logging
-import signal
 import tracemalloc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 import trio
-import trio.testing
 
-from agent.guest_channel import GuestChannel
+from agent.guest_channel import GuestProcess
 from agent.runtimes.base import ProcessSpec
-from vmimages.guest.protocol import MAX_FRAME, SYNC, WINDOW, FrameDecoder, Message, encode, encode_sync
-
-SANDBOX = "sandbox-under-attack"
-LOST = 128 + signal.SIGKILL
+from tests.fake_guest import LOST, closed, connected, spawned, warned
+from vmimages.guest.protocol import MAX_FRAME, SYNC, WINDOW, Message, encode, encode_sync
 
 
-class Guest:
-    """The guest's end, scripted by a test: it answers the hello, then reads (or not) and sends."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.decoder = FrameDecoder()
-        self.received: list[Message] = []
-        self.answered = trio.Event()
-
-    async def answer_hello(self, *, keep_reading: bool) -> None:
-        while True:
-            data = await self.stream.receive_some()
-            if not data:
-                return
-            hellos = [m for m in self.decoder.feed(data) if m["type"] == "hello"]
-            if hellos:
-                break
-        await self.stream.send_all(encode_sync({"type": "hello", "nonce": hellos[0]["nonce"]}))
-        self.answered.set()
-        while keep_reading:
-            data = await self.stream.receive_some()
-            if not data:
-                return
-            self.received += self.decoder.feed(data)
-
-    async def send(self, *messages: Message) -> None:
-        await self.stream.send_all(b"".join(encode(m) for m in messages))
-
-
-@asynccontextmanager
-async def connected(*, guest_reads: bool = True) -> AsyncIterator[tuple[GuestChannel, Guest]]:
-    """A served channel and its scripted guest; ``serve`` must not raise, whatever the guest does."""
-    host_end, guest_end = trio.testing.lockstep_stream_pair()
-    channel = GuestChannel(host_end, SANDBOX)
-    guest = Guest(guest_end)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: guest.answer_hello(keep_reading=guest_reads))
-        await nursery.start(lambda task_status: channel.serve(SANDBOX, reconnecting=False, task_status=task_status))
-        await guest.answered.wait()
-        yield channel, guest
-        channel.close("the test is over")
-        nursery.cancel_scope.cancel()
-
-
-async def closed(channel: GuestChannel) -> None:
-    with trio.fail_after(5):
-        while not channel.closed:
-            await trio.sleep(0.01)
-
-
-def warned(caplog: pytest.LogCaptureFixture, *words: str) -> bool:
-    """Whether the channel logged a warning about this sandbox that says all ``words``."""
-    return any(
-        r.levelno == logging.WARNING
-        and getattr(r, "session_id", None) == SANDBOX
-        and all(w in r.getMessage() for w in words)
-        for r in caplog.records
-    )
-
-
-async def spawned(channel: GuestChannel, *, merge_stderr: bool = False, stdin: bool = False) -> Any:
-    return await channel.spawn(ProcessSpec(argv=["cat"], env={}, merge_stderr=merge_stderr, stdin=stdin))
-
-
-async def assert_lost(process: Any) -> None:
+async def assert_lost(process: GuestProcess) -> None:
     """The process ended with the channel: its output reads EOF and it was "killed"."""
     assert await process.wait() == LOST
     assert await process.stdout.receive_some() == b""
@@ -134,7 +62,7 @@ async def test_a_malformed_message_ends_the_channel(
         await spawned(channel, stdin=True)
         await guest.send(message)
         await closed(channel)
-    assert warned(caplog, "protocol")
+    assert warned(caplog.records, "protocol")
     await assert_lost(first)
 
 
@@ -143,7 +71,7 @@ async def test_a_second_exit_ends_the_channel(autojump_clock: trio.abc.Clock, ca
         process = await spawned(channel)
         await guest.send({"type": "exit", "id": process.id, "code": 0}, {"type": "exit", "id": process.id, "code": 3})
         await closed(channel)
-    assert warned(caplog, "protocol") and await process.wait() == 0
+    assert warned(caplog.records, "protocol") and await process.wait() == 0
 
 
 async def test_output_after_eof_ends_the_channel(
@@ -155,7 +83,7 @@ async def test_output_after_eof_ends_the_channel(
             {"type": "eof", "id": process.id, "fd": 1}, {"type": "output", "id": process.id, "fd": 1, "data": b"x"}
         )
         await closed(channel)
-    assert warned(caplog, "protocol")
+    assert warned(caplog.records, "protocol")
 
 
 async def test_output_beyond_the_window_ends_the_channel(
@@ -175,7 +103,7 @@ async def test_output_beyond_the_window_ends_the_channel(
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-    assert warned(caplog, "window")
+    assert warned(caplog.records, "window")
     assert peak < 4 * WINDOW
 
 
@@ -221,7 +149,7 @@ async def test_garbage_after_the_hello_ends_the_channel(
         process = await spawned(channel)
         await guest.stream.send_all(garbage + encode_sync({"type": "exit", "id": process.id, "code": 0}))
         await closed(channel)
-    assert warned(caplog, "protocol")
+    assert warned(caplog.records, "protocol")
     await assert_lost(process)
 
 
@@ -256,13 +184,13 @@ async def test_frames_for_released_processes_are_ignored(autojump_clock: trio.ab
 async def test_a_guest_that_stops_reading_ends_the_channel(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Synchronous sends (kill, resize) cannot wait: past a bound, the channel is given up."""
+    """What the host sends without waiting (requests, kills, credit) stops at a bound: the channel is given up."""
     async with connected(guest_reads=False) as (channel, _guest):
         processes = []
         while not channel.closed:  # requests of 1 MiB each, never read
             processes.append(await channel.spawn(ProcessSpec(argv=["x" * (MAX_FRAME // 2)], env={})))
             assert len(processes) < 100
-    assert warned(caplog, "reading")
+    assert warned(caplog.records, "reading")
     for process in processes:
         await assert_lost(process)
 
@@ -272,10 +200,12 @@ async def test_input_credited_but_never_read_stays_bounded(autojump_clock: trio.
     data = b"i" * (64 << 20)
     async with connected(guest_reads=False) as (channel, guest), trio.open_nursery() as nursery:
         process = await spawned(channel, stdin=True)
+        stdin = process.stdin
+        assert stdin is not None
 
         async def write() -> None:
             with contextlib.suppress(trio.BrokenResourceError):
-                await process.stdin.send_all(data)
+                await stdin.send_all(data)
 
         tracemalloc.start()
         try:
