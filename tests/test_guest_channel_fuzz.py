@@ -20,11 +20,13 @@ import trio.testing
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from agent.guest_channel import GuestProcess
+from agent.guest_channel import GuestChannel, GuestProcess
+from agent.runtimes.base import ProcessSpec, SandboxGone
 from tests.fake_guest import Guest, connected, spawned, warned
 from vmimages.guest.protocol import HEADER, MAX_FRAME, SYNC, WINDOW, Message, encode
 
 CHUNK = 64 << 10
+REQUEST = 1 << 20
 # Virtual seconds (the clock jumps when all is idle) before an example counts as stuck.
 TIMEOUT = 600
 # The host's processes: 1 (stdout and stderr, stdout read), 2 (merged), 3 (with stdin).
@@ -159,7 +161,9 @@ INPUT = 1 << 20
 MEMORY_BOUND = STREAMS * WINDOW + 2 * INPUT + 4 * CHUNK + (1 << 20)
 
 
-async def drive(sequence: list[Action], guest_reads: bool) -> None:
+async def drive(sequence: list[Action], guest_reads: bool, requests: int) -> None:
+    """Play ``sequence`` as the guest; one that does not read also faces ``requests`` of 1 MiB."""
+    pressed = 0 if guest_reads else requests
     with recorded() as records, trio.fail_after(TIMEOUT):
         async with connected(guest_reads=guest_reads) as (channel, guest), trio.open_nursery() as host:
             processes = [
@@ -171,14 +175,16 @@ async def drive(sequence: list[Action], guest_reads: bool) -> None:
             try:
                 host.start_soon(read_all, processes[0])
                 host.start_soon(write_input, processes[2])
+                host.start_soon(press, channel, pressed)
                 await act(guest, sequence)
                 await trio.sleep(1)
                 peak = tracemalloc.get_traced_memory()[1]
             finally:
                 tracemalloc.stop()
-            assert peak < MEMORY_BOUND, peak
+            # Requests wait in the outbox, up to its limit, and one in the writer's hands.
+            assert peak < MEMORY_BOUND + (channel.outbox.limit + REQUEST if pressed else 0), peak
             event("closed" if channel.closed else "open")
-            if certainly_bad(sequence):
+            if certainly_bad(sequence) or pressed * REQUEST > channel.outbox.limit + REQUEST:
                 assert channel.closed
             if channel.closed:
                 assert warned(records), "a channel the guest ended says why"
@@ -193,6 +199,13 @@ async def act(guest: Guest, sequence: list[Action]) -> None:
             await guest.stream.send_all(action.data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return  # the host hung up
+
+
+async def press(channel: GuestChannel, requests: int) -> None:
+    """Requests the host sends without waiting (as it sends a kill): they must not pile up without bound."""
+    with contextlib.suppress(SandboxGone):
+        for _ in range(requests):
+            await channel.spawn(ProcessSpec(argv=["x" * (REQUEST - 100)], env={}))
 
 
 async def read_all(process: GuestProcess) -> None:
@@ -215,9 +228,9 @@ async def assert_ended(processes: list[GuestProcess]) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(sequence=actions, guest_reads=st.booleans())
-def test_random_guest_traffic_is_contained(sequence: list[Action], guest_reads: bool) -> None:
-    trio.run(drive, sequence, guest_reads, clock=trio.testing.MockClock(autojump_threshold=0))
+@given(sequence=actions, guest_reads=st.booleans(), requests=st.integers(0, 40))
+def test_random_guest_traffic_is_contained(sequence: list[Action], guest_reads: bool, requests: int) -> None:
+    trio.run(drive, sequence, guest_reads, requests, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 # -- a conforming guest ---------------------------------------------------------
