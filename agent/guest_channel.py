@@ -14,13 +14,19 @@ When the connection ends (QEMU died, the VM was paused, the agent shuts
 down) every process still open ends with it: its output reads EOF and its
 ``wait`` answers 128+SIGKILL, as for a process killed; every request
 awaiting its reply raises ``SandboxGone``.
+
+The guest is not trusted: whatever runs as root in it can write to the
+channel. Every frame is checked (``guest_decoder``, ``guest_frames``, and
+here against the channel's state), output is held to its credit window and
+what waits for the guest to read it to a bound (``guest_outbox``). A guest
+that breaks the protocol, or stops reading, loses its channel as if the
+connection had ended, with the reason logged as a warning; ``serve`` never
+raises once started, since it runs beside every other sandbox's channel.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 import os
 import signal
 import time
@@ -29,8 +35,23 @@ from typing import Any
 
 import trio
 
+from agent.guest_decoder import GuestDecoder
+from agent.guest_frames import (
+    Bye,
+    Eof,
+    Exit,
+    GuestFrame,
+    Hello,
+    InputCredit,
+    Output,
+    ProtocolViolation,
+    Reply,
+    Started,
+    parse,
+)
+from agent.guest_outbox import Outbox
 from agent.runtimes.base import GuestNetwork, Process, ProcessSpec, RuntimeFailure, SandboxGone
-from vmimages.guest.protocol import WINDOW, FrameDecoder, Message, encode, encode_sync, flush_padding
+from vmimages.guest.protocol import MAX_FRAME, WINDOW, Message, encode, encode_sync, flush_padding
 
 log = logging.getLogger(__name__)
 
@@ -42,23 +63,55 @@ _FLUSH_AFTER = 1.0
 _CREDIT_BATCH = WINDOW // 4
 # Input is sent in messages of at most this many bytes.
 _INPUT_CHUNK = 64 << 10
+# What is read from the connection at once.
+_READ_SIZE = 64 << 10
+# Bytes waiting for the guest to read them: room for a few of the largest
+# frames (a flush padding, a request), past which the guest is given up;
+# input waits while half of it is taken.
+_OUTBOX_LIMIT = 8 * MAX_FRAME
 
 
 class GuestOutput(trio.abc.ReceiveStream):
-    """One output stream (stdout or stderr) of a process in the guest."""
+    """One output stream (stdout or stderr) of a process in the guest.
+
+    The guest sends at most ``WINDOW`` bytes the host has not credited back
+    (credit goes back as what arrived is read), so what waits here is
+    bounded, and a guest sending more breaks the protocol. No slack is owed
+    for credit on its way: the guest counts only credit it has received, so
+    credit in flight makes it send less than the host allows, never more.
+    """
 
     def __init__(self, channel: GuestChannel, process_id: int, fd: int) -> None:
         self._channel = channel
         self._process_id = process_id
         self._fd = fd
         self._chunks: deque[bytes] = deque()
-        self._ended = False
+        self._ended = False  # nothing more to read: the guest's eof, a lost channel, or closed here
+        self._eof = False
         self._wakeup = trio.Event()
-        self._unacknowledged = 0
+        self._uncredited = 0  # arrived and not credited back: at most WINDOW
+        self._unacknowledged = 0  # of which read, credited back in batches
 
     def feed(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._wakeup.set()
+        """What the guest sent; dropped if the reader closed the stream."""
+        if self._eof:
+            raise ProtocolViolation(f"output on stream {self._fd} of id {self._process_id} after its eof")
+        self._uncredited += len(data)
+        if self._uncredited > WINDOW:
+            raise ProtocolViolation(
+                f"{self._uncredited} bytes uncredited on stream {self._fd} of id {self._process_id},"
+                f" over its {WINDOW}-byte window"
+            )
+        if not self._ended:
+            self._chunks.append(data)
+            self._wakeup.set()
+
+    def end_of_output(self) -> None:
+        """The guest's eof: nothing more comes."""
+        if self._eof:
+            raise ProtocolViolation(f"a second eof on stream {self._fd} of id {self._process_id}")
+        self._eof = True
+        self.end()
 
     def end(self) -> None:
         self._ended = True
@@ -80,6 +133,7 @@ class GuestOutput(trio.abc.ReceiveStream):
             self._channel.send(
                 {"type": "credit", "id": self._process_id, "fd": self._fd, "bytes": self._unacknowledged}
             )
+            self._uncredited -= self._unacknowledged
             self._unacknowledged = 0
         return chunk
 
@@ -106,7 +160,12 @@ class GuestInput(trio.abc.SendStream):
         self._lost: str | None = None
 
     def credit(self, count: int) -> None:
-        self._outstanding = max(0, self._outstanding - count)
+        """The guest's ``input_credit``: never for more than was sent and not yet credited."""
+        if count > self._outstanding:
+            raise ProtocolViolation(
+                f"input_credit of {count} bytes for id {self._process_id}, which has {self._outstanding} outstanding"
+            )
+        self._outstanding -= count
         self._credited.set()
 
     def lost(self, reason: str) -> None:
@@ -115,15 +174,19 @@ class GuestInput(trio.abc.SendStream):
         self._credited.set()
 
     async def _room(self) -> int:
+        """How much may be sent now: within the window, and once the channel's outbox has room."""
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("the input was closed")
             if self._lost is not None:
                 raise trio.BrokenResourceError(f"nothing takes the input any more: {self._lost}")
-            if self._outstanding < WINDOW:
+            if self._outstanding >= WINDOW:
+                self._credited = trio.Event()
+                await self._credited.wait()
+            elif not self._channel.outbox.has_bulk_room():
+                await self._channel.outbox.wait_bulk_room()
+            else:
                 return WINDOW - self._outstanding
-            self._credited = trio.Event()
-            await self._credited.wait()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
@@ -166,7 +229,33 @@ class GuestProcess(Process):
     def output(self, fd: int) -> GuestOutput | None:
         return self._outputs.get(fd)
 
-    def exited(self, code: int) -> None:
+    def receive(self, frame: Started | Output | Eof | Exit | InputCredit) -> None:
+        """Apply a frame about this process; ``ProtocolViolation`` if its state forbids it."""
+        match frame:
+            case Started(pid=pid):
+                if self.pid is not None:
+                    raise ProtocolViolation(f"a second started for id {self.id}")
+                self.pid = pid
+            case Output(fd=fd, data=data):
+                self._stream(fd).feed(data)
+            case Eof(fd=fd):
+                self._stream(fd).end_of_output()
+            case Exit(code=code):
+                if self._code is not None:
+                    raise ProtocolViolation(f"a second exit for id {self.id}")
+                self._exited_with(code)
+            case InputCredit(count=count):
+                if self.stdin is None:
+                    raise ProtocolViolation(f"input_credit for id {self.id}, which takes no input")
+                self.stdin.credit(count)
+
+    def _stream(self, fd: int) -> GuestOutput:
+        stream = self._outputs.get(fd)
+        if stream is None:
+            raise ProtocolViolation(f"stream {fd} of id {self.id}, which has no such stream")
+        return stream
+
+    def _exited_with(self, code: int) -> None:
         self._code = code
         if self.stdin is not None:
             self.stdin.lost("the process exited")
@@ -211,7 +300,7 @@ class _Call:
 
     def __init__(self) -> None:
         self.done = trio.Event()
-        self.reply: Message | None = None
+        self.reply: Reply | None = None
         self.lost: str | None = None
 
 
@@ -221,10 +310,10 @@ class GuestChannel:
     def __init__(self, stream: trio.abc.Stream, name: str) -> None:
         self._stream = stream
         self.name = name
-        self._outgoing_send, self._outgoing = trio.open_memory_channel[bytes](math.inf)
+        self.outbox = Outbox(_OUTBOX_LIMIT, _OUTBOX_LIMIT // 2)
         self._processes: dict[int, GuestProcess] = {}
         self._calls: dict[int, _Call] = {}
-        self._ids = itertools.count(1)
+        self._last_id = 0  # ids are given out in order: a guest naming a later one made it up
         self._closed: str | None = None
         self._bye = trio.Event()
         self._scope: trio.CancelScope | None = None
@@ -246,34 +335,45 @@ class GuestChannel:
         ``reconnecting``: the guest ran before (agent restart, resume), so it
         may hold half a frame; pad if the hello goes unanswered. ``network``:
         the address the guest's NIC must have (told in every hello).
+
+        Returns when the channel ends, however it ends; raises nothing once
+        started (it runs in the runtime's nursery, beside every other
+        sandbox's channel), and ``SandboxGone`` if it ends before.
         """
         nonce = os.urandom(16)
-        decoder = FrameDecoder(first=encode_sync({"type": "hello", "nonce": nonce}))
-        reason = "the connection closed"
+        decoder = GuestDecoder(encode_sync({"type": "hello", "nonce": nonce}))
+        reason = "the host stopped serving the channel"
         ready = False
         try:
-            async with trio.open_nursery() as nursery:
-                self._scope = nursery.cancel_scope
-                nursery.start_soon(self._write_loop)
-                greeter = trio.CancelScope()
-                nursery.start_soon(self._greet, greeter, nonce, session, reconnecting, network)
-                while True:
-                    try:
-                        data = await self._stream.receive_some(65536)
-                    except trio.BrokenResourceError as exc:
-                        reason = f"the connection broke ({exc})"
-                        break
-                    if not data:
-                        break
-                    was_synced = decoder.synced
-                    messages = decoder.feed(data)
-                    if decoder.synced and not was_synced and not ready:
-                        ready = True
-                        greeter.cancel()
-                        task_status.started(self)
-                    for message in messages:
-                        self._dispatch(message)
-                nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._scope = nursery.cancel_scope
+                    nursery.start_soon(self._write_loop)
+                    greeter = trio.CancelScope()
+                    nursery.start_soon(self._greet, greeter, nonce, session, reconnecting, network)
+                    while self._closed is None:
+                        try:
+                            data = await self._stream.receive_some(_READ_SIZE)
+                        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                            self._end(f"the connection broke ({exc})")
+                            break
+                        if not data:
+                            self._end("the connection closed")
+                            break
+                        messages = decoder.feed(data)
+                        if decoder.synced and not ready:
+                            ready = True
+                            greeter.cancel()
+                            task_status.started(self)
+                        try:
+                            for message in messages:
+                                self._dispatch(parse(message))
+                        except ProtocolViolation as exc:
+                            self._end(f"the guest broke the protocol: {exc}", logging.WARNING)
+            except* Exception:
+                # A bug here must end this channel, not the runtime's nursery.
+                log.exception("the guest channel failed", extra={"session_id": self.name})
+                reason = "the host end of the channel failed"
         finally:
             if self._closed is None:
                 self._end(reason)
@@ -291,7 +391,7 @@ class GuestChannel:
         with scope:
             while True:
                 if not flushed and trio.current_time() - started > _FLUSH_AFTER:
-                    self._outgoing_send.send_nowait(flush_padding())
+                    self._queue(flush_padding())
                     flushed = True
                 hello = {
                     "type": "hello",
@@ -301,50 +401,40 @@ class GuestChannel:
                     "session": session,
                     "network": where,
                 }
-                self._outgoing_send.send_nowait(encode_sync(hello))
+                self._queue(encode_sync(hello))
                 await trio.sleep(_HELLO_EVERY)
 
     async def _write_loop(self) -> None:
-        async for data in self._outgoing:
+        while (frame := await self.outbox.take()) is not None:
             try:
-                await self._stream.send_all(data)
+                await self._stream.send_all(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
 
-    def _dispatch(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "bye":
-            self._bye.set()
-            return
-        if kind == "reply":
-            call = self._calls.pop(message.get("id", -1), None)
-            if call is not None:
-                call.reply = message
-                call.done.set()
-            return
-        process = self._processes.get(message.get("id", -1))
-        if process is None:
-            return  # released by the host, or an answer to an earlier hello
-        if kind == "started":
-            process.pid = int(message["pid"])
-        elif kind == "output":
-            stream = process.output(int(message["fd"]))
-            if stream is not None:
-                stream.feed(bytes(message["data"]))
-        elif kind == "eof":
-            stream = process.output(int(message["fd"]))
-            if stream is not None:
-                stream.end()
-        elif kind == "exit":
-            process.exited(int(message["code"]))
-        elif kind == "input_credit" and process.stdin is not None:
-            process.stdin.credit(int(message["bytes"]))
+    def _dispatch(self, frame: GuestFrame) -> None:
+        """Apply one frame from the guest; ``ProtocolViolation`` if the channel's state forbids it."""
+        match frame:
+            case Hello():
+                pass  # the answer to a hello repeated while the guest booted
+            case Bye():
+                self._bye.set()
+            case _ if frame.id > self._last_id:
+                raise ProtocolViolation(f"{frame.kind} for id {frame.id}, which the host never gave out")
+            case Reply():
+                call = self._calls.pop(frame.id, None)
+                if call is not None:  # else given up by the requester
+                    call.reply = frame
+                    call.done.set()
+            case _:
+                process = self._processes.get(frame.id)
+                if process is not None:  # else released by the host, or a request's id
+                    process.receive(frame)
 
-    def _end(self, reason: str) -> None:
-        log.info("guest channel closed: %s", reason, extra={"session_id": self.name})
+    def _end(self, reason: str, level: int = logging.INFO) -> None:
+        log.log(level, "guest channel closed: %s", reason, extra={"session_id": self.name})
         self._closed = reason
         self._bye.set()
-        self._outgoing_send.close()
+        self.outbox.close()
         for process in self._processes.values():
             process.lost(reason)
         self._processes.clear()
@@ -352,11 +442,21 @@ class GuestChannel:
             call.lost = reason
             call.done.set()
         self._calls.clear()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _queue(self, frame: bytes) -> None:
+        """Queue a frame for the guest; one past the outbox's limit means the guest stopped reading."""
+        if self._closed is None and not self.outbox.put(frame):
+            self._end(f"the guest stopped reading: {self.outbox.size} bytes wait for it", logging.WARNING)
+
+    def _next_id(self) -> int:
+        self._last_id += 1
+        return self._last_id
 
     def send(self, message: Message) -> None:
         """Queue a message; a no-op once the channel is closed."""
-        if self._closed is None:
-            self._outgoing_send.send_nowait(encode(message))
+        self._queue(encode(message))
 
     async def spawn(
         self,
@@ -371,7 +471,7 @@ class GuestChannel:
         if self._closed is not None:
             raise SandboxGone(f"no guest agent connection: {self._closed}")
         stdin = spec.stdin and terminal is None
-        process = GuestProcess(self, next(self._ids), spec.merge_stderr, stdin=stdin or terminal is not None)
+        process = GuestProcess(self, self._next_id(), spec.merge_stderr, stdin=stdin or terminal is not None)
         self._processes[process.id] = process
         request: dict[str, Any] = {
             "type": "exec",
@@ -394,7 +494,7 @@ class GuestChannel:
         output is what arrives and whose input is what to send; None if refused."""
         if self._closed is not None:
             raise SandboxGone(f"no guest agent connection: {self._closed}")
-        connection = GuestProcess(self, next(self._ids), True, stdin=True)
+        connection = GuestProcess(self, self._next_id(), True, stdin=True)
         self._processes[connection.id] = connection
         call = self._calls[connection.id] = _Call()
         try:
@@ -404,7 +504,7 @@ class GuestChannel:
             self._calls.pop(connection.id, None)
         if call.reply is None:
             raise SandboxGone(f"the guest agent went away: {call.lost}")
-        if call.reply.get("error"):
+        if call.reply.error:
             self._processes.pop(connection.id, None)
             return None
         return connection
@@ -417,7 +517,7 @@ class GuestChannel:
         """
         if self._closed is not None:
             raise SandboxGone(f"no guest agent connection: {self._closed}")
-        call_id = next(self._ids)
+        call_id = self._next_id()
         call = self._calls[call_id] = _Call()
         try:
             self.send({**message, "id": call_id})
@@ -426,9 +526,9 @@ class GuestChannel:
             self._calls.pop(call_id, None)
         if call.reply is None:
             raise SandboxGone(f"the guest agent went away: {call.lost}")
-        if check and call.reply.get("error"):
-            raise RuntimeFailure(f"the guest agent could not {message['type']}: {call.reply['error']}")
-        return call.reply
+        if check and call.reply.error:
+            raise RuntimeFailure(f"the guest agent could not {message['type']}: {call.reply.error}")
+        return call.reply.message
 
     def release(self, process: GuestProcess) -> None:
         if self._processes.pop(process.id, None) is not None:
@@ -444,5 +544,3 @@ class GuestChannel:
     def close(self, reason: str) -> None:
         if self._closed is None:
             self._end(reason)
-        if self._scope is not None:
-            self._scope.cancel()
