@@ -31,6 +31,7 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import trio
@@ -365,11 +366,7 @@ class GuestChannel:
                             ready = True
                             greeter.cancel()
                             task_status.started(self)
-                        try:
-                            for message in messages:
-                                self._dispatch(parse(message))
-                        except ProtocolViolation as exc:
-                            self._end(f"the guest broke the protocol: {exc}", logging.WARNING)
+                        self._route(messages)
             except* Exception:
                 # A bug here must end this channel, not the runtime's nursery.
                 log.exception("the guest channel failed", extra={"session_id": self.name})
@@ -410,6 +407,14 @@ class GuestChannel:
                 await self._stream.send_all(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+
+    def _route(self, messages: Iterator[Message]) -> None:
+        """Apply what the guest sent, up to a violation of the protocol, which ends the channel."""
+        try:
+            for message in messages:
+                self._dispatch(parse(message))
+        except ProtocolViolation as exc:
+            self._end(f"the guest broke the protocol: {exc}", logging.WARNING)
 
     def _dispatch(self, frame: GuestFrame) -> None:
         """Apply one frame from the guest; ``ProtocolViolation`` if the channel's state forbids it."""

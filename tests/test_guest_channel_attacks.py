@@ -9,12 +9,13 @@ every other sandbox's channel.
 from __future__ import annotations
 
 import contextlib
+import logging
 import tracemalloc
 
 import pytest
 import trio
 
-from agent.guest_channel import GuestProcess
+from agent.guest_channel import GuestChannel, GuestProcess
 from agent.runtimes.base import ProcessSpec
 from tests.fake_guest import LOST, closed, connected, spawned, warned
 from vmimages.guest.protocol import MAX_FRAME, SYNC, WINDOW, Message, encode, encode_sync
@@ -220,3 +221,20 @@ async def test_input_credited_but_never_read_stays_bounded(autojump_clock: trio.
             tracemalloc.stop()
         nursery.cancel_scope.cancel()
     assert peak < 24 << 20
+
+
+async def test_a_bug_in_the_host_end_ends_only_its_channel(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever fails in ``serve`` stays out of the runtime's nursery, where every sandbox's channel runs."""
+
+    def broken(self: GuestChannel, frame: object) -> None:
+        raise RuntimeError("a bug")
+
+    async with connected() as (channel, guest):
+        process = await spawned(channel)
+        monkeypatch.setattr(GuestChannel, "_dispatch", broken)
+        await guest.send({"type": "exit", "id": process.id, "code": 0})
+        await closed(channel)
+    assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records)
+    await assert_lost(process)
