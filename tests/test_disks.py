@@ -109,11 +109,12 @@ async def test_cancelled_import_leaves_nothing(disks: DiskManager) -> None:
 
 
 async def test_cancelled_workspace_sandbox_create_leaves_no_mount(
-    tmp_path: Path, images_dir: Path, disks: DiskManager
+    tmp_path: Path, images_dir: Path, disks: DiskManager, nursery: trio.Nursery
 ) -> None:
     disk = _new_id()
     await disks.create(disk, GiB)
     runtime = LxcRuntime(tmp_path / "lxc", vmimages.bundle.build(images_dir))
+    await nursery.start(runtime.run)
     manager = SandboxManager(
         runtime, ImageStore(images_dir), tmp_path, max_sandboxes=4, start_timeout=30, output_limit=1 << 20, disks=disks
     )

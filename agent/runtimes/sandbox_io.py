@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import signal
+from typing import Any
 
 import trio
 
@@ -53,9 +54,37 @@ async def file_operation(channel: GuestChannel, op: str, *args: object) -> objec
     raise file_error(int(reply.get("errno", 0)), str(error))
 
 
+class MalformedAnswer(RuntimeFailure):
+    """The sandbox's agent answered with something of the wrong shape (it is hostile input)."""
+
+
+_FILE_TYPES = ("file", "directory", "symlink", "other")
+
+
+def _field(raw: object, key: str, *kinds: type) -> Any:
+    """``raw[key]`` if ``raw`` is a map and the value is one of ``kinds`` (a bool is no number)."""
+    value = raw.get(key) if isinstance(raw, dict) else None
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise MalformedAnswer(f"the sandbox's agent answered a malformed {key!r}")
+    return value
+
+
 def file_info(raw: object) -> FileInfo:
-    assert isinstance(raw, dict)
-    return FileInfo(**raw)
+    """What the sandbox says of a file, checked field by field."""
+    kind = _field(raw, "type", str)
+    size, mode = _field(raw, "size", int), _field(raw, "mode", int)
+    link = raw.get("link_target") if isinstance(raw, dict) else None
+    if kind not in _FILE_TYPES or size < 0 or not 0 <= mode <= 0o7777 or not isinstance(link, str | None):
+        raise MalformedAnswer("the sandbox's agent described a file impossibly")
+    return FileInfo(
+        name=_field(raw, "name", str),
+        path=_field(raw, "path", str),
+        type=kind,
+        size=size,
+        mode=mode,
+        mtime=float(_field(raw, "mtime", int, float)),
+        link_target=link,
+    )
 
 
 def _input_of(process: GuestProcess) -> GuestInput:
@@ -222,15 +251,14 @@ class ChannelEndpoints(Runtime):
 
     async def open_file(self, sandbox_id: str, path: str) -> FileReader:
         info = await file_operation(await self.channel(sandbox_id), "open", path)
-        assert isinstance(info, dict)
         process = await self._tool(sandbox_id, "read", path, stdin=False)
-        return GuestFileReader(process, int(info["size"]), float(info["mtime"]))
+        size, mtime = _field(info, "size", int), _field(info, "mtime", int, float)
+        return GuestFileReader(process, max(size, 0), float(mtime))
 
     async def create_file(self, sandbox_id: str, path: str, *, parents: bool) -> FileWriter:
         channel = await self.channel(sandbox_id)
         prepared = await file_operation(channel, "prepare_write", path, parents)
-        assert isinstance(prepared, dict)
-        temp = str(prepared["temp"])
+        temp = _field(prepared, "temp", str)
         process = await self._tool(sandbox_id, "write", temp, stdin=True)
         return GuestFileWriter(channel, process, temp, path)
 
@@ -239,8 +267,10 @@ class ChannelEndpoints(Runtime):
 
     async def list_dir(self, sandbox_id: str, path: str, limit: int) -> tuple[list[FileInfo], bool]:
         listing = await file_operation(await self.channel(sandbox_id), "list", path, limit)
-        assert isinstance(listing, dict)
-        return [file_info(entry) for entry in listing["entries"]], bool(listing["truncated"])
+        entries = _field(listing, "entries", list)
+        if len(entries) > limit:
+            raise MalformedAnswer("the sandbox's agent listed more entries than asked for")
+        return [file_info(entry) for entry in entries], _field(listing, "truncated", bool)
 
     async def mkdir(self, sandbox_id: str, path: str, *, parents: bool) -> None:
         await file_operation(await self.channel(sandbox_id), "mkdir", path, parents)
