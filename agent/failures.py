@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.runtimes.base import FileError, PortClosed, RuntimeFailure, SandboxGone
+from agent.runtimes.base import Busy, FileError, PortClosed, RuntimeFailure, SandboxGone
 from chaser import errors
 
 _FILE_ERRORS: dict[str, type[errors.ApiError]] = {
@@ -20,6 +20,8 @@ def api_error(exc: RuntimeFailure, sandbox_id: str, path: str | None = None) -> 
         cls = _FILE_ERRORS.get(exc.kind, errors.Conflict)
         code = "file_not_found" if exc.kind == "not_found" else exc.kind
         return cls(f"{where}{exc}", code=code)
+    if isinstance(exc, Busy):
+        return errors.TooManyRequests(f"{where}{exc}", code="sandbox_busy")
     if isinstance(exc, PortClosed):
         return errors.BadGateway(str(exc), code="port_not_listening")
     return errors.Unavailable(f"{where}{exc}", code="runtime_failure")

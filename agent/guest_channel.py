@@ -51,12 +51,15 @@ from agent.guest_frames import (
     parse,
 )
 from agent.guest_outbox import Outbox
-from agent.runtimes.base import GuestNetwork, Process, ProcessSpec, RuntimeFailure, SandboxGone
+from agent.runtimes.base import Busy, GuestNetwork, Process, ProcessSpec, RuntimeFailure, SandboxGone
 from vmimages.guest.protocol import MAX_FRAME, WINDOW, Message, encode, encode_sync, flush_padding
 
 log = logging.getLogger(__name__)
 
 # How often an unanswered hello is repeated while the guest boots.
+# Processes, connections and requests one sandbox may have open at once (the
+# PTY hub allows 32 terminals a sandbox; file streams and execs share the rest).
+MAX_OPEN = 256
 _HELLO_EVERY = 0.5
 # On a reconnection, how long before suspecting half a frame in the guest.
 _FLUSH_AFTER = 1.0
@@ -463,6 +466,18 @@ class GuestChannel:
         """Queue a message; a no-op once the channel is closed."""
         self._queue(encode(message))
 
+    def _admit(self) -> None:
+        """Refuse work past the per-sandbox bound, or once the channel is closed.
+
+        One sandbox's open processes, connections and pending requests are
+        bounded, so no tenant's requests can pile up in the agent without
+        limit (each open stream may buffer a window of output here).
+        """
+        if self._closed is not None:
+            raise SandboxGone(f"no guest agent connection: {self._closed}")
+        if len(self._processes) + len(self._calls) >= MAX_OPEN:
+            raise Busy(f"the sandbox has {MAX_OPEN} processes, connections and requests open: try again later")
+
     async def spawn(
         self,
         spec: ProcessSpec,
@@ -473,8 +488,7 @@ class GuestChannel:
         """Start a process: with ``spec.stdin``, its input streamed from ``GuestProcess.stdin``;
         with ``terminal`` (cols, rows), on a new terminal whose keystrokes that input is; with
         ``tool`` (name, args), one of the agent's own tools (``vmimages.guest.tools``) instead of a program."""
-        if self._closed is not None:
-            raise SandboxGone(f"no guest agent connection: {self._closed}")
+        self._admit()
         stdin = spec.stdin and terminal is None
         process = GuestProcess(self, self._next_id(), spec.merge_stderr, stdin=stdin or terminal is not None)
         self._processes[process.id] = process
@@ -497,8 +511,7 @@ class GuestChannel:
     async def connect(self, port: int) -> GuestProcess | None:
         """A TCP connection to ``port`` on the guest's loopback, as a child whose
         output is what arrives and whose input is what to send; None if refused."""
-        if self._closed is not None:
-            raise SandboxGone(f"no guest agent connection: {self._closed}")
+        self._admit()
         connection = GuestProcess(self, self._next_id(), True, stdin=True)
         self._processes[connection.id] = connection
         call = self._calls[connection.id] = _Call()
@@ -520,8 +533,7 @@ class GuestChannel:
         With ``check``, the guest's ``error`` raises ``RuntimeFailure``; a lost
         connection always raises ``SandboxGone``.
         """
-        if self._closed is not None:
-            raise SandboxGone(f"no guest agent connection: {self._closed}")
+        self._admit()
         call_id = self._next_id()
         call = self._calls[call_id] = _Call()
         try:

@@ -39,6 +39,7 @@ from agent.network.firewall import FirewallError
 from agent.network.pool import Lease, SlotPool, lease_from_json
 from agent.runtimes.base import (
     WORKSPACE_MOUNT,
+    Busy,
     GuestNetwork,
     Process,
     ProcessSpec,
@@ -562,6 +563,8 @@ class SandboxManager:
             process = await self.runtime.spawn(sandbox_id, spec)
         except SandboxGone:
             raise errors.Conflict(f"sandbox {sandbox_id} is not running") from None
+        except Busy as exc:
+            raise errors.TooManyRequests(str(exc), code="sandbox_busy") from None
         except RuntimeFailure as exc:
             raise errors.Unavailable(str(exc), code="exec_failed") from None
         return process

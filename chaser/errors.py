@@ -75,6 +75,13 @@ class UnsupportedMediaType(ApiError):
     code = "unsupported_media_type"
 
 
+class TooManyRequests(ApiError):
+    """More at once than is allowed; the same request may succeed later."""
+
+    status = 429
+    code = "too_many_requests"
+
+
 class BadGateway(ApiError):
     """What the request was passed on to (a program in a sandbox) did not answer."""
 

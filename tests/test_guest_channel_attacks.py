@@ -15,8 +15,8 @@ import tracemalloc
 import pytest
 import trio
 
-from agent.guest_channel import GuestChannel, GuestProcess
-from agent.runtimes.base import ProcessSpec
+from agent.guest_channel import MAX_OPEN, GuestChannel, GuestProcess
+from agent.runtimes.base import Busy, ProcessSpec
 from tests.fake_guest import LOST, closed, connected, spawned, warned
 from vmimages.guest.protocol import MAX_FRAME, SYNC, WINDOW, Message, encode, encode_sync
 
@@ -238,3 +238,16 @@ async def test_a_bug_in_the_host_end_ends_only_its_channel(
         await closed(channel)
     assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records)
     await assert_lost(process)
+
+
+async def test_one_sandbox_may_open_only_so_much_at_once() -> None:
+    """Past MAX_OPEN open processes the channel answers Busy (a 429), and takes work again once one is released."""
+    async with connected() as (channel, _guest):
+        opened = [await spawned(channel) for _ in range(MAX_OPEN)]
+        with pytest.raises(Busy):
+            await spawned(channel)
+        with pytest.raises(Busy):
+            await channel.request({"type": "sync"})
+        await opened[0].aclose()
+        await spawned(channel)
+        assert not channel.closed

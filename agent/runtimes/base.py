@@ -46,6 +46,10 @@ class SandboxGone(RuntimeFailure):
     """The sandbox does not exist (any more) on this host."""
 
 
+class Busy(RuntimeFailure):
+    """The sandbox has as much open as it may: the request may be tried again later."""
+
+
 class Unsupported(RuntimeFailure):
     """The runtime cannot do this at all (pause an LXC container, say)."""
 
