@@ -210,3 +210,16 @@ async def test_bad_frames_get_clear_errors(sqlite_system: System) -> None:
     body = json.loads((await system.client.get(f"/s/{session['id']}/nope")).text)
     assert body["error"]["code"] == "not_found"
     await system.client.delete(f"/v1/sessions/{session['id']}")
+
+
+async def test_pty_exit_comes_while_a_background_process_holds_the_terminal(sandbox_system: System) -> None:
+    """The shell exits, a process it left behind keeps the terminal open: the exit still arrives."""
+    system = sandbox_system
+    session = await new_session(system)
+    async with websocket(system, session["id"], "pty") as ws:
+        await receive(ws)
+        await send(ws, t="open", ch=1, cmd="sleep 60 & echo started; exit 3")
+        frames = await receive_until(ws, "exit", timeout=20)
+    assert b"started" in b"".join(f.get("d", b"") for f in frames)
+    assert frames[-1]["t"] == "exit" and frames[-1]["code"] == 3, frames[-1]
+    await system.client.delete(f"/v1/sessions/{session['id']}", params={"force": "true"})

@@ -28,6 +28,8 @@ DENIED = (
     "syslog",
     # handles that bypass path lookup, and other processes' memory
     "open_by_handle_at", "name_to_handle_at", "process_vm_readv", "process_vm_writev", "pidfd_getfd",
+    # NUMA memory policy and page moves (Docker allows them only with CAP_SYS_NICE, which containers lack)
+    "mbind", "set_mempolicy", "get_mempolicy", "migrate_pages", "move_pages",
 )  # fmt: skip
 
 # clone(2) flags that make a namespace (<linux/sched.h>).

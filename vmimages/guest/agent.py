@@ -763,13 +763,17 @@ class GuestAgent:
             if not drained:
                 continue
             child.exit_sent = True
-            if not child.detached:
-                self.send({"type": "exit", "id": child.id, "code": child.code})
             if child.kind == "pty" and child.input_fd is not None:
-                # Its output was read to the end: nothing more will use the terminal.
+                # Its output was read to the end: nothing more will use the terminal
+                # (a process left holding it gets a hangup). The host reads to the
+                # end of the output before it waits for the exit: say where it is.
+                if 1 in child.outputs and not child.detached:
+                    self.send({"type": "eof", "id": child.id, "fd": 1})
                 child.outputs.pop(1, None)
                 fd, child.input_fd = child.input_fd, None
                 self.release_fd(fd)
+            if not child.detached:
+                self.send({"type": "exit", "id": child.id, "code": child.code})
             self.forget_if_done(child)
 
     # -- closing -------------------------------------------------------
