@@ -37,7 +37,7 @@ from vmimages.disk import make_erofs
 
 log = logging.getLogger(__name__)
 
-# Where the bundle appears inside every container.
+# Where the bundle appears inside every sandbox.
 BUNDLE_MOUNT = "/.chaser"
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 PYTHON = Path("/usr/bin/python3.11")
@@ -129,6 +129,7 @@ def disk(bundle: Path) -> Path:
         if target.exists():
             return target
         partial = bundle.parent / f".{target.name}.partial"
+        partial.unlink(missing_ok=True)  # a crashed build's
         try:
             make_erofs(bundle, partial)
             partial.chmod(0o444)
