@@ -33,12 +33,14 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
 import vmimages
+import vmimages.bundle
 from agent.execution import collect
 from agent.runtimes import machine
 from agent.runtimes.base import ProcessSpec, SandboxSpec
@@ -169,13 +171,12 @@ async def run(rounds: int, warmup: int, memory_mb: int) -> Result:
     run_dir = Path("/run/chaser") / f"bench-{uuid.uuid4().hex[:8]}"
     qemu = "qemu-system-x86_64"
     found = await machine.probe(qemu, files.kernel, files.initrd, Path("/run/chaser/machine.json"))
+    bundle = vmimages.bundle.build(IMAGES_DIR)
     samples: Samples = defaultdict(list)
     sizes: list[int] = []
     # Two runtimes: one always boots cold, the other starts from its template.
-    cold, warm = (
-        QemuRuntime(state / name, run_dir, found, memory_mb=memory_mb, vcpus=1, qemu=qemu, warm_start=name == "warm")
-        for name in ("cold", "warm")
-    )
+    make = partial(QemuRuntime, run_dir=run_dir, machine=found, bundle=bundle, memory_mb=memory_mb, vcpus=1, qemu=qemu)
+    cold, warm = (make(state / name, warm_start=name == "warm") for name in ("cold", "warm"))
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(fail_on_sigterm)

@@ -18,6 +18,7 @@ import lxc
 import trio
 
 import vmimages
+import vmimages.bundle
 from agent.runtimes.qemu_jail import SANDBOX, VmUids
 from tests.conftest import VM_AGENT, System, live_qemus, start_system, stop_system
 from tests.test_isolation import new_session
@@ -82,9 +83,10 @@ def check_jailed(system: System, session: dict[str, Any], pid: int, shared: set[
     recipe = vmimages.resolve(VM_IMAGE)
     assert recipe is not None
     image = {str(p) for p in vmimages.root_of(system.agent.config.images_dir, recipe).parent.iterdir()}
+    agent_disk = str(vmimages.bundle.disk(vmimages.bundle.build(system.agent.config.images_dir)))
     own = {f"{home}/disk.qcow2", f"{home}/console.log"}
     files = visible_files(pid)
-    assert own <= set(files) <= SYSTEM_FILES | image | own | shared, sorted(files)
+    assert own | {agent_disk} <= set(files) <= SYSTEM_FILES | image | {agent_disk} | own | shared, sorted(files)
     writable = {path for path, can in files.items() if can}
     assert writable - {"/dev/null", "/dev/urandom", "/dev/net/tun"} == own
     for path in own:

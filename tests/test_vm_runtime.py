@@ -14,6 +14,7 @@ import pytest
 import trio
 
 import vmimages
+import vmimages.bundle
 from agent.execution import collect
 from agent.runtimes import machine
 from agent.runtimes.base import ProcessSpec, RuntimeFailure, SandboxGone, SandboxSpec
@@ -32,11 +33,14 @@ def image(vm_images_dir: Path) -> SandboxSpec:
 
 
 @pytest.fixture
-async def runtime(nursery: trio.Nursery, tmp_path: Path, image: SandboxSpec) -> AsyncIterator[QemuRuntime]:
+async def runtime(
+    nursery: trio.Nursery, tmp_path: Path, vm_images_dir: Path, image: SandboxSpec
+) -> AsyncIterator[QemuRuntime]:
     files = VmImageFiles(image.rootfs)
     found = await machine.probe("qemu-system-x86_64", files.kernel, files.initrd, Path("/run/chaser/machine.json"))
     run_dir = Path("/run/chaser") / f"test-{uuid.uuid4().hex[:8]}"
-    qemu = QemuRuntime(tmp_path / "qemu", run_dir, found, memory_mb=256, vcpus=1)
+    bundle = vmimages.bundle.build(vm_images_dir)
+    qemu = QemuRuntime(tmp_path / "qemu", run_dir, found, bundle=bundle, memory_mb=256, vcpus=1)
     await nursery.start(qemu.run)
     try:
         yield qemu
@@ -104,6 +108,29 @@ async def test_boot_exec_and_destroy(runtime: QemuRuntime, image: SandboxSpec) -
     assert await runtime.leftovers() == set()
     with pytest.raises(SandboxGone):
         await runtime.spawn(sandbox.id, ProcessSpec(argv=["true"], env=ENV))
+
+
+async def test_the_guest_agent_runs_from_the_bundle_not_the_image(runtime: QemuRuntime, image: SandboxSpec) -> None:
+    """PID 1 is the bundle's loader and Python, read-only at /.chaser: no code of the image's is mapped into it."""
+    sandbox = spec(image)
+    await runtime.create(sandbox)
+    await runtime.start(sandbox.id)
+    script = (
+        "tr '\\0' ' ' < /proc/1/cmdline; echo; readlink /proc/1/exe; cat /proc/1/comm; ls /.chaser/bin/python3; "
+        "grep ' /.chaser ' /proc/mounts | cut -d' ' -f3,4; grep '[.]so' /proc/1/maps | grep -vc ' /[.]chaser/'"
+    )
+    code, output, _ = await run(runtime, sandbox.id, script)
+    assert code == 1, output  # grep -c found no library from elsewhere
+    cmdline, exe, comm, python, mount, elsewhere = output.splitlines()
+    assert cmdline.split() == [
+        "/.chaser/lib/ld-linux-x86-64.so.2", "--library-path", "/.chaser/lib",
+        "/.chaser/bin/python3", "-S", "-P", "-B", "-m", "vmimages.guest.agent",
+    ]  # fmt: skip
+    assert exe.startswith("/.chaser/lib/ld-linux-x86-64.so")
+    assert (comm, python, elsewhere) == ("chaser-sandbox", "/.chaser/bin/python3", "0")
+    fstype, options = mount.split()
+    assert fstype == "erofs" and {"ro", "nosuid", "nodev"} <= set(options.split(","))
+    await runtime.destroy(sandbox.id)
 
 
 async def test_a_process_signalled_in_the_guest_reports_128_plus_signal(

@@ -18,7 +18,9 @@ It is started as ``lib/ld-linux-x86-64.so.2 --library-path lib bin/python3``
 (``guest_argv``), so the image's own loader and libraries are never used.
 Built once per host into ``<images_dir>/sandbox-agent-<digest>/`` (the
 digest covers the guest's sources and the interpreter), atomically: a
-half-built bundle is never seen.
+half-built bundle is never seen. A VM cannot see the host's files, so it
+gets the same bundle as a read-only erofs disk made beside it (``disk``),
+which its init mounts at ``BUNDLE_MOUNT`` before starting the agent from it.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from vmimages.initramfs import guest_sources
+from vmimages.disk import make_erofs
 
 log = logging.getLogger(__name__)
 
-# Where the bundle appears inside every container.
+# Where the bundle appears inside every sandbox.
 BUNDLE_MOUNT = "/.chaser"
+GUEST_DIR = Path(__file__).resolve().parent / "guest"
 PYTHON = Path("/usr/bin/python3.11")
 STDLIB = Path("/usr/lib/python3.11")
 MSGPACK = Path("/usr/lib/python3/dist-packages/msgpack")
@@ -52,6 +55,11 @@ _SKIPPED = {
 # Extension modules kept (the rest of lib-dynload is tests, GUIs, databases).
 _EXTENSIONS = re.compile(r"^(termios|resource|mmap|_json|_bz2|_lzma|_contextvars|_queue|_typing|_posixshmem)\.")
 _PACKAGE_INIT = '"""The bundle\'s copy of the vmimages package: only guest/ is shipped."""\n'
+
+
+def guest_sources() -> list[Path]:
+    """The guest agent's modules, in a stable order."""
+    return sorted(p for p in GUEST_DIR.iterdir() if p.suffix == ".py")
 
 
 def digest() -> str:
@@ -107,6 +115,31 @@ def build(images_dir: Path) -> Path:
     return target
 
 
+def disk(bundle: Path) -> Path:
+    """``bundle`` as a read-only erofs disk, ``<bundle>.erofs`` beside it, made unless there: what VMs attach.
+
+    Keyed by the bundle's name (its digest), made atomically, readable by
+    every VM's uid (their QEMUs open it read-only).
+    """
+    target = bundle.with_name(f"{bundle.name}.erofs")
+    if target.exists():
+        return target
+    with open(bundle.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            return target
+        partial = bundle.parent / f".{target.name}.partial"
+        partial.unlink(missing_ok=True)  # a crashed build's
+        try:
+            make_erofs(bundle, partial)
+            partial.chmod(0o444)
+            partial.rename(target)
+        finally:
+            partial.unlink(missing_ok=True)
+        log.info("made the sandbox agent bundle's disk %s", target)
+    return target
+
+
 def _assemble(root: Path) -> None:
     for where in ("bin", "lib", "site/vmimages/guest"):
         (root / where).mkdir(parents=True)
@@ -130,8 +163,7 @@ def _assemble(root: Path) -> None:
     shutil.copytree(MSGPACK, root / "site" / "msgpack", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "site" / "vmimages" / "__init__.py").write_text(_PACKAGE_INIT)
     for source in guest_sources():
-        if source.suffix == ".py":
-            shutil.copy2(source, root / "site" / "vmimages" / "guest" / source.name)
+        shutil.copy2(source, root / "site" / "vmimages" / "guest" / source.name)
     # Compiled now, with this very interpreter: the sandbox can't write here.
     subprocess.run(
         [str(PYTHON), "-m", "compileall", "-q", "-j", "0", str(root / "site"), str(stdlib)],

@@ -1,6 +1,6 @@
 """Debian packages as build inputs, fetched with apt-get from the host's sources.
 
-The VM image takes its kernel, busybox and msgpack from Debian packages: the
+The VM image takes its kernel and busybox from Debian packages: the
 same registry the host installs from, and nothing downloaded any other way.
 """
 

@@ -84,8 +84,9 @@ VM_BUILDER_VERSION = 1
 class VmRecipe:
     """A bootable microVM image made from a root filesystem recipe.
 
-    The initramfs builder's own inputs (the init script, the guest agent's
-    sources) are part of the digest, so changing them builds a new image.
+    The initramfs builder's own inputs (it and the init script) are part of
+    the digest, so changing them builds a new image. The guest agent is not:
+    VMs start it from the bundle's disk (``vmimages.bundle``).
     """
 
     runtime: ClassVar[str] = "qemu"
@@ -98,7 +99,7 @@ class VmRecipe:
     scratch_gib: int = 8
 
     def digest(self) -> str:
-        """Stable hash of the recipe, its root filesystem's and the guest agent's."""
+        """Stable hash of the recipe, its root filesystem's and the initramfs builder's."""
         material = json.dumps(
             {
                 "name": self.name,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -68,14 +67,6 @@ def build(images_dir: Path, recipe: VmRecipe, mirror: str = rootfs.DEFAULT_MIRRO
     return files(images_dir, recipe).disk
 
 
-def _python_version(tree: Path) -> str | None:
-    """The root filesystem's python3 version (``3.11``), from its symlink."""
-    try:
-        return os.readlink(tree / "usr/bin/python3").removeprefix("python")
-    except OSError:
-        return None
-
-
 def _assemble(recipe: VmRecipe, tree: Path, out: Path) -> None:
     started = time.monotonic()
     log.info("building VM image %s into %s", recipe.name, out)
@@ -83,19 +74,11 @@ def _assemble(recipe: VmRecipe, tree: Path, out: Path) -> None:
         work = Path(work_dir)
         guest_kernel = kernel.fetch(recipe.kernel_package, work)
         busybox = debs.fetch("busybox-static", work / "debs")
-        msgpack = debs.fetch("python3-msgpack", work / "debs")
         unpacked = work / "unpacked"
         debs.extract(busybox, unpacked)
-        debs.extract(msgpack, unpacked)
         modules = kernel.load_order(guest_kernel.modules_dir, kernel.GUEST_MODULES)
         shutil.copyfile(guest_kernel.vmlinuz, out / "vmlinuz")
-        initramfs.write(
-            out / "initrd.img",
-            busybox=unpacked / "bin/busybox",
-            modules=modules,
-            msgpack_dir=unpacked / "usr/lib/python3/dist-packages/msgpack",
-            python_version=_python_version(tree),
-        )
+        initramfs.write(out / "initrd.img", busybox=unpacked / "bin/busybox", modules=modules)
     disk.make_erofs(tree, out / "rootfs.erofs")
     disk.make_scratch(out / "scratch.ext4", recipe.scratch_gib)
     manifest = {
@@ -104,7 +87,6 @@ def _assemble(recipe: VmRecipe, tree: Path, out: Path) -> None:
         "rootfs": recipe.rootfs.name,
         "kernel": {"package": guest_kernel.package, "version": guest_kernel.version, "release": guest_kernel.release},
         "busybox": busybox.version,
-        "msgpack": msgpack.version,
         "modules": [m.name for m in modules],
         "built_at": time.time(),
         "build_seconds": round(time.monotonic() - started, 1),

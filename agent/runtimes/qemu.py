@@ -3,7 +3,8 @@
 Under ``root``: ``sandboxes/<id>/`` holds a sandbox's ``vm.json`` (what the
 VM is made of, see ``qemu_command``), ``disk.qcow2`` (its writable disk, a
 copy-on-write overlay: the guest mounts it as the upper layer of an overlayfs
-over the image's read-only erofs disk), ``console.log``, QEMU's pid file and
+over the image's read-only erofs disk; the guest agent runs from the
+bundle's, ``vmimages.bundle``), ``console.log``, QEMU's pid file and
 stderr and, while paused, ``memory.snap``; ``bases/`` the frozen disks forks
 share (see ``qemu_disks``); ``templates/<key>/`` the snapshots of freshly
 booted guests that warm starts fork from. QMP and guest sockets live in the
@@ -63,6 +64,7 @@ from pathlib import Path
 
 import trio
 
+import vmimages.bundle
 from agent.guest_channel import GuestChannel
 from agent.qmp import QmpClient, QmpError
 from agent.runtimes import qemu_cgroup, qemu_jail, qemu_network, qemu_snapshot
@@ -112,6 +114,7 @@ class QemuRuntime(ChannelEndpoints):
         run_dir: Path,
         machine: Machine,
         *,
+        bundle: Path,
         memory_mb: int,
         vcpus: int,
         qemu: str = "qemu-system-x86_64",
@@ -125,6 +128,8 @@ class QemuRuntime(ChannelEndpoints):
         self.bases = Bases(root / "bases")
         self.run_dir = run_dir
         self.machine = machine
+        # The in-sandbox agent's bundle (``vmimages.bundle``): every VM gets it as a disk.
+        self.bundle = bundle
         self.memory_mb = memory_mb
         self.vcpus = vcpus
         self.qemu = qemu
@@ -189,11 +194,13 @@ class QemuRuntime(ChannelEndpoints):
         """
         paths = self.paths(spec.id)
         image = VmImageFiles(spec.rootfs)
+        agent_disk = await self._agent_disk()
         config = self._attach(
             spec,
             VmConfig(
                 image=spec.image,
                 image_disk=str(image.disk),
+                agent_disk=str(agent_disk),
                 kernel=str(image.kernel),
                 initrd=str(image.initrd),
                 memory_mb=self.memory_mb,
@@ -217,6 +224,13 @@ class QemuRuntime(ChannelEndpoints):
             os.link(template / "memory.snap", paths.memory)
         elif self.warm_start and config.workspace_disk is None:  # templates have no workspace disk
             self._ensure_template(config)
+
+    async def _agent_disk(self) -> Path:
+        """The bundle's disk, made by the first create (whole or not at all, even if cancelled)."""
+        try:
+            return await trio.to_thread.run_sync(vmimages.bundle.disk, self.bundle)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise RuntimeFailure(f"cannot make the sandbox agent's disk of {self.bundle}: {exc}") from None
 
     def _attach(self, spec: SandboxSpec, config: VmConfig) -> VmConfig:
         """``config`` sized by the sandbox's limits (RAM, vCPUs, QEMU's cgroup), in its network slot."""
@@ -336,7 +350,7 @@ class QemuRuntime(ChannelEndpoints):
             devices.append(kvm)
             if kvm.stat().st_mode & 0o006 != 0o006:  # not for all: for its group (Debian's kvm)
                 groups.append(kvm.stat().st_gid)
-        reads = (config.kernel, config.initrd, config.image_disk, *config.backing)
+        reads = (config.kernel, config.initrd, config.image_disk, config.agent_disk, *config.backing)
         return Jail(
             uid=uid,
             reads=tuple(map(Path, reads)),
@@ -491,7 +505,7 @@ class QemuRuntime(ChannelEndpoints):
     # -- warm start templates -----------------------------------------------
 
     def _template_key(self, config: VmConfig) -> str:
-        """Templates fit exactly one machine: same image, kernel, size, accelerator, QEMU."""
+        """Templates fit exactly one machine: same image, agent bundle, kernel, size, accelerator, QEMU."""
         qemu = shutil.which(self.qemu) or self.qemu
         stat = os.stat(qemu)
         material = f"{config.hardware()}|{qemu}|{stat.st_size}|{stat.st_mtime_ns}"

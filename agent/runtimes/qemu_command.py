@@ -5,7 +5,9 @@ snapshot are sure to build the *same* machine (a migration stream only loads
 into an identical device model); the only difference is ``-incoming``.
 Every VM has a NIC, the same one: wired to a tap in the session's network
 slot, or to nothing (a template, a VM without a slot), so that one
-snapshot restores anywhere. A workspace disk is an extra device, so a VM
+snapshot restores anywhere. Every VM has the in-sandbox agent's bundle as a
+read-only disk (serial ``chaser-agent``), the same for all VMs made while
+that bundle is the host's, and recorded in ``vm.json``. A workspace disk is an extra device, so a VM
 with one boots cold (no template has it) and cannot be forked.
 
 QEMU runs in the foreground inside its jail (``qemu_jail``), its seccomp
@@ -40,6 +42,9 @@ class VmConfig:
 
     image: str
     image_disk: str  # the image's read-only erofs disk
+    # The in-sandbox agent's bundle as a read-only erofs disk (``vmimages.bundle.disk``):
+    # init starts the guest agent from it.
+    agent_disk: str
     kernel: str
     initrd: str
     memory_mb: int
@@ -69,7 +74,9 @@ class VmConfig:
 
     def hardware(self) -> str:
         """The machine as a guest sees it: what a snapshot can be restored into."""
-        fields = ("image", "image_disk", "kernel", "initrd", "memory_mb", "vcpus", "machine", "workspace_disk")
+        fields = (
+            "image", "image_disk", "agent_disk", "kernel", "initrd", "memory_mb", "vcpus", "machine", "workspace_disk",
+        )  # fmt: skip
         return json.dumps({name: asdict(self)[name] for name in fields}, sort_keys=True)
 
     @property
@@ -144,6 +151,8 @@ def qemu_argv(
         "-chardev", f"file,id=console,path={_opt(paths.console)},append=on", "-serial", "chardev:console",
         "-drive", f"file={_opt(config.image_disk)},format=raw,if=none,id=image,readonly=on",
         "-device", f"virtio-blk-{m.bus},drive=image,serial=chaser-image",
+        "-drive", f"file={_opt(config.agent_disk)},format=raw,if=none,id=agent,readonly=on",
+        "-device", f"virtio-blk-{m.bus},drive=agent,serial=chaser-agent",
         "-drive", f"file={_opt(paths.disk)},format=qcow2,if=none,id=disk,discard=unmap",
         "-device", f"virtio-blk-{m.bus},drive=disk,serial=chaser-rw",
     ]  # fmt: skip

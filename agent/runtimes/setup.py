@@ -49,12 +49,9 @@ async def start_runtimes(config: AgentConfig, nursery: trio.Nursery, scratch: Sc
 async def _lxc_runtime(config: AgentConfig, scratch: ScratchVolume | None) -> LxcRuntime:
     """The lxc runtime, with the in-sandbox agent's bundle and every built image's
     shifted copy ready (each made once per host: the first start takes longer)."""
-    bundle = config.sandbox_bundle
-    if bundle is None:
-        bundle = await trio.to_thread.run_sync(vmimages.bundle.build, config.images_dir)
     runtime = LxcRuntime(
         config.state_dir / "lxc",
-        bundle,
+        await _bundle(config),
         IdMap(config.container_id_first, config.container_id_count),
         scratch=scratch,
         start_timeout=config.start_timeout,
@@ -63,6 +60,13 @@ async def _lxc_runtime(config: AgentConfig, scratch: ScratchVolume | None) -> Lx
         if recipe.runtime == "lxc" and vmimages.is_built(config.images_dir, recipe):
             await runtime.prepare_image(vmimages.root_of(config.images_dir, recipe))
     return runtime
+
+
+async def _bundle(config: AgentConfig) -> Path:
+    """The in-sandbox agent's bundle every sandbox runs its agent from: the configured one, or built here once."""
+    if config.sandbox_bundle is not None:
+        return config.sandbox_bundle
+    return await trio.to_thread.run_sync(vmimages.bundle.build, config.images_dir)
 
 
 def refusals(runtimes: RuntimeSet) -> dict[str, str]:
@@ -93,6 +97,7 @@ async def _qemu_runtime(config: AgentConfig) -> QemuRuntime | None:
         config.state_dir / "qemu",
         qemu_run_dir(config),
         found,
+        bundle=await _bundle(config),
         memory_mb=config.vm_memory_mb,
         vcpus=config.vm_vcpus,
         qemu=config.qemu_binary,

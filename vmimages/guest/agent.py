@@ -1,12 +1,13 @@
-"""The guest agent: PID 1 of every microVM, serving the host's runtime operations.
+"""The guest agent: PID 1 of every sandbox, serving the host's runtime operations.
 
-The initramfs mounts the session's root and ``exec``s this program in it
-(``python3 -m vmimages.guest.agent``), with this folder and Debian's
-python3-msgpack on ``PYTHONPATH``. It speaks ``protocol`` over the
-virtio-serial port named ``chaser.0`` and does, inside the VM, what the lxc
-runtime does from outside a container: start processes in their own session
-and process group, stream their output with flow control, report exit codes,
-signal process groups. As PID 1 it also reaps every orphan.
+It runs from the read-only bundle at ``/.chaser`` (``vmimages.bundle``: its
+own Python, libraries and loader, msgpack and this folder), never from the
+image's files. A VM's initramfs mounts the session's root and the bundle's
+disk and ``exec``s it there. It speaks ``protocol`` over the virtio-serial
+port named ``chaser.0`` (in a container, an abstract socket) and starts
+processes in their own session and process group, streams their output
+with flow control, reports exit codes, signals process groups. As PID 1 it
+also reaps every orphan.
 
 Besides processes on pipes it runs processes on a terminal (a pty it holds
 the master side of) and opens TCP connections to the guest's own ports:
@@ -831,11 +832,11 @@ def main(argv: list[str] | None = None) -> None:
     if args[:1] == ["--listen"]:
         agent = GuestAgent(listen=args[1])
         name_self()
-        # Started through the bundle's loader, it would show as "ld-linux-x86-64" in ps.
-        with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
-            comm.write("chaser-sandbox")
     else:
         agent = GuestAgent(args[0] if args else find_port(PORT_NAME))
+    # Started through the bundle's loader, it would show as "ld-linux-x86-64" in ps.
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write("chaser-sandbox")
     log("ready")
     agent.run()
 

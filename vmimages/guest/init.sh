@@ -1,7 +1,10 @@
 #!/bin/busybox sh
 # PID 1 of the initramfs. Loads the modules, assembles the session's root
 # (the image's read-only erofs disk under an overlayfs whose upper layer is
-# on the session's own disk), then hands PID 1 to the guest agent in it.
+# on the session's own disk), mounts the guest agent's bundle (its own
+# Python, libraries and loader: vmimages/bundle.py) read-only at /.chaser in
+# it, then hands PID 1 to the guest agent started from there: nothing of the
+# image's runs before the tenant's own commands.
 # Any failure ends this script, which panics the kernel (panic=-1 reboots,
 # and QEMU runs with -no-reboot, so it exits): the host sees QEMU gone and
 # reports the last console lines, where this script said what failed.
@@ -34,6 +37,7 @@ disk_with_serial() {
 }
 image=$(disk_with_serial chaser-image) || fail "no disk with serial chaser-image"
 rw=$(disk_with_serial chaser-rw) || fail "no disk with serial chaser-rw"
+agent=$(disk_with_serial chaser-agent) || fail "no disk with serial chaser-agent"
 
 $bb mkdir -p /lower /rw /newroot
 $bb mount -t erofs -o ro "$image" /lower || fail "cannot mount the image disk $image"
@@ -41,6 +45,9 @@ $bb mount -t ext4 -o noatime "$rw" /rw || fail "cannot mount the session disk $r
 $bb mkdir -p /rw/upper /rw/work
 $bb mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot \
   || fail "cannot mount the overlay"
+# Made if the image lacks them (nothing of the image's is needed to boot).
+$bb mkdir -p /newroot/.chaser /newroot/run /newroot/tmp /newroot/dev /newroot/proc /newroot/sys
+$bb mount -t erofs -o ro,nosuid,nodev "$agent" /newroot/.chaser || fail "cannot mount the agent's disk $agent"
 
 case " $($bb cat /proc/cmdline) " in
   *" chaser.workspace "*)
@@ -52,7 +59,6 @@ esac
 
 $bb mount -t tmpfs -o mode=0755,nosuid,nodev run /newroot/run || fail "cannot mount /run"
 $bb mkdir -p /newroot/run/chaser
-$bb cp -a /chaser/. /newroot/run/chaser/ || fail "cannot copy the guest agent"
 $bb cp /bin/busybox /newroot/run/chaser/busybox || fail "cannot copy busybox"
 $bb mount -t tmpfs -o mode=1777,nosuid,nodev tmp /newroot/tmp || fail "cannot mount /tmp"
 for fs in dev proc sys; do
@@ -64,6 +70,9 @@ $bb mount -t tmpfs -o mode=1777,nosuid,nodev shm /newroot/dev/shm || fail "canno
 $bb hostname sandbox
 $bb ip link set lo up || fail "cannot bring up lo"
 
-export PYTHONPATH=/run/chaser:/run/chaser/lib PYTHONDONTWRITEBYTECODE=1
-# -S: no site module (nothing from site-packages is used, and it costs).
-exec $bb switch_root /newroot /usr/bin/python3 -S -m vmimages.guest.agent
+# As vmimages.bundle.guest_argv, which a VM's agent needs no --listen for (it
+# finds its virtio port by name): the bundle's loader and libraries, never
+# the image's; -S -P: nothing of the image's is imported.
+export PYTHONPATH=/.chaser/site
+exec $bb switch_root /newroot /.chaser/lib/ld-linux-x86-64.so.2 --library-path /.chaser/lib \
+  /.chaser/bin/python3 -S -P -B -m vmimages.guest.agent
