@@ -165,6 +165,8 @@ async def test_no_fork_of_the_agent_lives_beside_a_container(sqlite_system: Syst
         if session["id"].encode() in cmdline:
             found.append(cmdline)
             assert exe != agent_exe, f"a fork of the agent serves the container: {cmdline!r}"
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            assert not [v for v in environ if v.startswith(b"CHASER_")], "the monitor got the agent's environment"
     assert any(b"lxc monitor" in c for c in found), found
 
 

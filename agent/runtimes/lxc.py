@@ -75,6 +75,8 @@ CHANNEL_NAME = "chaser-sandbox"
 _START_TIMEOUT = 10
 _STOP_TIMEOUT = 10.0
 _STOP_POLL = 0.005
+# The whole environment of the container's monitor.
+_LXC_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 # How often to try the in-sandbox agent's socket while it starts.
 _CONNECT_POLL = 0.002
 
@@ -302,6 +304,7 @@ class LxcRuntime(ChannelEndpoints):
             raise SandboxGone(f"sandbox {sandbox_id} does not exist")
         done = subprocess.run(
             ["lxc-start", "-P", str(self.lxc_path), "-n", sandbox_id, "-d"],
+            env=_LXC_ENV,  # not the agent's: it may hold the cluster token
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=_START_TIMEOUT,
