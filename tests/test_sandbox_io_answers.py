@@ -25,10 +25,11 @@ class OneChannel(ChannelEndpoints):
     name = "scripted"
 
     def __init__(self, channel: GuestChannel) -> None:
-        self._the_channel = channel
+        super().__init__()
+        self._channels["s"] = channel
 
-    async def channel(self, sandbox_id: str) -> GuestChannel:
-        return self._the_channel
+    async def _reconnect(self, sandbox_id: str) -> GuestChannel:
+        raise AssertionError("the scripted channel never closes here")
 
     # What the endpoint code does not use here.
     async def create(self, spec: Any) -> None: ...

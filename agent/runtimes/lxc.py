@@ -40,7 +40,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -179,6 +178,7 @@ class LxcRuntime(ChannelEndpoints):
         scratch: ScratchVolume | None = None,
         start_timeout: float = 30.0,
     ) -> None:
+        super().__init__()
         self.lxc_path = lxc_path
         # The in-sandbox agent's bundle (``vmimages.bundle``), mounted read-only into every container.
         self.bundle = bundle
@@ -197,22 +197,6 @@ class LxcRuntime(ChannelEndpoints):
         # the container is known to run: unlike a pid, it cannot come to
         # name some other process's (the host's) namespace later.
         self._netns: dict[str, int] = {}
-        self._channels: dict[str, GuestChannel] = {}
-        self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
-        self._nursery: trio.Nursery | None = None
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own the sandbox channels' tasks until cancelled."""
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
-        finally:
-            self._nursery = None
-            for channel in self._channels.values():
-                channel.close("the agent is stopping")
-            self._channels.clear()
 
     def describe(self) -> dict[str, dict[str, object]]:
         return {
@@ -357,26 +341,12 @@ class LxcRuntime(ChannelEndpoints):
     async def _running_sync_async(self, sandbox_id: str) -> bool:
         return await self._run(lambda: bool(self._container(sandbox_id).running))
 
-    async def channel(self, sandbox_id: str) -> GuestChannel:
-        """The live channel to the sandbox's agent, reconnecting if needed (after an agent restart)."""
-        channel = self._channels.get(sandbox_id)
-        if channel is not None and not channel.closed:
-            return channel
-        async with self._locks[sandbox_id]:
-            channel = self._channels.get(sandbox_id)
-            if channel is not None and not channel.closed:
-                return channel
-            if not (self._dir(sandbox_id) / "config").exists() or not await self._running_sync_async(sandbox_id):
-                raise SandboxGone(f"sandbox {sandbox_id} is not running")
-            with trio.move_on_after(self.start_timeout):
-                return await self._connect(sandbox_id)
-            raise RuntimeFailure(f"the agent of sandbox {sandbox_id} did not answer within {self.start_timeout:g}s")
-
-    def _drop_channel(self, sandbox_id: str, reason: str) -> None:
-        channel = self._channels.pop(sandbox_id, None)
-        if channel is not None:
-            channel.close(reason)
-        self._locks.pop(sandbox_id, None)
+    async def _reconnect(self, sandbox_id: str) -> GuestChannel:
+        if not (self._dir(sandbox_id) / "config").exists() or not await self._running_sync_async(sandbox_id):
+            raise SandboxGone(f"sandbox {sandbox_id} is not running")
+        with trio.move_on_after(self.start_timeout):
+            return await self._connect(sandbox_id)
+        raise RuntimeFailure(f"the agent of sandbox {sandbox_id} did not answer within {self.start_timeout:g}s")
 
     # -- ports -------------------------------------------------------------
 
@@ -418,6 +388,7 @@ class LxcRuntime(ChannelEndpoints):
 
     async def destroy(self, sandbox_id: str) -> None:
         self._drop_channel(sandbox_id, "the sandbox was destroyed")
+        self._locks.pop(sandbox_id, None)
         self._forget_netns(sandbox_id)
         await self._run(self._destroy_sync, sandbox_id)
 

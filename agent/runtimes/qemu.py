@@ -57,7 +57,6 @@ import signal
 import socket
 import subprocess
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -123,6 +122,7 @@ class QemuRuntime(ChannelEndpoints):
         uids: VmUids | None = None,
         allow_tcg: bool = True,
     ) -> None:
+        super().__init__()
         self.sandboxes_dir = root / "sandboxes"
         self.templates_dir = root / "templates"
         self.bases = Bases(root / "bases")
@@ -139,10 +139,7 @@ class QemuRuntime(ChannelEndpoints):
         self.allow_tcg = allow_tcg
         for path in (self.sandboxes_dir, self.templates_dir):
             path.mkdir(parents=True, exist_ok=True)
-        self._channels: dict[str, GuestChannel] = {}
-        self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
         self._building: set[str] = set()
-        self._nursery: trio.Nursery | None = None
 
     def describe(self) -> dict[str, dict[str, object]]:
         return {
@@ -167,19 +164,8 @@ class QemuRuntime(ChannelEndpoints):
     def workspace_as_device(self, image: str) -> bool:
         return True
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own the guest channels' tasks until cancelled."""
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
-        finally:
-            self._nursery = None
-            for channel in self._channels.values():
-                channel.close("the agent is stopping")
-            self._channels.clear()
-            self._tidy_run_dir()
+    def _stopped(self) -> None:
+        self._tidy_run_dir()
 
     def paths(self, sandbox_id: str) -> VmPaths:
         return VmPaths(self.sandboxes_dir, self.run_dir, sandbox_id)
@@ -404,32 +390,19 @@ class QemuRuntime(ChannelEndpoints):
         self._channels[paths.id] = channel
         return channel
 
-    def _drop_channel(self, sandbox_id: str, reason: str) -> None:
-        channel = self._channels.pop(sandbox_id, None)
-        if channel is not None:
-            channel.close(reason)
-
-    async def channel(self, sandbox_id: str) -> GuestChannel:
-        """The live channel to the sandbox's guest agent, reconnecting if needed."""
-        channel = self._channels.get(sandbox_id)
-        if channel is not None and not channel.closed:
-            return channel
-        async with self._locks[sandbox_id]:
-            channel = self._channels.get(sandbox_id)
-            if channel is not None and not channel.closed:
-                return channel
-            paths = self.paths(sandbox_id)
-            pid = await trio.to_thread.run_sync(_qemu_pid, paths)
-            if pid is None:
-                raise SandboxGone(f"sandbox {sandbox_id} is not running")
-            config = VmConfig.from_json(paths.config.read_text())
-            try:
-                with trio.fail_after(self.connect_timeout):
-                    return await self._connect(paths, pid, config, reconnecting=True)
-            except trio.TooSlowError:
-                raise RuntimeFailure(
-                    f"the guest agent of {sandbox_id} did not answer within {self.connect_timeout:g}s"
-                ) from None
+    async def _reconnect(self, sandbox_id: str) -> GuestChannel:
+        paths = self.paths(sandbox_id)
+        pid = await trio.to_thread.run_sync(_qemu_pid, paths)
+        if pid is None:
+            raise SandboxGone(f"sandbox {sandbox_id} is not running")
+        config = VmConfig.from_json(paths.config.read_text())
+        try:
+            with trio.fail_after(self.connect_timeout):
+                return await self._connect(paths, pid, config, reconnecting=True)
+        except trio.TooSlowError:
+            raise RuntimeFailure(
+                f"the guest agent of {sandbox_id} did not answer within {self.connect_timeout:g}s"
+            ) from None
 
     # -- snapshots -------------------------------------------------------------
 

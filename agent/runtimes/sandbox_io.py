@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import signal
+from collections import defaultdict
 from typing import Any
 
 import trio
@@ -224,14 +225,55 @@ class GuestFileWriter(FileWriter):
 
 
 class ChannelEndpoints(Runtime):
-    """The runtime operations every sandbox's in-sandbox agent serves, written once.
+    """The runtime operations every sandbox's in-sandbox agent serves, written once,
+    and the book of live channels to those agents.
 
-    A runtime supplies ``channel``: the live channel to a sandbox's agent.
+    A runtime supplies ``_reconnect``: a new channel to a running sandbox's
+    agent. Channels' reader tasks run in the runtime's nursery (``run``);
+    a channel lost with its agent (a restart) is opened again on first use.
     """
 
-    @abc.abstractmethod
+    def __init__(self) -> None:
+        self._channels: dict[str, GuestChannel] = {}
+        self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the channels' tasks (and the runtime's other background work) until cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            for channel in self._channels.values():
+                channel.close("the agent is stopping")
+            self._channels.clear()
+            self._stopped()
+
+    def _stopped(self) -> None:
+        """Once ``run`` has ended: whatever the runtime tidies then."""
+
     async def channel(self, sandbox_id: str) -> GuestChannel:
-        """The live channel to the sandbox's agent (``SandboxGone`` if it is not running)."""
+        """The live channel to the sandbox's agent, connecting anew if needed (``SandboxGone`` if not running)."""
+        channel = self._channels.get(sandbox_id)
+        if channel is not None and not channel.closed:
+            return channel
+        async with self._locks[sandbox_id]:
+            channel = self._channels.get(sandbox_id)
+            if channel is not None and not channel.closed:
+                return channel
+            return await self._reconnect(sandbox_id)
+
+    @abc.abstractmethod
+    async def _reconnect(self, sandbox_id: str) -> GuestChannel:
+        """A new channel to the running sandbox's agent, recorded in ``_channels``."""
+
+    def _drop_channel(self, sandbox_id: str, reason: str) -> None:
+        channel = self._channels.pop(sandbox_id, None)
+        if channel is not None:
+            channel.close(reason)
 
     async def _tool(self, sandbox_id: str, tool: str, path: str, *, stdin: bool) -> GuestProcess:
         channel = await self.channel(sandbox_id)
