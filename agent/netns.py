@@ -106,3 +106,10 @@ def tcp_socket_in(netns_fd: int) -> socket.socket:
     """
     with entered(netns_fd):
         return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+
+
+def unix_socket_in(netns_fd: int) -> socket.socket:
+    """A new unix socket of the network namespace ``netns_fd``: abstract names are looked up there
+    (the agent reaches a container's in-sandbox agent this way, no path of the sandbox involved)."""
+    with entered(netns_fd):
+        return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)

@@ -37,7 +37,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -99,7 +98,7 @@ lxc.no_new_privs = 1
 lxc.seccomp.profile = {seccomp}
 lxc.tty.max = 0
 lxc.autodev = 1
-lxc.log.level = {loglevel}
+lxc.log.level = ERROR
 lxc.log.file = {log}
 """
 
@@ -197,6 +196,8 @@ class LxcRuntime(ChannelEndpoints):
         # the container is known to run: unlike a pid, it cannot come to
         # name some other process's (the host's) namespace later.
         self._netns: dict[str, int] = {}
+        # Each image's shifted copy, once found or made.
+        self._shifted: dict[Path, Path] = {}
 
     def describe(self) -> dict[str, dict[str, object]]:
         return {
@@ -218,7 +219,10 @@ class LxcRuntime(ChannelEndpoints):
 
     async def prepare_image(self, rootfs: Path) -> Path:
         """The image's tree shifted into the container range (made once per host: slow the first time)."""
-        return await trio.to_thread.run_sync(shifted_image, rootfs, self.idmap)
+        shifted = self._shifted.get(rootfs)
+        if shifted is None:
+            shifted = self._shifted[rootfs] = await trio.to_thread.run_sync(shifted_image, rootfs, self.idmap)
+        return shifted
 
     async def create(self, spec: SandboxSpec) -> None:
         lower = await self.prepare_image(spec.rootfs)
@@ -256,7 +260,6 @@ class LxcRuntime(ChannelEndpoints):
             apparmor=self._apparmor,
             seccomp=self._seccomp,
             log=home / "lxc.log",
-            loglevel=os.environ.get("CHASER_LXC_LOG", "ERROR"),
         )
         if spec.workspace is not None:
             config += (
@@ -268,9 +271,7 @@ class LxcRuntime(ChannelEndpoints):
         (home / "config").write_text(config)
 
     async def start(self, sandbox_id: str) -> None:
-        pid = await self._run(self._start_sync, sandbox_id)
-        if _LOOPBACK_ONLY in (self._dir(sandbox_id) / "config").read_text():
-            await self._run(netns.bring_up_loopback, pid)
+        await self._run(self._start_sync, sandbox_id)
         try:
             with trio.fail_after(self.start_timeout):
                 await self._connect(sandbox_id)
@@ -279,7 +280,7 @@ class LxcRuntime(ChannelEndpoints):
                 f"the sandbox's agent did not answer within {self.start_timeout:g}s: {self._log_tail(sandbox_id)}"
             ) from None
 
-    def _start_sync(self, sandbox_id: str) -> int:
+    def _start_sync(self, sandbox_id: str) -> None:
         """Start the container with ``lxc-start``, LXC's own program: python-lxc's start
         would fork this process into the container's monitor, a copy of the agent (and
         of everything it holds in memory) living as root beside every container."""
@@ -299,7 +300,8 @@ class LxcRuntime(ChannelEndpoints):
         pid = int(container.init_pid)
         if pid <= 0:
             raise RuntimeFailure("container did not reach RUNNING")
-        return pid
+        if _LOOPBACK_ONLY in (self._dir(sandbox_id) / "config").read_text():
+            netns.bring_up_loopback(pid)
 
     def _log_tail(self, sandbox_id: str) -> str:
         """What LXC said went wrong: its first errors (the later ones only say that others failed)."""
@@ -318,7 +320,7 @@ class LxcRuntime(ChannelEndpoints):
             raise RuntimeFailure("the lxc runtime is not running")
         netns_fd = await self._run(self._netns_fd_sync, sandbox_id)
         while True:
-            sock = trio.socket.from_stdlib_socket(await self._run(_unix_socket_in, netns_fd))
+            sock = trio.socket.from_stdlib_socket(await self._run(netns.unix_socket_in, netns_fd))
             try:
                 await sock.connect("\0" + CHANNEL_NAME)
                 break
@@ -327,7 +329,7 @@ class LxcRuntime(ChannelEndpoints):
             except BaseException:
                 sock.close()
                 raise
-            if not await self._running_sync_async(sandbox_id):
+            if not await self._is_running(sandbox_id):
                 raise RuntimeFailure(f"the sandbox stopped while starting: {self._log_tail(sandbox_id)}")
             await trio.sleep(_CONNECT_POLL)
         channel = GuestChannel(trio.SocketStream(sock), sandbox_id)
@@ -338,11 +340,11 @@ class LxcRuntime(ChannelEndpoints):
         self._channels[sandbox_id] = channel
         return channel
 
-    async def _running_sync_async(self, sandbox_id: str) -> bool:
+    async def _is_running(self, sandbox_id: str) -> bool:
         return await self._run(lambda: bool(self._container(sandbox_id).running))
 
     async def _reconnect(self, sandbox_id: str) -> GuestChannel:
-        if not (self._dir(sandbox_id) / "config").exists() or not await self._running_sync_async(sandbox_id):
+        if not (self._dir(sandbox_id) / "config").exists() or not await self._is_running(sandbox_id):
             raise SandboxGone(f"sandbox {sandbox_id} is not running")
         with trio.move_on_after(self.start_timeout):
             return await self._connect(sandbox_id)
@@ -425,12 +427,6 @@ class LxcRuntime(ChannelEndpoints):
     async def leftovers(self) -> set[str]:
         places = [self.lxc_path] if self.scratch is None else [self.lxc_path, self.scratch.mountpoint]
         return {p.name for place in places if place.exists() for p in place.iterdir() if p.is_dir()}
-
-
-def _unix_socket_in(netns_fd: int) -> socket.socket:
-    """A unix socket of the network namespace ``netns_fd``: abstract names are looked up there."""
-    with netns.entered(netns_fd):
-        return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
 
 
 def _running_names(lxc_path: str) -> tuple[str, ...]:
