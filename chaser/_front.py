@@ -5,10 +5,12 @@ decoded on the way, a multi-GB upload never buffered), which an ASGI server
 cannot do: it owns the socket and re-frames everything. So the listener is
 this front: it reads each request head with h11 and asks ``route`` what to
 do. A route returns a handler that takes over the exchange (the edge
-router, the agent's port forwarding), or None: then the request is relayed,
-streaming, to the ASGI app (hypercorn) listening on a private unix socket.
-Every request on a keep-alive connection is routed on its own, so an API
-call and a session request may share a connection.
+router, the agent's port forwarding), or None: then the request goes to the
+ASGI app, called in-process for plain HTTP (one parse per request), relayed
+to hypercorn on a private unix socket for WebSocket upgrades (hypercorn
+speaks WebSocket for the app). Every request on a keep-alive connection is
+routed on its own, so an API call and a session request may share a
+connection.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import h11
 import trio
@@ -29,7 +32,8 @@ from hypercorn.middleware import ProxyFixMiddleware
 from hypercorn.trio import serve as hypercorn_serve
 
 from chaser import errors
-from chaser._relay import ClientGone, Downstream, forward_headers, relay
+from chaser._asgi_call import Exchange, scope_of
+from chaser._relay import ClientGone, Downstream, forward_headers, is_upgrade, relay
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,14 @@ def _peer(stream: trio.SocketStream) -> str:
         return str(stream.socket.getpeername()[0])
     except OSError:
         return "unknown"
+
+
+def _local(stream: trio.SocketStream) -> tuple[str, int] | None:
+    try:
+        host, port = stream.socket.getsockname()[:2]
+    except OSError:
+        return None
+    return str(host), int(port)
 
 
 def _set_keepalive(stream: trio.SocketStream) -> None:
@@ -71,14 +83,37 @@ def first_of(*routes: Route) -> Route:
     return route
 
 
+AsgiApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
 class Front:
-    def __init__(self, route: Route, app_socket: str) -> None:
+    def __init__(self, route: Route, app: AsgiApp, app_socket: str) -> None:
         self.route = route
+        self.app = app
         self.app_socket = app_socket
+
+    async def call_app(self, down: Downstream, request: h11.Request, server: tuple[str, int] | None) -> None:
+        """Serve one plain HTTP request with the app, in this task."""
+        try:
+            scope = scope_of(request, down.peer, server)
+        except errors.ApiError as exc:
+            await down.send_error(exc)
+            raise ClientGone() from None
+        exchange = Exchange(down, request)
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except Exception:
+            log.exception("%s %r failed", request.method.decode(), request.target)
+            if not exchange.started:
+                await down.send_error(errors.ApiError("internal error"))
+            raise ClientGone() from None
+        if exchange.client_gone or not exchange.finished:
+            raise ClientGone()
 
     async def handle(self, stream: trio.SocketStream) -> None:
         _set_keepalive(stream)
         down = Downstream(stream, _peer(stream))
+        server = _local(stream)
         app: trio.abc.Stream | None = None
         try:
             while True:
@@ -94,6 +129,8 @@ class Front:
                     break
                 if handler is not None:
                     await handler(down, event)
+                elif not is_upgrade(event):
+                    await self.call_app(down, event, server)
                 else:
                     if app is None:
                         app = await trio.open_unix_socket(self.app_socket)
@@ -151,7 +188,7 @@ async def serve(
         # The app sees the client's address (the front's X-Forwarded-For), not the socket's.
         proxied = ProxyFixMiddleware(app, mode="legacy", trusted_hops=1)  # type: ignore[arg-type]
         await nursery.start(partial(hypercorn_serve, proxied, hypercorn))
-        front = Front(route, app_socket)
+        front = Front(route, app, app_socket)  # type: ignore[arg-type]
         listeners = await trio.open_tcp_listeners(int(port), host=host.strip("[]") or None)
         nursery.start_soon(partial(trio.serve_listeners, front.handle, listeners))
         address = listeners[0].socket.getsockname()
