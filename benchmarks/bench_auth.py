@@ -36,7 +36,8 @@ import jwt
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from benchmarks.bench_sessions import PROXY_VARS, free_port, percentile
+from benchmarks.bench_sessions import percentile
+from benchmarks.system import PROXY_VARS, free_port
 from scheduler.auth import new_secret
 from scheduler.config import SchedulerConfig
 from scheduler.main import serve as serve_scheduler

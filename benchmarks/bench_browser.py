@@ -52,7 +52,8 @@ from quart_trio import QuartTrio
 
 from agent.browser.chromium import FLAGS
 from benchmarks.bench_network import SINK, make_world, remove_world, system
-from benchmarks.bench_sessions import LOOPBACK, PROXY_VARS, aligned, api, free_port, percentile
+from benchmarks.bench_sessions import aligned, api, percentile
+from benchmarks.system import LOOPBACK, PROXY_VARS, free_port
 
 SITE_PORT = 8080
 PAGE = "<!doctype html><title>bench</title><h1>Hello from the bench world</h1>"

@@ -1,7 +1,7 @@
 """Session endpoints: what the edge router and the agent's streams cost, next to raw baselines.
 
-Runs the embedded system (scheduler and agent, loopback only) in this
-process and, in one session, interleaving each measurement with its
+Runs the system with ``chaser up`` in its own process (loopback only) and,
+in one session, interleaving each measurement with its
 baseline so both see the same host conditions:
 
 * exec round trip of ``true`` through the router (``/s/<id>/exec``
@@ -40,17 +40,9 @@ import trio
 from trio_websocket import open_websocket_url
 
 from agent import netns
-from benchmarks.bench_sessions import (
-    IMAGES_DIR,
-    LOOPBACK,
-    PROXY_VARS,
-    Samples,
-    aligned,
-    fail_on_sigterm,
-    free_port,
-    percentile,
-)
-from chaser import embedded, frames
+from benchmarks.bench_sessions import Samples, aligned, fail_on_sigterm, percentile
+from benchmarks.system import PROXY_VARS, chaser_up
+from chaser import frames
 from scheduler.store import Store
 
 _MAX_MESSAGE = 16 << 20
@@ -214,20 +206,17 @@ async def run(rounds: int, mb: int) -> Samples:
     samples: Samples = defaultdict(list)
     async with trio.open_nursery() as nursery:
         await nursery.start(fail_on_sigterm)
-        url: str = await nursery.start(partial(embedded.serve, state_dir, port=free_port(), images_dir=IMAGES_DIR))
-        if httpx.URL(url).host != LOOPBACK:
-            raise RuntimeError(f"the API is at {url}, not on {LOOPBACK}")
-        creds = embedded.load_credentials(embedded.Paths(state_dir))
-        store = Store(f"sqlite:///{state_dir / 'chaser.db'}")
-        try:
-            host = store.host("embedded")
-        finally:
-            store.close()
-        assert host is not None
-        agent = {"url": host["url"], "token": creds.token}
-        headers = {"Authorization": f"Bearer {creds.api_key}"}
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300, trust_env=False) as client:
-            await measure(client, url, agent, state_dir, rounds, mb, samples)
+        async with chaser_up(state_dir) as system:
+            store = Store(f"sqlite:///{state_dir / 'chaser.db'}")
+            try:
+                host = store.host("embedded")
+            finally:
+                store.close()
+            assert host is not None
+            agent = {"url": host["url"], "token": system.credentials.token}
+            headers = {"Authorization": f"Bearer {system.credentials.api_key}"}
+            async with httpx.AsyncClient(base_url=system.url, headers=headers, timeout=300, trust_env=False) as client:
+                await measure(client, system.url, agent, state_dir, rounds, mb, samples)
         nursery.cancel_scope.cancel()
     leftovers = list((state_dir / "agent" / "lxc").iterdir()) if (state_dir / "agent" / "lxc").exists() else []
     if leftovers:

@@ -36,17 +36,8 @@ import trio
 
 from agent.config import AgentConfig
 from agent.main import serve as serve_agent
-from benchmarks.bench_sessions import (
-    IMAGES_DIR,
-    LOOPBACK,
-    PROXY_VARS,
-    aligned,
-    fail_on_sigterm,
-    free_port,
-    leftovers,
-    percentile,
-    remove_all,
-)
+from benchmarks.bench_sessions import aligned, fail_on_sigterm, leftovers, percentile, remove_all
+from benchmarks.system import IMAGES_DIR, LOOPBACK, PROXY_VARS, free_port
 from scheduler.auth import new_secret
 from scheduler.config import SchedulerConfig
 from scheduler.main import serve as serve_scheduler
@@ -75,7 +66,7 @@ def job_times(store: Store, job_ids: list[str]) -> list[tuple[str, float, float,
         .where(jobs.c.id.in_(job_ids))
     )
     with store.engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(query)]  # type: ignore[misc]
+        return [tuple(r) for r in conn.execute(query)]
 
 
 def unfinished(store: Store, job_ids: list[str]) -> int:

@@ -40,7 +40,8 @@ from pyroute2 import IPRoute, netns
 
 from agent.network import links
 from agent.network.addressing import SlotPlan
-from benchmarks.bench_sessions import LOOPBACK, PROXY_VARS, api, free_port, percentile
+from benchmarks.bench_sessions import api, percentile
+from benchmarks.system import LOOPBACK, PROXY_VARS, free_port
 from chaser import embedded
 
 IMAGES_DIR = Path("/var/lib/chaser/images")

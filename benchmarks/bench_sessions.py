@@ -1,7 +1,7 @@
 """Session latency through the public API, next to raw LXC tools on the same host.
 
-Runs the embedded system (scheduler and agent, loopback only) in this process
-and times, over real HTTP, session create, exec and one-shot exec. In the
+Runs the system with ``chaser up`` in its own process (loopback only) and
+times, over real HTTP, session create, exec and one-shot exec. In the
 same run, interleaved so both see the same host conditions, it times the same
 container lifecycle done directly with ``lxc-start``/``lxc-attach``/
 ``lxc-stop``/``lxc-destroy`` on a container configured as the agent
@@ -19,7 +19,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,6 @@ import time
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +35,10 @@ import trio
 from agent.images import ImageStore
 from agent.runtimes.base import SandboxSpec
 from agent.runtimes.lxc import LxcRuntime
-from chaser import embedded
+from benchmarks.system import IMAGES_DIR, PROXY_VARS, chaser_up
 from vmimages import bundle
 
-IMAGES_DIR = Path("/var/lib/chaser/images")
 IMAGE = "default"
-LOOPBACK = "127.0.0.1"
-# Proxy settings would send the in-process servers' own HTTP calls
-# (heartbeats, scheduler to agent) off the host; loopback only means none.
-PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
 Samples = dict[str, list[float]]  # metric -> durations in seconds
 
@@ -86,13 +79,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     pos = (len(ordered) - 1) * q
     lo, hi = math.floor(pos), math.ceil(pos)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def free_port() -> int:
-    """A loopback port free right now; the scheduler binds it a moment later."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 # -- through the public API ------------------------------------------------
@@ -243,19 +229,17 @@ async def run(sessions: int, execs: int, warmup: int) -> Result:
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(fail_on_sigterm)
-            serve = partial(embedded.serve, state_dir, port=free_port(), images_dir=IMAGES_DIR)
-            url: str = await nursery.start(serve)
-            if httpx.URL(url).host != LOOPBACK:
-                raise RuntimeError(f"the API is at {url}, not on {LOOPBACK}")
-            api_key = embedded.load_credentials(embedded.Paths(state_dir)).api_key
-            headers = {"Authorization": f"Bearer {api_key}"}
-            async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, trust_env=False) as client:
-                for i in range(warmup + sessions):
-                    print(f"round {i + 1 - warmup}/{sessions}" if i >= warmup else "warm-up", file=sys.stderr)
-                    into: Samples = samples if i >= warmup else defaultdict(list)
-                    await chaser_round(client, execs, into)
-                    await baseline_round(baseline, f"bench-{i}", rootfs, execs, into)
-            leaked = leftovers(agent_path) + leftovers(baseline.lxc_path)
+            async with chaser_up(state_dir) as system:
+                headers = {"Authorization": f"Bearer {system.credentials.api_key}"}
+                client = httpx.AsyncClient(base_url=system.url, headers=headers, timeout=120, trust_env=False)
+                async with client:
+                    for i in range(warmup + sessions):
+                        print(f"round {i + 1 - warmup}/{sessions}" if i >= warmup else "warm-up", file=sys.stderr)
+                        into: Samples = samples if i >= warmup else defaultdict(list)
+                        await chaser_round(client, execs, into)
+                        await baseline_round(baseline, f"bench-{i}", rootfs, execs, into)
+                # Before the agent stops: its shutdown would hide what the DELETEs left.
+                leaked = leftovers(agent_path) + leftovers(baseline.lxc_path)
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):

@@ -37,7 +37,8 @@ import trio
 from agent import mounts
 from agent.config import AgentConfig
 from agent.main import serve as serve_agent
-from benchmarks.bench_sessions import IMAGES_DIR, LOOPBACK, PROXY_VARS, aligned, fail_on_sigterm, percentile
+from benchmarks.bench_sessions import aligned, fail_on_sigterm, percentile
+from benchmarks.system import IMAGES_DIR, LOOPBACK, PROXY_VARS
 from scheduler.auth import new_secret
 from scheduler.config import SchedulerConfig
 from scheduler.main import serve as serve_scheduler
