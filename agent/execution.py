@@ -25,7 +25,7 @@ _DRAIN_GRACE = 0.2
 _DRAIN_LIMIT = 30.0
 # How long a killed process may take to be reaped before we stop waiting.
 _REAP_DEADLINE = 5.0
-_CHUNK = 1 << 16
+_CHUNK = 1 << 20
 
 OnOutput = Callable[[str, bytes], Awaitable[None]]
 

@@ -68,7 +68,7 @@ _CREDIT_BATCH = WINDOW // 4
 # Input is sent in messages of at most this many bytes.
 _INPUT_CHUNK = 64 << 10
 # What is read from the connection at once.
-_READ_SIZE = 64 << 10
+_READ_SIZE = 1 << 20
 # Bytes waiting for the guest to read them: room for a few of the largest
 # frames (a flush padding, a request), past which the guest is given up;
 # input waits while half of it is taken.

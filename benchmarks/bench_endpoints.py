@@ -10,7 +10,9 @@ baseline so both see the same host conditions:
   same container;
 * PTY output throughput: ``cat`` of a large file through the PTY WebSocket
   (and the exec stream), against ``cat`` of it to ``/dev/null`` inside the
-  sandbox and through a pipe inside the sandbox;
+  sandbox, through a pipe inside the sandbox, and on a raw pty inside the
+  sandbox read by a small Python loop (a terminal's own ceiling: the
+  kernel hands a pty's output out 4 KiB a read);
 * time to first byte of a forwarded HTTP port (path style through the
   router), against the same request sent straight to the port from a socket
   made in the session's network namespace (as the agent reaches it).
@@ -30,6 +32,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,15 +40,29 @@ from typing import Any
 import httpx
 import lxc
 import trio
-from trio_websocket import open_websocket_url
+from trio_websocket import WebSocketConnection, open_websocket_url
 
 from agent import netns
 from benchmarks.bench_sessions import Samples, aligned, fail_on_sigterm, percentile
 from benchmarks.system import PROXY_VARS, chaser_up
 from chaser import frames
+from chaser.session_streams import RECEIVE_BUFFER
 from scheduler.store import Store
 
 _MAX_MESSAGE = 16 << 20
+# The raw ceiling of a terminal: ``cat`` on a raw pty, its master read in large reads.
+PTY_READER = """
+import os, pty, sys, tty
+pid, fd = pty.fork()
+if pid == 0:
+    tty.setraw(0)
+    os.execvp("cat", ["cat", sys.argv[1]])
+try:
+    while os.read(fd, 1 << 20):
+        pass
+except OSError:
+    pass
+"""
 SERVER = "cd /root && (setsid python3 -m http.server 8000 --bind 127.0.0.1 >/dev/null 2>&1 &)"
 
 # (label, metric, baseline label, baseline metric, unit)
@@ -55,13 +72,23 @@ ROWS = (
     ("exec round trip (POST /v1/exec)", "exec_api", "lxc-attach -- true", "attach", "ms"),
     ("PTY: cat FILE via WebSocket", "pty_mbs", "cat FILE >/dev/null inside", "inside_mbs", "MB/s"),
     ("PTY: cat FILE via WebSocket", "pty_mbs", "cat FILE | cat >/dev/null inside", "pipe_mbs", "MB/s"),
+    ("PTY: cat FILE via WebSocket", "pty_mbs", "cat FILE on a raw pty, read inside", "pty_inside_mbs", "MB/s"),
     ("exec stream: cat FILE via WebSocket", "exec_mbs", "cat FILE | cat >/dev/null inside", "pipe_mbs", "MB/s"),
     ("TTFB forwarded port (/s/<id>/ports/8000/)", "ttfb_router", "TTFB port in its netns", "ttfb_direct", "ms"),
 )
 
 
+def connect(url: str, headers: list[tuple[bytes, bytes]]) -> AbstractAsyncContextManager[WebSocketConnection]:
+    """A WebSocket configured as the SDK's: large messages, large reads."""
+    return open_websocket_url(
+        url, extra_headers=headers, max_message_size=_MAX_MESSAGE, receive_buffer_size=RECEIVE_BUFFER
+    )
+
+
 async def ws_exec(url: str, headers: list[tuple[bytes, bytes]], cmd: Any, sink: Callable[[bytes], None]) -> int:
-    async with open_websocket_url(url, extra_headers=headers, max_message_size=_MAX_MESSAGE) as ws:
+    async with open_websocket_url(
+        url, extra_headers=headers, max_message_size=_MAX_MESSAGE, receive_buffer_size=RECEIVE_BUFFER
+    ) as ws:
         await ws.get_message()  # hello
         await ws.send_message(frames.encode({"t": "exec", "cmd": cmd}))
         while True:
@@ -76,7 +103,9 @@ async def ws_exec(url: str, headers: list[tuple[bytes, bytes]], cmd: Any, sink: 
 
 async def ws_pty_cat(url: str, headers: list[tuple[bytes, bytes]], path: str) -> int:
     received = 0
-    async with open_websocket_url(url, extra_headers=headers, max_message_size=_MAX_MESSAGE) as ws:
+    async with open_websocket_url(
+        url, extra_headers=headers, max_message_size=_MAX_MESSAGE, receive_buffer_size=RECEIVE_BUFFER
+    ) as ws:
         await ws.get_message()
         await ws.send_message(frames.encode({"t": "open", "ch": 1, "cmd": f"stty raw -echo && cat {path}"}))
         while True:
@@ -195,6 +224,9 @@ async def measure(client: httpx.AsyncClient, url: str, agent: dict[str, Any], st
             t = time.perf_counter()
             await attach(lxc_path, sid, "sh", "-c", "cat /root/big | cat >/dev/null")
             into["pipe_mbs"].append(size / (time.perf_counter() - t) / 1e6)
+            t = time.perf_counter()
+            await attach(lxc_path, sid, "python3", "-c", PTY_READER, "/root/big")
+            into["pty_inside_mbs"].append(size / (time.perf_counter() - t) / 1e6)
     finally:
         with trio.CancelScope(shield=True):
             await client.delete(f"/v1/sessions/{sid}", params={"force": "true"})

@@ -20,7 +20,7 @@ import trio
 
 from chaser import errors
 
-RECEIVE_SIZE = 1 << 16
+RECEIVE_SIZE = 1 << 20
 MAX_HEAD = 64 * 1024
 # A peer that takes no bytes for this long is cut off: a client that stops
 # reading cannot pin a connection (and what it holds upstream) for ever.

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 # Largest frame a client may send (a WebSocket message), and the largest data
 # chunk the server puts in one frame.
 MAX_CLIENT_FRAME = 1 << 20
-MAX_DATA_CHUNK = 1 << 16
+MAX_DATA_CHUNK = 512 << 10
 
 MAX_CHANNEL = 1 << 16
 MAX_TERMINAL_SIZE = 1000

@@ -35,8 +35,11 @@ from trio_websocket import (
 from chaser import errors, frames
 from chaser._files_client import endpoint
 
-# Server frames carry at most 64 KiB of data; PTY output is gathered up to a few of those.
+# Server frames carry at most 512 KiB of data; PTY output is gathered up to a few of those.
 _MAX_MESSAGE = 16 << 20
+# What one socket read may take: trio-websocket's default (4 KiB) makes a
+# large frame cost a hundred reads and parser passes.
+RECEIVE_BUFFER = 1 << 20
 _READ_SIZE = 1 << 16
 # The tunnel has no hello; it must hear from us within the agent's keepalive timeout (60 s).
 _TUNNEL_PING = 20.0
@@ -58,7 +61,10 @@ async def _connect(url: str, headers: Mapping[str, str]) -> AsyncIterator[WebSoc
     """A WebSocket to ``url``; a refused handshake raises the API's error (404, 409, 502, ...)."""
     try:
         extra = [(k.encode(), v.encode()) for k, v in headers.items()]
-        async with open_websocket_url(url, extra_headers=extra, max_message_size=_MAX_MESSAGE) as ws:
+        connection = open_websocket_url(
+            url, extra_headers=extra, max_message_size=_MAX_MESSAGE, receive_buffer_size=RECEIVE_BUFFER
+        )
+        async with connection as ws:
             yield ws
     except ConnectionRejected as exc:
         try:

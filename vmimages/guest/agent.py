@@ -57,7 +57,7 @@ RNDRESEEDCRNG = 0x5207
 # <linux/fs.h>: _IOWR('X', 119, int) and _IOWR('X', 120, int).
 FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
-_READ_CHUNK = 65536
+_READ_CHUNK = 512 << 10
 _CONNECT_TIMEOUT = 5.0
 
 
@@ -120,6 +120,8 @@ def spawn(
     """Start a program (or run ``tool``) in a new session on pipes; a failure to exec exits 127 with a message."""
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = (out_r, out_w) if merge_stderr else os.pipe2(os.O_CLOEXEC)
+    for fd in {out_r, err_r}:
+        widen_pipe(fd)
     in_r, in_w = os.pipe2(os.O_CLOEXEC) if stdin else (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1)
     handle = None if tool is not None else start_program(argv, env, cwd, in_r, out_w, err_w)
     if handle is not None:
@@ -199,6 +201,15 @@ def spawn_pty(argv: list[str], env: dict[str, str], cwd: str | None, cols: int, 
     os.set_inheritable(master, False)
     os.set_blocking(master, False)
     return Child(0, "pty", pid, {1: master}, master)
+
+
+def widen_pipe(fd: int) -> None:
+    """Let a pipe hold a frame's worth: at the default 64 KiB a fast writer's output
+    comes in small reads, and every frame costs the host far more than its bytes."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _READ_CHUNK)
+    except OSError:
+        pass  # over the system's pipe-max-size: the default size still works
 
 
 def gather(fd: int, data: bytes, size: int) -> bytes:

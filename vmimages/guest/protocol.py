@@ -89,7 +89,7 @@ if TYPE_CHECKING:
 
 SYNC = b"\xfe\xedCHASER\x00SYNC\x00\x01\x02"
 MAX_FRAME = 2 << 20
-WINDOW = 256 << 10
+WINDOW = 2 << 20
 HEADER = struct.Struct(">I")
 
 Message = dict[str, "Any"]
