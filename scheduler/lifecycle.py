@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
 
-import trio
 from quart import Response
 from quart_trio import QuartTrio
 
@@ -32,38 +29,16 @@ from chaser import errors
 from chaser._quart import json_response, parse_query
 from scheduler.access import audit_resource, principal, requires
 from scheduler.api import ForceQuery, session_id_of
+from scheduler.detached import run_detached
 from scheduler.placement import HostLoad
 from scheduler.sessions import SessionService
 from scheduler.store import Row
-
-T = TypeVar("T")
 
 
 class SessionLifecycle:
     def __init__(self, service: SessionService) -> None:
         self.service = service
         self.store = service.store
-
-    async def _detached(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Run ``work`` in the service's nursery and wait for it (see the module doc)."""
-        done = trio.Event()
-        outcome: list[Any] = []
-
-        async def run() -> None:
-            try:
-                outcome.append(("ok", await work()))
-            except errors.ApiError as exc:
-                outcome.append(("error", exc))
-            finally:
-                done.set()
-
-        self.service.nursery.start_soon(run)
-        await done.wait()
-        kind, value = outcome[0]
-        if kind == "error":
-            raise value
-        result: T = value
-        return result
 
     async def _host_url(self, row: Row) -> str:
         host = await self.store.run(self.store.host, row["host_id"])
@@ -87,7 +62,7 @@ class SessionLifecycle:
                 self.store.transition, session_id, ["running"], status="paused", active_connection_leases=0
             )
 
-        await self._detached(work)
+        await run_detached(self.service.nursery, work)
         return await self.service.get(account_id, session_id)
 
     async def resume(self, account_id: str, session_id: str) -> Row:
@@ -105,7 +80,7 @@ class SessionLifecycle:
                 self.store.transition, session_id, ["paused"], status="running", last_activity_at=time.time()
             )
 
-        await self._detached(work)
+        await run_detached(self.service.nursery, work)
         return await self.service.get(account_id, session_id)
 
     async def fork(self, account_id: str, session_id: str) -> Row:
