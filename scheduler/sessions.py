@@ -22,8 +22,10 @@ from chaser.isolation import EgressRule, Limits
 from scheduler import workspace_lookup
 from scheduler.agents import AgentClient
 from scheduler.config import SchedulerConfig
+from scheduler.core.session_states import SessionEvent
 from scheduler.detached import run_detached
 from scheduler.placement import HostLoad, candidates
+from scheduler.session_json import session_summary
 from scheduler.store import Row, Store
 from scheduler.store import workspaces as workspace_db
 from scheduler.timefmt import rfc3339
@@ -66,16 +68,7 @@ class SessionService:
         public = urlsplit(self.public_url)
         port = f":{public.port}" if public.port else ""
         return {
-            "id": row["id"],
-            "session_type": row["session_type"],
-            "status": row["status"],
-            "status_reason": row["status_reason"],
-            "ephemeral": row["ephemeral"],
-            "workspace": row["workspace_id"],
-            "image": row["image"],
-            "created_at": rfc3339(row["created_at"]),
-            "started_at": rfc3339(row["started_at"]),
-            "terminated_at": rfc3339(row["terminated_at"]),
+            **session_summary(row),
             "network": row["network"],
             "egress_allow": row["egress_allow"],
             "limits": row["limits"],
@@ -220,7 +213,7 @@ class SessionService:
         try:
             for host in options:
                 if host.id != row["host_id"]:
-                    await self.store.run(self.store.transition, session_id, ["creating"], host_id=host.id)
+                    await self.store.run(self.store.transition, session_id, SessionEvent.MOVED, host_id=host.id)
                 remaining = row["create_deadline"] - time.time()
                 try:
                     with trio.fail_after(max(remaining, 0)):
