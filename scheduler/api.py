@@ -7,10 +7,7 @@ simply unknown ids: 404, like any other id the caller cannot see.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
-import json
 import uuid
 from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec
 
@@ -24,6 +21,7 @@ from chaser.isolation import EgressAllowList, Limits, NetworkMode
 from scheduler import session_tokens
 from scheduler.access import audit_resource, principal, requires
 from scheduler.config import SchedulerConfig
+from scheduler.pagination import decode_cursor, encode_cursor
 from scheduler.session_routes import register_session_routes
 from scheduler.sessions import SessionService
 from scheduler.tenancy import install_tenancy
@@ -127,18 +125,6 @@ class ForceQuery(_Query):
     force: Literal["true", "false", "1", "0"] = "false"
 
 
-def _encode_cursor(row: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps([row["created_at"], row["id"]]).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        created_at, session_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return float(created_at), str(session_id)
-    except (ValueError, TypeError, binascii.Error):
-        raise errors.InvalidInput("cursor is not one this API returned", code="invalid_cursor") from None
-
-
 def session_id_of(raw: str) -> str:
     try:
         return str(uuid.UUID(raw))
@@ -195,12 +181,12 @@ def create_app(config: SchedulerConfig, service: SessionService, workspaces: Wor
     @requires("sessions.read", action="session.list")
     async def list_sessions() -> Response:
         query = parse_query(ListSessionsQuery)
-        after = _decode_cursor(query.cursor) if query.cursor else None
+        after = decode_cursor(query.cursor, float, str) if query.cursor else None
         rows = await store.run(
             store.list_sessions, principal().account_id, status=query.status, limit=query.limit + 1, after=after
         )
         page = rows[: query.limit]
-        next_cursor = _encode_cursor(page[-1]) if len(rows) > query.limit else None
+        next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > query.limit else None
         return json_response({"sessions": [service.to_json(r) for r in page], "next_cursor": next_cursor})
 
     @app.get("/v1/sessions/<raw_id>")

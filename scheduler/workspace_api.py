@@ -8,8 +8,6 @@ changes ``workspaces.write``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import Annotated, Literal
 
@@ -21,6 +19,7 @@ from chaser import errors
 from chaser._quart import json_response, parse_body, parse_query
 from scheduler.access import audit_resource, principal, requires
 from scheduler.api import ForceQuery, ImageName
+from scheduler.pagination import decode_cursor, encode_cursor
 from scheduler.workspace_lookup import check_name
 from scheduler.workspaces import WorkspaceService
 
@@ -107,17 +106,6 @@ class ListWorkspacesQuery(BaseModel):
     cursor: str | None = None
 
 
-def _encode_cursor(name_key: str) -> str:
-    return base64.urlsafe_b64encode(name_key.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        return check_name(base64.b64decode(cursor.encode(), altchars=b"-_", validate=True).decode())
-    except (ValueError, binascii.Error):
-        raise errors.InvalidInput("cursor is not one this API returned", code="invalid_cursor") from None
-
-
 def _forced() -> bool:
     return parse_query(ForceQuery).force in ("true", "1")
 
@@ -141,10 +129,10 @@ def register_workspace_routes(app: QuartTrio, workspaces: WorkspaceService) -> N
             principal().account_id,
             template=None if query.template is None else query.template == "true",
             limit=query.limit + 1,
-            after=_decode_cursor(query.cursor) if query.cursor else None,
+            after=decode_cursor(query.cursor, check_name)[0] if query.cursor else None,
         )
         page = rows[: query.limit]
-        next_cursor = _encode_cursor(page[-1]["name_key"]) if len(rows) > query.limit else None
+        next_cursor = encode_cursor(page[-1]["name_key"]) if len(rows) > query.limit else None
         return json_response({"workspaces": await workspaces.render_all(page), "next_cursor": next_cursor})
 
     @app.post("/v1/workspaces/import")
