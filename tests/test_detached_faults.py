@@ -105,6 +105,7 @@ async def test_nonsense_from_a_host_while_provisioning(nursery: trio.Nursery, tm
             await scheduler.stop()
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("failure", "status", "code"),
     [
