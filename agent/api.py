@@ -99,7 +99,7 @@ def session_types(manager: SandboxManager) -> list[str]:
 
 
 def argv_of(command: str | list[str]) -> list[str]:
-    """A string runs through the shell (as in the seeds' examples); a list is argv."""
+    """A string runs through the shell (as in a curl example); a list is argv."""
     return ["/bin/sh", "-c", command] if isinstance(command, str) else command
 
 

@@ -74,7 +74,7 @@ class CreateSessionBody(IsolationFields):
 
 
 def check_session_rules(session_type: str, ephemeral: bool, workspace: str | None, image: str | None) -> None:
-    """The session rules of the seeds' "Core Concepts"."""
+    """What a session may be: ephemeral or on a workspace, and who may name an image."""
     if ephemeral and workspace is not None:
         raise ValueError("an ephemeral session takes no workspace")
     if not ephemeral and workspace is None:
