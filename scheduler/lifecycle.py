@@ -28,9 +28,9 @@ from quart_trio import QuartTrio
 from chaser import errors
 from chaser._quart import json_response, parse_query
 from scheduler.access import audit_resource, principal, requires
-from scheduler.api import ForceQuery, session_id_of
 from scheduler.core.session_states import SessionEvent, SessionStatus, allows
 from scheduler.detached import run_detached
+from scheduler.models import ForceQuery, session_id_of
 from scheduler.placement import HostLoad
 from scheduler.sessions import SessionService
 from scheduler.store import Row

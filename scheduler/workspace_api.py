@@ -18,7 +18,7 @@ from quart_trio import QuartTrio
 from chaser import errors
 from chaser._quart import json_response, parse_body, parse_query
 from scheduler.access import audit_resource, principal, requires
-from scheduler.api import ForceQuery, ImageName
+from scheduler.models import ForceQuery, ImageName, StrictBody
 from scheduler.pagination import decode_cursor, encode_cursor
 from scheduler.workspace_lookup import check_name
 from scheduler.workspaces import WorkspaceService
@@ -51,11 +51,7 @@ def _token(secret: SecretStr | None) -> str | None:
     return token
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class CreateWorkspaceBody(_Strict):
+class CreateWorkspaceBody(StrictBody):
     session_type: Literal["sandbox", "browser"] = "sandbox"
     name: WorkspaceName
     image: ImageName | None = None
@@ -67,7 +63,7 @@ class CreateWorkspaceBody(_Strict):
         return self
 
 
-class ImportBody(_Strict):
+class ImportBody(StrictBody):
     repository: str = Field(min_length=1, max_length=512)
     ref: GitRef | None = None
     token: GitToken | None = None
@@ -75,7 +71,7 @@ class ImportBody(_Strict):
     image: ImageName | None = None
 
 
-class UpdateBody(_Strict):
+class UpdateBody(StrictBody):
     name: WorkspaceName | None = None
     is_template: bool | None = None
 
@@ -86,16 +82,16 @@ class UpdateBody(_Strict):
         return self
 
 
-class CloneBody(_Strict):
+class CloneBody(StrictBody):
     name: WorkspaceName
     snapshot: str | None = Field(default=None, min_length=1, max_length=64)
 
 
-class SnapshotBody(_Strict):
+class SnapshotBody(StrictBody):
     name: SnapshotName | None = None
 
 
-class BootstrapBody(_Strict):
+class BootstrapBody(StrictBody):
     token: GitToken | None = None
 
 
