@@ -16,7 +16,7 @@ from quart_trio import QuartTrio
 
 from agent.browser.chromium import BROWSER_IMAGE
 from agent.browser_api import register_browser_routes
-from agent.config import AgentConfig
+from agent.config import AgentConfig, host_memory_mb
 from agent.disk_api import Uuid, register_disk_routes
 from agent.gitimport import GitImporter
 from agent.lease_keeper import LeaseKeeper
@@ -73,7 +73,7 @@ def host_info(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper)
         "capacity": {
             "max_sandboxes": manager.max_sandboxes,
             "cpus": os.cpu_count() or 1,
-            "memory_mb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20),
+            "memory_mb": host_memory_mb(),
         },
         "sandboxes": running,
         "paused": [s.id for s in manager.sandboxes() if s.status == "paused"],
@@ -99,7 +99,7 @@ def session_types(manager: SandboxManager) -> list[str]:
 
 
 def argv_of(command: str | list[str]) -> list[str]:
-    """A string runs through the shell (as in the seeds' examples); a list is argv."""
+    """A string runs through the shell (as in a curl example); a list is argv."""
     return ["/bin/sh", "-c", command] if isinstance(command, str) else command
 
 

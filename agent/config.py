@@ -47,7 +47,8 @@ class NetworkConfig(BaseModel):
     cooldown: float = Field(default=2.0, ge=0)
 
 
-def _host_memory_mb() -> int:
+def host_memory_mb() -> int:
+    """The host's physical memory in MiB: the default maximum of a sandbox's, and the heartbeat's capacity."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
 
 
@@ -58,7 +59,7 @@ class LimitsConfig(BaseModel):
     default: Limits = Limits(cpus=1.0, memory_mb=1024, pids=1024, disk_mb=4096)
     max: Limits = Field(
         default_factory=lambda: Limits(
-            cpus=float(os.cpu_count() or 1), memory_mb=_host_memory_mb(), pids=32768, disk_mb=65536
+            cpus=float(os.cpu_count() or 1), memory_mb=host_memory_mb(), pids=32768, disk_mb=65536
         )
     )
 

@@ -123,5 +123,5 @@ async def serve(
 
 
 def exports(api_url: str, creds: Credentials) -> str:
-    """Shell lines that point the CLI and the seeds' curl examples here."""
+    """Shell lines that point the CLI and curl examples here."""
     return f"export CHASER_API_URL={api_url}\nexport CHASER_API_KEY={creds.api_key}\n"

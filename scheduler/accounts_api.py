@@ -11,7 +11,7 @@ Role rules: owners manage everything, including renaming and deleting the
 organization and making or removing owners; admins manage members (not
 owners) and service accounts; anyone may leave (an organization keeps at
 least one owner). These endpoints need a credential without scope
-restrictions, since the seeds' scopes do not cover them.
+restrictions, since no API scope covers them.
 """
 
 from __future__ import annotations

@@ -7,58 +7,37 @@ simply unknown ids: 404, like any other id the caller cannot see.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
-import json
-import uuid
-from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec
+from typing import Annotated, Any, Literal, ParamSpec
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from chaser import errors
 from chaser._quart import install_error_handlers, json_response, parse_body, parse_query
-from chaser.isolation import EgressAllowList, Limits, NetworkMode
+from chaser.isolation import Limits
 from scheduler import session_tokens
 from scheduler.access import audit_resource, principal, requires
 from scheduler.config import SchedulerConfig
+from scheduler.lifecycle import SessionLifecycle, register_lifecycle_routes
+from scheduler.models import (
+    ExecBody,
+    ForceQuery,
+    ImageName,
+    IsolationFields,
+    Query,
+    Selector,
+    session_id_of,
+)
+from scheduler.pagination import decode_cursor, encode_cursor
 from scheduler.session_routes import register_session_routes
 from scheduler.sessions import SessionService
 from scheduler.tenancy import install_tenancy
-
-if TYPE_CHECKING:
-    from scheduler.workspaces import WorkspaceService
+from scheduler.workspace_api import register_workspace_routes
+from scheduler.workspaces import WorkspaceService
 
 P = ParamSpec("P")
-
-MAX_TIMEOUT_MS = 3_600_000
-DEFAULT_TIMEOUT_MS = 600_000
-
-Selector = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-ImageName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class IsolationFields(_Strict):
-    """Network policy and limits of a new session (absent: the host's defaults)."""
-
-    network: NetworkMode | None = None
-    egress_allow: EgressAllowList | None = None
-    limits: Limits | None = None
-
-    @model_validator(mode="after")
-    def _allow_list_needs_egress(self) -> IsolationFields:
-        if self.network == "none" and self.egress_allow:
-            raise ValueError('egress_allow needs network "egress"; a session with network "none" reaches nothing')
-        return self
-
-    def given(self) -> bool:
-        return self.network is not None or self.egress_allow is not None or self.limits is not None
 
 
 class CreateSessionBody(IsolationFields):
@@ -76,7 +55,7 @@ class CreateSessionBody(IsolationFields):
 
 
 def check_session_rules(session_type: str, ephemeral: bool, workspace: str | None, image: str | None) -> None:
-    """The session rules of the seeds' "Core Concepts"."""
+    """What a session may be: ephemeral or on a workspace, and who may name an image."""
     if ephemeral and workspace is not None:
         raise ValueError("an ephemeral session takes no workspace")
     if not ephemeral and workspace is None:
@@ -89,67 +68,13 @@ def check_session_rules(session_type: str, ephemeral: bool, workspace: str | Non
         )
 
 
-class ExecBody(IsolationFields):
-    command: str | Annotated[list[str], Field(min_length=1)] = Field(min_length=1)
-    session_id: str | None = None
-    workspace: Selector | None = None
-    ephemeral: bool = False
-    image: ImageName | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    cwd: str | None = Field(default=None, min_length=1, max_length=4096)
-    timeout_ms: int = Field(default=DEFAULT_TIMEOUT_MS, gt=0, le=MAX_TIMEOUT_MS)
-
-    @model_validator(mode="after")
-    def _one_target(self) -> ExecBody:
-        targets = sum([self.session_id is not None, self.workspace is not None, self.ephemeral])
-        if targets != 1:
-            raise ValueError("give exactly one of session_id, workspace, or ephemeral: true")
-        if self.image is not None and not self.ephemeral:
-            raise ValueError("image is accepted only when ephemeral is true")
-        if self.given() and not self.ephemeral:
-            raise ValueError("network, egress_allow and limits are accepted only when ephemeral is true")
-        return self
-
-
-class _Query(BaseModel):
-    """Query strings are text: lax coercion ("2" -> 2), but no unknown keys."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class ListSessionsQuery(_Query):
+class ListSessionsQuery(Query):
     status: Literal["creating", "running", "paused", "terminated"] | None = None
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = None
 
 
-class ForceQuery(_Query):
-    force: Literal["true", "false", "1", "0"] = "false"
-
-
-def _encode_cursor(row: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps([row["created_at"], row["id"]]).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        created_at, session_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return float(created_at), str(session_id)
-    except (ValueError, TypeError, binascii.Error):
-        raise errors.InvalidInput("cursor is not one this API returned", code="invalid_cursor") from None
-
-
-def session_id_of(raw: str) -> str:
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise errors.NotFound(f"session {raw} not found", code="session_not_found") from None
-
-
 def create_app(config: SchedulerConfig, service: SessionService, workspaces: WorkspaceService) -> QuartTrio:
-    from scheduler.lifecycle import SessionLifecycle, register_lifecycle_routes
-    from scheduler.workspace_api import register_workspace_routes
-
     app = QuartTrio("chaser-scheduler")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     install_error_handlers(app)
@@ -195,12 +120,12 @@ def create_app(config: SchedulerConfig, service: SessionService, workspaces: Wor
     @requires("sessions.read", action="session.list")
     async def list_sessions() -> Response:
         query = parse_query(ListSessionsQuery)
-        after = _decode_cursor(query.cursor) if query.cursor else None
+        after = decode_cursor(query.cursor, float, str) if query.cursor else None
         rows = await store.run(
             store.list_sessions, principal().account_id, status=query.status, limit=query.limit + 1, after=after
         )
         page = rows[: query.limit]
-        next_cursor = _encode_cursor(page[-1]) if len(rows) > query.limit else None
+        next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > query.limit else None
         return json_response({"sessions": [service.to_json(r) for r in page], "next_cursor": next_cursor})
 
     @app.get("/v1/sessions/<raw_id>")

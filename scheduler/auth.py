@@ -32,7 +32,7 @@ _ALPHABET = string.ascii_letters + string.digits
 _SECRET_LEN = 40
 _LOOKUP_LEN = 12
 
-# Every scope the API knows (see the seeds' "Authentication" section).
+# Every scope the API knows.
 SCOPES = frozenset(
     {
         "sessions.read",
@@ -58,7 +58,7 @@ SCOPES = frozenset(
 # resources. A user is the owner of their personal account.
 ROLES = ("member", "admin", "owner")
 
-# An endpoint that only an unrestricted credential may call: the seeds' scope
+# An endpoint that only an unrestricted credential may call: the scope
 # list has no scope for managing accounts, members and service accounts.
 FULL_ACCESS = "full-access"
 

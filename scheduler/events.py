@@ -58,22 +58,6 @@ def envelope(event_id: str, event_type: str, account_id: str, created_at: float,
     )
 
 
-def session_data(row: dict[str, Any]) -> dict[str, Any]:
-    """A session as events describe it (its row, in the API's field names)."""
-    return {
-        "id": row["id"],
-        "session_type": row["session_type"],
-        "status": row["status"],
-        "status_reason": row["status_reason"],
-        "ephemeral": row["ephemeral"],
-        "workspace": row["workspace_id"],
-        "image": row["image"],
-        "created_at": rfc3339(row["created_at"]),
-        "started_at": rfc3339(row["started_at"]),
-        "terminated_at": rfc3339(row["terminated_at"]),
-    }
-
-
 async def publish(store: Store, account_id: str, event_type: str, data: dict[str, Any]) -> int:
     """Queue an event for the account's subscribed webhooks; returns how many deliveries."""
     if event_type not in EVENT_TYPES:

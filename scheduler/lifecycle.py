@@ -21,49 +21,25 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
 
-import trio
 from quart import Response
 from quart_trio import QuartTrio
 
 from chaser import errors
 from chaser._quart import json_response, parse_query
 from scheduler.access import audit_resource, principal, requires
-from scheduler.api import ForceQuery, session_id_of
+from scheduler.core.session_states import SessionEvent, SessionStatus, allows
+from scheduler.detached import run_detached
+from scheduler.models import ForceQuery, session_id_of
 from scheduler.placement import HostLoad
 from scheduler.sessions import SessionService
 from scheduler.store import Row
-
-T = TypeVar("T")
 
 
 class SessionLifecycle:
     def __init__(self, service: SessionService) -> None:
         self.service = service
         self.store = service.store
-
-    async def _detached(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Run ``work`` in the service's nursery and wait for it (see the module doc)."""
-        done = trio.Event()
-        outcome: list[Any] = []
-
-        async def run() -> None:
-            try:
-                outcome.append(("ok", await work()))
-            except errors.ApiError as exc:
-                outcome.append(("error", exc))
-            finally:
-                done.set()
-
-        self.service.nursery.start_soon(run)
-        await done.wait()
-        kind, value = outcome[0]
-        if kind == "error":
-            raise value
-        result: T = value
-        return result
 
     async def _host_url(self, row: Row) -> str:
         host = await self.store.run(self.store.host, row["host_id"])
@@ -75,37 +51,33 @@ class SessionLifecycle:
     async def pause(self, account_id: str, session_id: str, *, force: bool) -> Row:
         """Pause; its open connections refuse it (409) unless ``force`` ends them."""
         row = await self.service.get(account_id, session_id)
-        if row["status"] == "paused":
+        if row["status"] == SessionStatus.PAUSED:
             return row
-        if row["status"] != "running":
+        if not allows(row["status"], SessionEvent.PAUSED):
             raise errors.Conflict(f"session {session_id} is {row['status']}", code="session_not_running")
         url = await self._host_url(row)
 
         async def work() -> None:
             await self.service.agents.pause_sandbox(url, session_id, self.service.config.create_timeout, force=force)
-            await self.store.run(
-                self.store.transition, session_id, ["running"], status="paused", active_connection_leases=0
-            )
+            await self.store.run(self.store.transition, session_id, SessionEvent.PAUSED, active_connection_leases=0)
 
-        await self._detached(work)
+        await run_detached(self.service.nursery, work)
         return await self.service.get(account_id, session_id)
 
     async def resume(self, account_id: str, session_id: str) -> Row:
         row = await self.service.get(account_id, session_id)
-        if row["status"] == "running":
+        if row["status"] == SessionStatus.RUNNING:
             return row
-        if row["status"] != "paused":
+        if not allows(row["status"], SessionEvent.RESUMED):
             raise errors.Conflict(f"session {session_id} is {row['status']}", code="session_not_paused")
         url = await self._host_url(row)
 
         async def work() -> None:
             await self.service.agents.resume_sandbox(url, session_id, self.service.config.create_timeout)
             # Idle time starts again from the resume (a paused session never idles out).
-            await self.store.run(
-                self.store.transition, session_id, ["paused"], status="running", last_activity_at=time.time()
-            )
+            await self.store.run(self.store.transition, session_id, SessionEvent.RESUMED, last_activity_at=time.time())
 
-        await self._detached(work)
+        await run_detached(self.service.nursery, work)
         return await self.service.get(account_id, session_id)
 
     async def fork(self, account_id: str, session_id: str) -> Row:
@@ -116,7 +88,7 @@ class SessionLifecycle:
         session holding a workspace cannot be forked: the disk has one holder.
         """
         source = await self.service.get(account_id, session_id)
-        if source["status"] != "paused":
+        if source["status"] != SessionStatus.PAUSED:
             raise errors.Conflict(
                 f"session {session_id} is {source['status']}; pause it before forking", code="session_not_paused"
             )
@@ -137,7 +109,7 @@ class SessionLifecycle:
             "workspace_id": None,
             "image": source["image"],
             "host_id": host["id"],
-            "status": "creating",
+            "status": SessionStatus.CREATING,
             "status_reason": None,
             "created_at": now,
             "create_deadline": now + self.service.config.create_timeout,

@@ -21,6 +21,7 @@ from chaser import errors
 from chaser._quart import json_response, parse_body
 from scheduler import session_tokens
 from scheduler.access import principal, requires
+from scheduler.models import session_id_of
 from scheduler.session_tokens import Claims
 from scheduler.sessions import SessionService
 from scheduler.timefmt import rfc3339
@@ -47,8 +48,6 @@ class TokenBody(BaseModel):
 
 
 def register_session_routes(app: QuartTrio, service: SessionService, token_key: bytes) -> None:
-    from scheduler.api import session_id_of
-
     @app.patch("/v1/sessions/<raw_id>")
     @requires("sessions.write", action="session.update")
     async def set_lifetime(raw_id: str) -> Response:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,7 +22,10 @@ from chaser.isolation import EgressRule, Limits
 from scheduler import workspace_lookup
 from scheduler.agents import AgentClient
 from scheduler.config import SchedulerConfig
+from scheduler.core.session_states import SessionEvent
+from scheduler.detached import run_detached
 from scheduler.placement import HostLoad, candidates
+from scheduler.session_json import session_summary
 from scheduler.store import Row, Store
 from scheduler.store import workspaces as workspace_db
 from scheduler.timefmt import rfc3339
@@ -37,12 +39,6 @@ BROWSER_IMAGE = "browser"
 _EXEC_SLACK = 30.0
 # How long a session read waits for its host's live lease count.
 _LIVE_LEASES_TIMEOUT = 2.0
-
-
-@dataclass
-class _Provisioning:
-    done: trio.Event = field(default_factory=trio.Event)
-    error: errors.ApiError | None = None
 
 
 class SessionService:
@@ -72,16 +68,7 @@ class SessionService:
         public = urlsplit(self.public_url)
         port = f":{public.port}" if public.port else ""
         return {
-            "id": row["id"],
-            "session_type": row["session_type"],
-            "status": row["status"],
-            "status_reason": row["status_reason"],
-            "ephemeral": row["ephemeral"],
-            "workspace": row["workspace_id"],
-            "image": row["image"],
-            "created_at": rfc3339(row["created_at"]),
-            "started_at": rfc3339(row["started_at"]),
-            "terminated_at": rfc3339(row["terminated_at"]),
+            **session_summary(row),
             "network": row["network"],
             "egress_allow": row["egress_allow"],
             "limits": row["limits"],
@@ -216,21 +203,17 @@ class SessionService:
 
     async def provision(self, row: Row, options: list[HostLoad]) -> Row:
         """Start the inserted session on the first of ``options`` that can."""
-        outcome = _Provisioning()
-        self.nursery.start_soon(self._provision, row, options, outcome)
-        await outcome.done.wait()
-        if outcome.error is not None:
-            raise outcome.error
+        await run_detached(self.nursery, lambda: self._provision(row, options))
         return await self.get(row["account_id"], row["id"])
 
-    async def _provision(self, row: Row, options: list[HostLoad], outcome: _Provisioning) -> None:
+    async def _provision(self, row: Row, options: list[HostLoad]) -> None:
         session_id = row["id"]
         ctx = {"session_id": session_id, "account_id": row["account_id"]}
         host: HostLoad | None = None
         try:
             for host in options:
                 if host.id != row["host_id"]:
-                    await self.store.run(self.store.transition, session_id, ["creating"], host_id=host.id)
+                    await self.store.run(self.store.transition, session_id, SessionEvent.MOVED, host_id=host.id)
                 remaining = row["create_deadline"] - time.time()
                 try:
                     with trio.fail_after(max(remaining, 0)):
@@ -255,15 +238,15 @@ class SessionService:
             reason = f"did not start within {self.config.create_timeout:g}s"
             await self.store.run(self.store.terminate, session_id, reason)
             await self._destroy_quietly(host, session_id)
-            outcome.error = errors.Timeout(f"session {session_id} {reason}", code="create_timeout")
             log.warning("session create timed out", extra=ctx)
+            raise errors.Timeout(f"session {session_id} {reason}", code="create_timeout") from None
         except errors.ApiError as exc:
             # Nothing of a failed create survives: the host rolled back its
             # part (or is told to), and the row goes.
             await self._destroy_quietly(host, session_id)
             await self.store.run(self.store.delete_session, session_id)
-            outcome.error = exc
             log.warning("session create failed: %s", exc.message, extra=ctx)
+            raise
         else:
             granted = sandbox.get("network") or {}
             started = await self.store.run(
@@ -274,8 +257,6 @@ class SessionService:
             )
             if not started:  # terminated while we were creating it
                 await self._destroy_quietly(host, session_id)
-        finally:
-            outcome.done.set()
 
     async def _destroy_quietly(self, host: HostLoad | Row | None, session_id: str) -> None:
         """Best-effort destroy; the reconciler removes whatever this misses."""

@@ -8,8 +8,6 @@ changes ``workspaces.write``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import Annotated, Literal
 
@@ -20,7 +18,8 @@ from quart_trio import QuartTrio
 from chaser import errors
 from chaser._quart import json_response, parse_body, parse_query
 from scheduler.access import audit_resource, principal, requires
-from scheduler.api import ForceQuery, ImageName
+from scheduler.models import ForceQuery, ImageName, StrictBody
+from scheduler.pagination import decode_cursor, encode_cursor
 from scheduler.workspace_lookup import check_name
 from scheduler.workspaces import WorkspaceService
 
@@ -52,11 +51,7 @@ def _token(secret: SecretStr | None) -> str | None:
     return token
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class CreateWorkspaceBody(_Strict):
+class CreateWorkspaceBody(StrictBody):
     session_type: Literal["sandbox", "browser"] = "sandbox"
     name: WorkspaceName
     image: ImageName | None = None
@@ -68,7 +63,7 @@ class CreateWorkspaceBody(_Strict):
         return self
 
 
-class ImportBody(_Strict):
+class ImportBody(StrictBody):
     repository: str = Field(min_length=1, max_length=512)
     ref: GitRef | None = None
     token: GitToken | None = None
@@ -76,7 +71,7 @@ class ImportBody(_Strict):
     image: ImageName | None = None
 
 
-class UpdateBody(_Strict):
+class UpdateBody(StrictBody):
     name: WorkspaceName | None = None
     is_template: bool | None = None
 
@@ -87,16 +82,16 @@ class UpdateBody(_Strict):
         return self
 
 
-class CloneBody(_Strict):
+class CloneBody(StrictBody):
     name: WorkspaceName
     snapshot: str | None = Field(default=None, min_length=1, max_length=64)
 
 
-class SnapshotBody(_Strict):
+class SnapshotBody(StrictBody):
     name: SnapshotName | None = None
 
 
-class BootstrapBody(_Strict):
+class BootstrapBody(StrictBody):
     token: GitToken | None = None
 
 
@@ -105,17 +100,6 @@ class ListWorkspacesQuery(BaseModel):
     template: Literal["true", "false"] | None = None
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = None
-
-
-def _encode_cursor(name_key: str) -> str:
-    return base64.urlsafe_b64encode(name_key.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        return check_name(base64.b64decode(cursor.encode(), altchars=b"-_", validate=True).decode())
-    except (ValueError, binascii.Error):
-        raise errors.InvalidInput("cursor is not one this API returned", code="invalid_cursor") from None
 
 
 def _forced() -> bool:
@@ -141,10 +125,10 @@ def register_workspace_routes(app: QuartTrio, workspaces: WorkspaceService) -> N
             principal().account_id,
             template=None if query.template is None else query.template == "true",
             limit=query.limit + 1,
-            after=_decode_cursor(query.cursor) if query.cursor else None,
+            after=decode_cursor(query.cursor, check_name)[0] if query.cursor else None,
         )
         page = rows[: query.limit]
-        next_cursor = _encode_cursor(page[-1]["name_key"]) if len(rows) > query.limit else None
+        next_cursor = encode_cursor(page[-1]["name_key"]) if len(rows) > query.limit else None
         return json_response({"workspaces": await workspaces.render_all(page), "next_cursor": next_cursor})
 
     @app.post("/v1/workspaces/import")

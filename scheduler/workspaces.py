@@ -18,13 +18,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
 
 from chaser import errors
 from scheduler import workspace_lookup
+from scheduler.detached import run_detached
 from scheduler.events import publish
 from scheduler.gitsource import GitHost, Repository
 from scheduler.sessions import DEFAULT_IMAGE, SessionService
@@ -33,8 +33,6 @@ from scheduler.store import workspaces as workspace_db
 from scheduler.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # Slack past a create's deadline before the sweep calls it abandoned: the
 # request's own cleanup runs first.
@@ -60,26 +58,10 @@ class WorkspaceService:
             nursery.start_soon(self._sweep_forever)
             task_status.started()
 
-    async def _detached(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run ``fn`` in the service's nursery and wait for it; its error is ours."""
+    @property
+    def nursery(self) -> trio.Nursery:
         assert self._nursery is not None, "WorkspaceService.run has not started"
-        done = trio.Event()
-        outcome: list[T] = []
-        failure: list[Exception] = []
-
-        async def runner() -> None:
-            try:
-                outcome.append(await fn())
-            except Exception as exc:
-                failure.append(exc)
-            finally:
-                done.set()
-
-        self._nursery.start_soon(runner)
-        await done.wait()
-        if failure:
-            raise failure[0]
-        return outcome[0]
+        return self._nursery
 
     # -- presentation -----------------------------------------------------
 
@@ -258,7 +240,7 @@ class WorkspaceService:
             await self.store.run(workspace_db.transition, self.store, row["id"], "creating", status="ready",
                                  create_deadline=None)  # fmt: skip
 
-        await self._detached(make)
+        await run_detached(self.nursery, make)
         created = await self.store.run(workspace_db.get_any, self.store, row["id"])
         assert created is not None
         await publish(self.store, row["account_id"], "workspace.created", {"workspace": await self.render(created)})
@@ -341,7 +323,7 @@ class WorkspaceService:
                 await self.agents.reimport_disk(url, row["id"], row["disk_size_bytes"], git, timeout=timeout)
             await self.store.run(workspace_db.transition, self.store, row["id"], "ready")
 
-        await self._detached(reimport)
+        await run_detached(self.nursery, reimport)
         return await self.resolve(account_id, row["id"])
 
     # -- update, delete ---------------------------------------------------
@@ -357,7 +339,7 @@ class WorkspaceService:
         # Gone from the API from here on (its name is free): that is the event.
         gone = {"id": row["id"], "name": row["name"], "session_type": row["session_type"]}
         await publish(self.store, account_id, "workspace.deleted", {"workspace": gone})
-        await self._detached(lambda: self._finish_delete(row, holder))
+        await run_detached(self.nursery, lambda: self._finish_delete(row, holder))
 
     async def _finish_delete(self, row: Row, holder: Row | None) -> None:
         """End the holder, remove the disk, then the row; what fails is retried by the sweep."""
@@ -417,7 +399,7 @@ class WorkspaceService:
                     raise errors.Timeout(f"the snapshot was not taken within {timeout:g}s") from None
                 raise
 
-        frozen = await self._detached(take)
+        frozen = await run_detached(self.nursery, take)
         await self.store.run(workspace_db.finish_snapshot, self.store, row["id"], frozen)
         ready = {**row, "status": "ready", "frozen": frozen, "create_deadline": None}
         await publish(self.store, account_id, "snapshot.created", {"snapshot": self.snapshot_json(ready)})
@@ -451,7 +433,7 @@ class WorkspaceService:
                 await self.agents.restore_disk(url, workspace["id"], snapshot_id, timeout=timeout)
             await self.store.run(workspace_db.transition, self.store, workspace["id"], "ready")
 
-        await self._detached(restore)
+        await run_detached(self.nursery, restore)
         return await self.resolve(account_id, workspace["id"])
 
     async def delete_snapshot(self, account_id: str, selector: str, snapshot_id: str) -> None:
@@ -463,7 +445,7 @@ class WorkspaceService:
             await self.agents.delete_snapshot(url, workspace["id"], snapshot_id, timeout=_QUICK_TIMEOUT)
             await self.store.run(workspace_db.delete_snapshot, self.store, snapshot_id)
 
-        await self._detached(remove)
+        await run_detached(self.nursery, remove)
 
     # -- exec -------------------------------------------------------------
 

@@ -64,6 +64,22 @@ def pytest_configure(config: pytest.Config) -> None:
     config.option.basetemp = str(root / f"run-{os.getpid()}")
 
 
+# What a fast test may not ask for: each starts servers, sandboxes or a database.
+_SLOW_FIXTURES = frozenset(
+    {"system", "sqlite_system", "vm_system", "sandbox_system", "images_dir", "vm_images_dir", "database_url"}
+)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Keep the fast layer fast: a test marked ``fast`` starts no agent, scheduler or sandbox."""
+    fast = item.get_closest_marker("fast") is not None
+    Server.forbidden = fast
+    if fast:
+        slow = _SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if slow:
+            pytest.fail(f"a fast test may not use {', '.join(sorted(slow))}: drop its fast mark", pytrace=False)
+
+
 def _unmount_below(directory: Path) -> None:
     points = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
     for point in sorted((p for p in points if p.startswith(f"{directory}/")), key=len, reverse=True):
@@ -142,6 +158,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 class Server:
     """A server started in its own cancel scope, so a test can stop and restart it."""
 
+    # Set while a fast test runs (see ``pytest_runtest_setup``).
+    forbidden = False
+
     def __init__(self, serve: Callable[..., Awaitable[None]], config: Any) -> None:
         self.serve = serve
         self.config = config
@@ -150,6 +169,7 @@ class Server:
         self._stopped = trio.Event()
 
     async def start(self, nursery: trio.Nursery) -> str:
+        assert not Server.forbidden, "a fast test may start no agent or scheduler: drop its fast mark"
         self._stopped = trio.Event()
 
         async def run(task_status: trio.TaskStatus[str]) -> None:

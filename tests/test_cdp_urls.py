@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
 from agent.browser.cdp_urls import PublicEndpoint, rewrite_json
 from scheduler.router import Requirement, SessionTarget, requirement, session_target
+
+pytestmark = pytest.mark.fast
 
 SID = "0b6c1f8e-2f7d-4d43-9d7e-6a1f3f0b2c11"
 VERSION = b"""{

@@ -20,6 +20,8 @@ from agent.runtimes.base import Busy, ProcessSpec
 from tests.fake_guest import LOST, closed, connected, spawned, warned
 from vmimages.guest.protocol import MAX_FRAME, SYNC, WINDOW, Message, encode, encode_sync
 
+pytestmark = pytest.mark.fast
+
 
 async def assert_lost(process: GuestProcess) -> None:
     """The process ended with the channel: its output reads EOF and it was "killed"."""

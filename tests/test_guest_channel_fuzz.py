@@ -15,6 +15,7 @@ import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pytest
 import trio
 import trio.testing
 from hypothesis import HealthCheck, event, given, settings
@@ -24,6 +25,8 @@ from agent.guest_channel import GuestChannel, GuestProcess
 from agent.runtimes.base import ProcessSpec, SandboxGone
 from tests.fake_guest import Guest, connected, spawned, warned
 from vmimages.guest.protocol import HEADER, MAX_FRAME, SYNC, WINDOW, Message, encode
+
+pytestmark = pytest.mark.fast
 
 CHUNK = 64 << 10
 REQUEST = 1 << 20

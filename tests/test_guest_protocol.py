@@ -7,6 +7,8 @@ import pytest
 
 from vmimages.guest.protocol import MAX_FRAME, SYNC, FrameDecoder, encode, encode_sync, flush_padding
 
+pytestmark = pytest.mark.fast
+
 HELLO = {"type": "hello", "nonce": b"\x01\x02"}
 EXEC = {"type": "exec", "id": 7, "argv": ["echo", "hi"], "env": {"A": "b"}, "cwd": None}
 OUTPUT = {"type": "output", "id": 7, "fd": 1, "data": bytes(range(256)) * 40}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.jobs.states import (
+from scheduler.core.job_states import (
     CancelRequest,
     Claim,
     Due,
@@ -17,7 +17,10 @@ from scheduler.jobs.states import (
     Status,
     Stopped,
     Submit,
+    moves,
 )
+
+pytestmark = pytest.mark.fast
 
 NOW = 1_000.0
 
@@ -94,3 +97,18 @@ def test_illegal_events_are_conflicts(events: tuple[Event, ...], bad: Event, cod
         machine.apply(bad)
     assert raised.value.status == 409 and raised.value.code == code
     assert machine.status is before
+
+
+@pytest.mark.parametrize(
+    "event", [Due(), Claim(), Finish(succeeded=True), Interrupted(retry_at=None, now=NOW), CancelRequest(), Retry()]
+)
+def test_moves_are_the_states_the_machine_accepts(event: Event) -> None:
+    """The store's guarded UPDATEs test for ``moves``: it must be exactly where the machine allows the event."""
+    for status in Status:
+        machine = JobStateMachine(status)
+        try:
+            machine.apply(event)
+        except InvalidTransition:
+            assert status not in moves(type(event))
+        else:
+            assert status in moves(type(event))

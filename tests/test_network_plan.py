@@ -12,6 +12,8 @@ from agent.network.firewall import policy_elements, ruleset
 from chaser import errors
 from chaser.isolation import EgressRule, Limits
 
+pytestmark = pytest.mark.fast
+
 
 def test_slots_are_disjoint_slash_30s_named_by_prefix() -> None:
     plan = SlotPlan("chaser", IPv4Network("10.203.0.0/16"))

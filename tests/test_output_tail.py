@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agent.execution import OutputTail
+
+pytestmark = pytest.mark.fast
 
 
 def test_under_the_limit_keeps_everything() -> None:

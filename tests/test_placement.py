@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from scheduler.placement import HostLoad, candidates
+
+pytestmark = pytest.mark.fast
 
 
 def host(

@@ -11,6 +11,8 @@ from agent.pty_mux import PtyMux, Scrollback
 from chaser import frames
 from chaser.frames import FrameError
 
+pytestmark = pytest.mark.fast
+
 
 def pack(**frame: object) -> bytes:
     return msgpack.packb(frame, use_bin_type=True)

@@ -18,6 +18,8 @@ from agent.runtimes.base import RuntimeFailure
 from agent.runtimes.sandbox_io import ChannelEndpoints
 from tests.fake_guest import Guest, connected
 
+pytestmark = pytest.mark.fast
+
 
 class OneChannel(ChannelEndpoints):
     """The shared endpoint code over one scripted channel (no runtime around it)."""

@@ -5,10 +5,15 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from importlib.resources import files
 
 import pytest
+import sqlalchemy as sa
+from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
 
 from scheduler.auth import ensure_key, hash_secret, lookup_prefix, new_secret
+from scheduler.core.session_states import SessionEvent
 from scheduler.store import Store
 
 
@@ -42,7 +47,15 @@ def session_row(account_id: str, created_at: float, **overrides: object) -> dict
 
 
 def test_migrate_is_idempotent(store: Store) -> None:
+    """Migrating a migrated store changes nothing: same revision (the newest), same rows."""
+    user, _ = store.ensure_user("m@test.invalid")
     store.migrate()
+    with store.engine.connect() as conn:
+        revisions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(files("scheduler") / "migrations"))
+    assert revisions == [ScriptDirectory.from_config(config).get_current_head()]
+    assert store.ensure_user("m@test.invalid")[0]["id"] == user["id"]
 
 
 def test_users_get_one_personal_account(store: Store) -> None:
@@ -85,7 +98,7 @@ def test_transitions_are_guarded(store: Store) -> None:
     store.insert_session(row)
     assert store.terminate(str(row["id"]), "by test")
     # A create finishing after the terminate must lose.
-    assert not store.transition(str(row["id"]), ["creating"], status="running")
+    assert not store.transition(str(row["id"]), SessionEvent.STARTED)
     assert not store.terminate(str(row["id"]), "twice")
     final = store.session(account["id"], str(row["id"]))
     assert final is not None and final["status"] == "terminated" and final["status_reason"] == "by test"

@@ -22,9 +22,9 @@ from quart_trio import QuartTrio
 from chaser import errors
 from chaser._quart import json_response, parse_body, parse_query, validation_error
 from scheduler.access import audit_resource, principal, requires
-from scheduler.api import _decode_cursor, _encode_cursor
 from scheduler.jobs.kind import JobKind
 from scheduler.jobs.service import JobService
+from scheduler.pagination import decode_cursor, encode_cursor
 
 # RFC 3339 date-time: a full date, a time, and an offset (Z or ±hh:mm).
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -137,12 +137,12 @@ def register_job_routes(app: QuartTrio, jobs: JobService) -> None:
         readable = [k.name for k in jobs.kinds().values() if _may(k.scope) or _may(k.read_scope)]
         if query.kind is not None:
             readable = [k for k in readable if k == query.kind]
-        after = _decode_cursor(query.cursor) if query.cursor else None
+        after = decode_cursor(query.cursor, float, str) if query.cursor else None
         rows = await jobs.list_page(
             principal().account_id, kinds=readable, status=query.status, limit=query.limit + 1, after=after
         )
         page = rows[: query.limit]
-        next_cursor = _encode_cursor(page[-1]) if len(rows) > query.limit else None
+        next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > query.limit else None
         return json_response({"jobs": [jobs.to_json(r) for r in page], "next_cursor": next_cursor})
 
     @app.get("/v1/jobs/<raw_id>")

@@ -19,10 +19,10 @@ import trio
 
 from chaser import errors
 from scheduler.config import SchedulerConfig
+from scheduler.core.job_states import TERMINAL, CancelRequest, JobStateMachine, Retry, Status, Submit
 from scheduler.jobs.context import JobServices, WorkspaceDeleter
 from scheduler.jobs.events import job_finished
 from scheduler.jobs.kind import JobKind, registered
-from scheduler.jobs.states import TERMINAL, CancelRequest, JobStateMachine, Retry, Status, Submit
 from scheduler.jobs.store import JobStore
 from scheduler.jobs.worker import CANCELED, JobWorker
 from scheduler.sessions import SessionService

@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
-from scheduler.jobs.states import Status
+from scheduler.core.job_states import Claim, Due, Finish, Status, moves
 from scheduler.store import Row, Store
 from scheduler.store.schema import job_attempts, jobs
 
@@ -113,7 +113,7 @@ class JobStore:
 
     def promote_due(self, now: float) -> int:
         """Scheduled jobs whose time has come join the queue, in the order they were due."""
-        due = (jobs.c.status == Status.SCHEDULED) & (jobs.c.run_at <= now)
+        due = jobs.c.status.in_(moves(Due)) & (jobs.c.run_at <= now)
         with self.engine.connect() as conn:  # a read first: most polls find nothing, and need no write lock
             if conn.execute(sa.select(jobs.c.id).where(due).limit(1)).first() is None:
                 return 0
@@ -130,7 +130,7 @@ class JobStore:
                 job = _one(
                     conn,
                     sa.select(jobs)
-                    .where(jobs.c.account_id == account_id, jobs.c.status == Status.QUEUED)
+                    .where(jobs.c.account_id == account_id, jobs.c.status.in_(moves(Claim)))
                     .order_by(jobs.c.queued_at, jobs.c.created_at, jobs.c.id)
                     .limit(1)
                     .with_for_update(skip_locked=True),
@@ -140,7 +140,7 @@ class JobStore:
                 number = job["attempt"] + 1
                 claimed = conn.execute(
                     jobs.update()
-                    .where(jobs.c.id == job["id"], jobs.c.status == Status.QUEUED)
+                    .where(jobs.c.id == job["id"], jobs.c.status.in_(moves(Claim)))
                     .values(
                         status=Status.RUNNING,
                         attempt=number,
@@ -296,7 +296,7 @@ class JobStore:
                     jobs.update()
                     .where(
                         jobs.c.id == job_id,
-                        jobs.c.status == Status.RUNNING,
+                        jobs.c.status.in_(moves(Finish)),
                         jobs.c.worker_id == worker_id,
                         jobs.c.attempt == number,
                     )

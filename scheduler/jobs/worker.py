@@ -33,10 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from chaser import errors
 from scheduler.config import SchedulerConfig
-from scheduler.jobs.context import JobRun, JobServices, LostClaim
-from scheduler.jobs.events import job_finished
-from scheduler.jobs.kind import CannotReattach, JobKind, Outcome, registered
-from scheduler.jobs.states import (
+from scheduler.core.job_states import (
     TERMINAL,
     WAITING,
     Finish,
@@ -45,6 +42,9 @@ from scheduler.jobs.states import (
     Status,
     Stopped,
 )
+from scheduler.jobs.context import JobRun, JobServices, LostClaim
+from scheduler.jobs.events import job_finished
+from scheduler.jobs.kind import CannotReattach, JobKind, Outcome, registered
 from scheduler.jobs.store import JobStore
 from scheduler.store import Row
 

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from chaser import errors
+from scheduler.core.session_states import ACTIVE
 from scheduler.store.schema import (
     accounts,
     api_keys,
@@ -28,8 +29,6 @@ from scheduler.store.schema import (
 )
 
 Row = dict[str, Any]
-
-_ACTIVE = ("creating", "running", "paused")  # a paused session still holds its host
 
 
 def _looks_like_uuid(value: str) -> bool:
@@ -133,7 +132,7 @@ class AccountQueries:
             active = conn.execute(
                 sa.select(sa.func.count())
                 .select_from(sessions)
-                .where(sessions.c.account_id == account_id, sessions.c.status.in_(_ACTIVE))
+                .where(sessions.c.account_id == account_id, sessions.c.status.in_(ACTIVE))
             ).scalar_one()
             if active:
                 raise errors.Conflict(

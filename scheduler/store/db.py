@@ -20,7 +20,8 @@ import trio
 from alembic import command
 from alembic.config import Config as AlembicConfig
 
-from scheduler.events import session_data
+from scheduler.core.session_states import ACTIVE, SessionEvent, SessionStatus, moves, target
+from scheduler.session_json import session_summary
 from scheduler.store.accounts import AccountQueries
 from scheduler.store.audit import AuditQueries
 from scheduler.store.schema import accounts, api_keys, hosts, memberships, sessions, users
@@ -30,9 +31,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 Row = dict[str, Any]
-
-# Everything but terminated: a paused session still holds its host's disk.
-ACTIVE_STATUSES = ("creating", "running", "paused")
 
 
 def _now() -> float:
@@ -154,7 +152,7 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
         """Every host with ``active``: its sessions that are creating, running or paused."""
         active = (
             sa.select(sessions.c.host_id, sa.func.count().label("active"))
-            .where(sessions.c.status.in_(ACTIVE_STATUSES))
+            .where(sessions.c.status.in_(ACTIVE))
             .group_by(sessions.c.host_id)
             .subquery()
         )
@@ -178,7 +176,9 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
     def delete_session(self, session_id: str) -> None:
         """Remove a create that failed; one a caller terminated meanwhile stays, terminated."""
         with self.engine.begin() as conn:
-            conn.execute(sessions.delete().where(sessions.c.id == session_id, sessions.c.status != "terminated"))
+            conn.execute(
+                sessions.delete().where(sessions.c.id == session_id, sessions.c.status != SessionStatus.TERMINATED)
+            )
 
     def session(self, account_id: str, session_id: str) -> Row | None:
         query = sa.select(sessions).where(sessions.c.id == session_id, sessions.c.account_id == account_id)
@@ -216,16 +216,19 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
-    def transition(self, session_id: str, from_statuses: Iterable[str], **values: Any) -> bool:
-        """Update a session only if its status is one of ``from_statuses``.
+    def transition(self, session_id: str, event: SessionEvent, **values: Any) -> bool:
+        """Apply ``event`` (and ``values``) to a session only if its status allows it.
 
         The guard makes racing writers (a create finishing while a delete
         runs, the reconciler) safe: exactly one of them wins.
         """
+        return self._update_if(session_id, moves(event), {"status": target(event), **values})
+
+    def _update_if(self, session_id: str, statuses: Iterable[str], values: Row) -> bool:
         with self.engine.begin() as conn:
             result = conn.execute(
                 sessions.update()
-                .where(sessions.c.id == session_id, sessions.c.status.in_(tuple(from_statuses)))
+                .where(sessions.c.id == session_id, sessions.c.status.in_(tuple(statuses)))
                 .values(**values)
             )
         return result.rowcount == 1
@@ -233,37 +236,34 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
     def terminate(self, session_id: str, reason: str) -> bool:
         """Terminate, and queue ``session.terminated`` in the same transaction."""
         values = {
-            "status": "terminated",
             "status_reason": reason,
             "terminated_at": _now(),
             "active_connection_leases": 0,  # its connections end with it
         }
-        return self._transition_with_event(session_id, ACTIVE_STATUSES, values, "session.terminated")
+        return self._transition_with_event(session_id, SessionEvent.ENDED, values, "session.terminated")
 
     def mark_running(self, session_id: str, **granted: Any) -> bool:
         """A created session is up, with what its host granted: queue ``session.created`` in one transaction."""
-        values = {"status": "running", "started_at": _now(), **granted}
-        return self._transition_with_event(session_id, ["creating"], values, "session.created")
+        values = {"started_at": _now(), **granted}
+        return self._transition_with_event(session_id, SessionEvent.STARTED, values, "session.created")
 
-    def _transition_with_event(
-        self, session_id: str, from_statuses: Iterable[str], values: Row, event_type: str
-    ) -> bool:
+    def _transition_with_event(self, session_id: str, event: SessionEvent, values: Row, event_type: str) -> bool:
         with self.engine.begin() as conn:
             won = conn.execute(
                 sessions.update()
-                .where(sessions.c.id == session_id, sessions.c.status.in_(tuple(from_statuses)))
-                .values(**values)
+                .where(sessions.c.id == session_id, sessions.c.status.in_(moves(event)))
+                .values(status=target(event), **values)
             )
             if won.rowcount != 1:
                 return False
             row = conn.execute(sa.select(sessions).where(sessions.c.id == session_id)).mappings().one()
-            queued = self.enqueue_event_in(conn, row["account_id"], event_type, {"session": session_data(dict(row))})
+            queued = self.enqueue_event_in(conn, row["account_id"], event_type, {"session": session_summary(dict(row))})
         if queued:
             self.notify_outbox()
         return True
 
     def active_sessions_on_host(self, host_id: str) -> list[Row]:
-        query = sa.select(sessions).where(sessions.c.host_id == host_id, sessions.c.status.in_(ACTIVE_STATUSES))
+        query = sa.select(sessions).where(sessions.c.host_id == host_id, sessions.c.status.in_(ACTIVE))
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
@@ -276,7 +276,7 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
             return {r["id"]: dict(r) for r in rows}
 
     def overdue_creates(self, now: float) -> list[Row]:
-        query = sa.select(sessions).where(sessions.c.status == "creating", sessions.c.create_deadline < now)
+        query = sa.select(sessions).where(sessions.c.status == SessionStatus.CREATING, sessions.c.create_deadline < now)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
@@ -298,7 +298,7 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
         """What a host reported: open leases, and the last activity it saw."""
         with self.engine.begin() as conn:
             # Not on an ended session: a heartbeat read before a terminate must not revive its count.
-            live = sessions.c.status.in_(ACTIVE_STATUSES)
+            live = sessions.c.status.in_(ACTIVE)
             update = sessions.update().where(sessions.c.id == session_id, live)
             conn.execute(update.values(active_connection_leases=leases))
         if last_activity_at is not None:
@@ -306,12 +306,12 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
 
     def set_lifetime(self, session_id: str, values: dict[str, Any]) -> bool:
         """Change timeouts or the deadline of a session that has not ended."""
-        return self.transition(session_id, ACTIVE_STATUSES, **values)
+        return self._update_if(session_id, ACTIVE, values)
 
     def expired_sessions(self, now: float) -> list[Row]:
         """Sessions past their maximum lifetime."""
         query = sa.select(sessions).where(
-            sessions.c.status.in_(ACTIVE_STATUSES), sessions.c.expires_at.is_not(None), sessions.c.expires_at < now
+            sessions.c.status.in_(ACTIVE), sessions.c.expires_at.is_not(None), sessions.c.expires_at < now
         )
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
@@ -320,7 +320,7 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
         """Running sessions without connections whose idle timeout may have passed (checked by the caller)."""
         last = sa.func.coalesce(sessions.c.last_activity_at, sessions.c.started_at)
         query = sa.select(sessions).where(
-            sessions.c.status == "running",
+            sessions.c.status == SessionStatus.RUNNING,
             sessions.c.active_connection_leases == 0,
             sessions.c.idle_timeout_ms.is_not(None),
             last + sessions.c.idle_timeout_ms / 1000.0 < now,
@@ -332,7 +332,7 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
         query = (
             sa.select(sessions)
             .join(hosts, hosts.c.id == sessions.c.host_id)
-            .where(sessions.c.status.in_(ACTIVE_STATUSES), hosts.c.last_heartbeat < silent_since)
+            .where(sessions.c.status.in_(ACTIVE), hosts.c.last_heartbeat < silent_since)
         )
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from scheduler.core.session_states import ACTIVE
+
 metadata = sa.MetaData()
 
 users = sa.Table(
@@ -285,8 +287,8 @@ sa.Index(
     "ux_sessions_active_workspace",
     sessions.c.workspace_id,
     unique=True,
-    sqlite_where=sessions.c.status.in_(("creating", "running", "paused")),
-    postgresql_where=sessions.c.status.in_(("creating", "running", "paused")),
+    sqlite_where=sessions.c.status.in_(ACTIVE),
+    postgresql_where=sessions.c.status.in_(ACTIVE),
 )
 
 # The job queue (scheduler/jobs): one row per job, one per attempt of it.

@@ -19,7 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from chaser import errors
-from scheduler.store.db import ACTIVE_STATUSES, Row, Store
+from scheduler.core.session_states import ACTIVE
+from scheduler.store.db import Row, Store
 from scheduler.store.schema import host_storage, hosts, sessions, workspace_snapshots, workspaces
 
 _VISIBLE = workspaces.c.status != "deleting"
@@ -84,9 +85,7 @@ def holders(store: Store, workspace_ids: list[str]) -> dict[str, Row]:
     """The session creating or running on each of these workspaces, if any."""
     if not workspace_ids:
         return {}
-    query = sa.select(sessions).where(
-        sessions.c.workspace_id.in_(workspace_ids), sessions.c.status.in_(ACTIVE_STATUSES)
-    )
+    query = sa.select(sessions).where(sessions.c.workspace_id.in_(workspace_ids), sessions.c.status.in_(ACTIVE))
     with store.engine.connect() as conn:
         return {r["workspace_id"]: dict(r) for r in conn.execute(query).mappings()}
 
@@ -96,7 +95,7 @@ def holder(store: Store, workspace_id: str) -> Row | None:
 
 
 def _holder_in(conn: sa.Connection, workspace_id: str) -> Row | None:
-    query = sa.select(sessions).where(sessions.c.workspace_id == workspace_id, sessions.c.status.in_(ACTIVE_STATUSES))
+    query = sa.select(sessions).where(sessions.c.workspace_id == workspace_id, sessions.c.status.in_(ACTIVE))
     return _one(conn, query)
 
 

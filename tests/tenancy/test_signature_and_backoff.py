@@ -10,6 +10,8 @@ import pytest
 from chaser.webhook_signature import InvalidSignature, sign, verify
 from scheduler.webhook_delivery import backoff
 
+pytestmark = pytest.mark.fast
+
 SECRET = "whsec_unit"
 BODY = b'{"id":"e1","type":"session.created"}'
 

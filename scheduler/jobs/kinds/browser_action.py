@@ -14,10 +14,10 @@ from __future__ import annotations
 from pydantic import Field
 
 from chaser.browser_work import CdpCalls
-from scheduler.api import Selector
 from scheduler.jobs.browser_session import SLACK, end_browser, open_browser
 from scheduler.jobs.context import JobRun
 from scheduler.jobs.kind import JobKind, Outcome, register
+from scheduler.models import Selector
 
 
 class BrowserActionInput(CdpCalls):

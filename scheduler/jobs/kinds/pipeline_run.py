@@ -15,10 +15,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from scheduler.api import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS, ImageName, Selector
 from scheduler.jobs import commands
 from scheduler.jobs.context import JobRun
 from scheduler.jobs.kind import JobKind, Outcome, register
+from scheduler.models import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS, ImageName, Selector
 
 Command = Annotated[str, Field(min_length=1)] | Annotated[list[str], Field(min_length=1)]
 

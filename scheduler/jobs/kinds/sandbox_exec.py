@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from scheduler.api import ExecBody
 from scheduler.jobs import commands
 from scheduler.jobs.context import JobRun
 from scheduler.jobs.kind import JobKind, Outcome, register
+from scheduler.models import ExecBody
 
 
 class SandboxExecInput(ExecBody):

@@ -1,6 +1,6 @@
 """``workspace.delete``: delete one of the account's workspaces, as ``DELETE /v1/workspaces/{w}`` does.
 
-The seeds' conflict rule holds: refused (409) while a session is attached,
+The API's conflict rule holds: refused (409) while a session is attached,
 unless ``force``, which terminates that session first. Deleting is
 idempotent from the job's side: a workspace already gone is reported as
 such, so an attempt cut off by a scheduler restart can simply run again.

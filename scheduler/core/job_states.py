@@ -13,9 +13,10 @@
     failed | canceled ──retry──▶ queued (a new attempt, history kept)
 
 The store applies a transition with a guarded UPDATE (``WHERE status`` = the
-state it was computed from), so racing writers (replicas, an API call, a
-worker) resolve to exactly one winner; a loser reads the job again and asks
-the machine again. Illegal requests raise ``InvalidTransition``, a 409.
+state it was computed from, or for its bulk moves the states ``moves`` gives),
+so racing writers (replicas, an API call, a worker) resolve to exactly one
+winner; a loser reads the job again and asks the machine again. Illegal
+requests raise ``InvalidTransition``, a 409.
 """
 
 from __future__ import annotations
@@ -115,39 +116,61 @@ class JobStateMachine:
 
     def _next(self, event: Event) -> Transition:
         status = self.status
+        if status not in _FROM[type(event)]:
+            raise _refusal(event, status)
         match event:
-            case Submit(run_at=run_at, now=now) if status is None:
+            case Submit(run_at=run_at, now=now):
                 return Transition(Status.SCHEDULED if run_at > now else Status.QUEUED)
-            case Due() if status is Status.SCHEDULED:
+            case Due():
                 return Transition(Status.QUEUED)
-            case Claim() if status is Status.QUEUED:
+            case Claim():
                 return Transition(Status.RUNNING)
-            case Finish(succeeded=succeeded) if status is Status.RUNNING:
+            case Finish(succeeded=succeeded):
                 return Transition(Status.SUCCEEDED if succeeded else Status.FAILED)
-            case Stopped() if status is Status.RUNNING and self.cancel_requested:
+            case Stopped() if self.cancel_requested:
                 return Transition(Status.CANCELED)
-            case Interrupted(retry_at=retry_at, now=now) if status is Status.RUNNING:
+            case Interrupted(retry_at=retry_at, now=now):
                 if self.cancel_requested:
                     return Transition(Status.CANCELED)
                 if retry_at is None:
                     return Transition(Status.FAILED)
                 return Transition(Status.SCHEDULED if retry_at > now else Status.QUEUED)
-            case CancelRequest() if status in WAITING:
-                return Transition(Status.CANCELED)
             case CancelRequest() if status is Status.RUNNING:
                 return Transition(Status.RUNNING, stop_worker=True)
-            case CancelRequest() if status in TERMINAL:
-                raise InvalidTransition(
-                    f"the job has already {status}; there is nothing to cancel", code="job_finished"
-                )
-            case Retry() if status in (Status.FAILED, Status.CANCELED):
-                return Transition(Status.QUEUED)
-            case Retry() if status is Status.SUCCEEDED:
-                raise InvalidTransition(
-                    "the job succeeded; only a failed or canceled job can be retried", code="job_succeeded"
-                )
+            case CancelRequest():
+                return Transition(Status.CANCELED)
             case Retry():
-                raise InvalidTransition(
-                    f"the job is {status}; only a failed or canceled job can be retried", code="job_not_finished"
-                )
-        raise InvalidTransition(f"{type(event).__name__} is not allowed when a job is {status}", code="invalid_state")
+                return Transition(Status.QUEUED)
+        raise _refusal(event, status)
+
+
+# The states each event moves a job from (None: not yet submitted).
+_FROM: dict[type[Event], frozenset[Status | None]] = {
+    Submit: frozenset({None}),
+    Due: frozenset({Status.SCHEDULED}),
+    Claim: frozenset({Status.QUEUED}),
+    Finish: frozenset({Status.RUNNING}),
+    Stopped: frozenset({Status.RUNNING}),
+    Interrupted: frozenset({Status.RUNNING}),
+    CancelRequest: WAITING | {Status.RUNNING},
+    Retry: frozenset({Status.FAILED, Status.CANCELED}),
+}
+
+
+def moves(event: type[Event]) -> tuple[Status, ...]:
+    """The states ``event`` moves a job from: what the store's guarded UPDATEs test for."""
+    return tuple(sorted(s for s in _FROM[event] if s is not None))
+
+
+def _refusal(event: Event, status: Status | None) -> InvalidTransition:
+    if isinstance(event, CancelRequest) and status in TERMINAL:
+        return InvalidTransition(f"the job has already {status}; there is nothing to cancel", code="job_finished")
+    if isinstance(event, Retry) and status is Status.SUCCEEDED:
+        return InvalidTransition(
+            "the job succeeded; only a failed or canceled job can be retried", code="job_succeeded"
+        )
+    if isinstance(event, Retry):
+        return InvalidTransition(
+            f"the job is {status}; only a failed or canceled job can be retried", code="job_not_finished"
+        )
+    return InvalidTransition(f"{type(event).__name__} is not allowed when a job is {status}", code="invalid_state")
