@@ -53,8 +53,12 @@ class SchedulerConfig(FileAndEnvSettings):
     # most this often; the JWKS is refetched anyway once this old.
     jwt_jwks_refetch_interval: float = Field(default=10.0, gt=0)
     jwt_jwks_max_age: float = Field(default=300.0, gt=0)
-    # The claim that names the user's email (linked to our user on first sight).
+    # The claim that names the user's email. A new subject is linked by it to
+    # the user with that email (or one is made) only when the issuer is
+    # trusted to verify emails and the token says ``email_verified: true``;
+    # never to a user who already holds a key or another identity.
     jwt_email_claim: str = "email"
+    jwt_email_trusted: bool = False
 
     # Webhook deliveries: per-attempt timeout, retries with exponential
     # backoff (base * 2^(n-1), capped), and parallel sends per scheduler.

@@ -38,6 +38,7 @@ def jwt_verifier(config: SchedulerConfig) -> JwtVerifier | None:
         algorithms=frozenset(config.jwt_algorithms),
         leeway=config.jwt_leeway,
         email_claim=config.jwt_email_claim,
+        email_trusted=config.jwt_email_trusted,
         known_scopes=SCOPES,
     )
 

@@ -165,7 +165,12 @@ async def test_jwks_from_a_file(nursery: trio.Nursery, tmp_path: Path, images_di
         tmp_path,
         images_dir,
         f"sqlite:///{tmp_path / 'db'}",
-        scheduler_overrides={"jwt_issuer": ISSUER, "jwt_audience": AUDIENCE, "jwt_jwks_file": str(jwks)},
+        scheduler_overrides={
+            "jwt_issuer": ISSUER,
+            "jwt_audience": AUDIENCE,
+            "jwt_jwks_file": str(jwks),
+            "jwt_email_trusted": True,
+        },
     )
     try:
         async with httpx.AsyncClient(base_url=system.api_url) as client:
