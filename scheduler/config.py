@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from chaser._config import FileAndEnvSettings
@@ -70,8 +70,10 @@ class SchedulerConfig(FileAndEnvSettings):
     # How often the outbox is checked besides being woken by new events
     # (other replicas' events, retries coming due).
     webhook_poll_interval: float = Field(default=2.0, gt=0)
-    # Refuse deliveries to loopback, private, link-local and reserved addresses.
+    # Refuse deliveries to loopback, private, link-local and reserved
+    # addresses, except to the ranges allowed here (an internal receiver).
     webhook_block_private_networks: bool = True
+    webhook_allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _jwt_complete(self) -> SchedulerConfig:
