@@ -15,6 +15,7 @@ import vmimages
 from agent.network.addressing import PREFIX_PATTERN
 from agent.runtimes.qemu_jail import VmUids
 from chaser._config import FileAndEnvSettings
+from chaser._secret_strength import check_strong_secret
 from chaser.isolation import Limits
 
 DEFAULT_CONFIG_FILE = Path("/etc/chaser/agent.toml")
@@ -75,8 +76,16 @@ class AgentConfig(FileAndEnvSettings):
     images_dir: Path = Path("/var/lib/chaser/images")
     # Where to register and heartbeat; None runs the agent unregistered.
     scheduler_url: str | None = None
-    # Shared secret between the scheduler and its agents.
+    # Shared secret between the scheduler and its agents: 32 random bytes or
+    # more (`openssl rand -hex 32`); a weaker one is refused at start.
     token: SecretStr
+
+    @field_validator("token")
+    @classmethod
+    def _token_strong(cls, token: SecretStr) -> SecretStr:
+        check_strong_secret("token", token.get_secret_value())
+        return token
+
     max_sandboxes: int = Field(default=64, ge=1)
     heartbeat_interval: float = Field(default=2.0, gt=0)
     start_timeout: float = Field(default=30.0, gt=0)

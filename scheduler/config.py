@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from chaser._config import FileAndEnvSettings
+from chaser._secret_strength import check_strong_secret
 from scheduler.jwt_tokens import ASYMMETRIC
 
 DEFAULT_CONFIG_FILE = Path("/etc/chaser/scheduler.toml")
@@ -24,8 +25,16 @@ class SchedulerConfig(FileAndEnvSettings):
     # Sessions are also reachable at <session_id>.<session_domain>.
     session_domain: str = "localhost"
     database_url: str = "sqlite:////var/lib/chaser/scheduler/chaser.db"
-    # Shared secret between the scheduler and its agents.
+    # Shared secret between the scheduler and its agents: 32 random bytes or
+    # more (`openssl rand -hex 32`); a weaker one is refused at start.
     token: SecretStr
+
+    @field_validator("token")
+    @classmethod
+    def _token_strong(cls, token: SecretStr) -> SecretStr:
+        check_strong_secret("token", token.get_secret_value())
+        return token
+
     # A key created for the first user at start, if not there yet.
     bootstrap_api_key: SecretStr | None = None
     bootstrap_email: str = "admin@localhost"
