@@ -43,6 +43,10 @@ class NetworkConfig(BaseModel):
     # (0/8, 127/8, 169.254/16, multicast, 240/4 and the sessions' subnet):
     # e.g. the host's LAN, or the cluster's private networks.
     blocked: list[IPv4Network] = Field(default_factory=list)
+    # Private and shared ranges (10/8, 172.16/12, 192.168/16, 100.64/10) are
+    # blocked too, unless listed here: e.g. ["10.8.0.0/24"] for an internal
+    # package mirror. The built-in ones above cannot be allowed.
+    allowed: list[IPv4Network] = Field(default_factory=list)
     # Slots kept ready, and how long a released one rests before reuse.
     pool_size: int = Field(default=8, ge=0, le=1024)
     cooldown: float = Field(default=2.0, ge=0)
