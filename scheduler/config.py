@@ -44,6 +44,9 @@ class SchedulerConfig(FileAndEnvSettings):
     heartbeat_timeout: float = Field(default=10.0, gt=0)
     reconcile_interval: float = Field(default=2.0, gt=0)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    # Anonymous authentication failures are audited once per source address
+    # and window of this many seconds (the rest counted into one more row).
+    audit_failure_window: float = Field(default=60.0, gt=0)
     # Session lifetime: the maximum (timeout_ms) and the idle timeout
     # (idle_timeout_ms) a session gets when its create does not say.
     default_session_timeout_ms: int = Field(default=3_600_000, gt=0)

@@ -171,6 +171,8 @@ audit_events = sa.Table(
     sa.Column("result", sa.String(16), nullable=False),  # success | failure | denied
     sa.Column("status", sa.Integer, nullable=False),
     sa.Column("error_code", sa.String(64), nullable=True),
+    # Anonymous failures counted together (scheduler/failure_windows.py); null = one.
+    sa.Column("occurrences", sa.Integer, nullable=True),
     sa.Index("ix_audit_account_id", "account_id", "id"),
 )
 

@@ -100,7 +100,7 @@ async def test_bad_tokens_are_refused(tenants: Tenants) -> None:
         assert await trio.to_thread.run_sync(store.user_by_selector, email) is None
     finally:
         store.close()
-    # Each refusal is in the audit trail (no account known: an anonymous actor).
+    # The refusals are in the audit trail (no account known: an anonymous actor).
     store = tenants.system.store()
     try:
 
@@ -111,7 +111,8 @@ async def test_bad_tokens_are_refused(tenants: Tenants) -> None:
                 )
                 return int(conn.execute(query).scalar_one())
 
-        assert await trio.to_thread.run_sync(count) >= len(cases)
+        # (Anonymous failures are counted per address and window: the first is written at once.)
+        assert await trio.to_thread.run_sync(count) >= 1
     finally:
         store.close()
 
