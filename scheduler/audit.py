@@ -29,6 +29,7 @@ from scheduler.access import principal, requirement_of, requires
 from scheduler.auth import AuthFailure, Principal
 from scheduler.failure_windows import FailureWindows, Summary
 from scheduler.pagination import decode_cursor, encode_cursor
+from scheduler.session_tokens import redact_path
 from scheduler.store import Row, Store
 from scheduler.store.audit import AuditFilter
 from scheduler.timefmt import rfc3339
@@ -178,7 +179,7 @@ def install_audit(app: QuartTrio, store: Store, failure_window: float) -> None:
             "resource_type": requirement.resource if requirement is not None else None,
             "resource_id": str(resource_id)[:128] if resource_id is not None else None,
             "method": request.method[:8],
-            "path": request.path[:512],
+            "path": redact_path(request.path)[:512],
             "source_ip": (request.remote_addr or "")[:64] or None,
             "result": "denied" if denied else ("success" if status < 400 else "failure"),
             "status": status,
