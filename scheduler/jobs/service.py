@@ -71,8 +71,14 @@ class JobService:
         *,
         run_at: float | None,
         idempotency_key: str | None,
+        creator_user_id: str | None = None,
+        creator_key_id: str | None = None,
     ) -> tuple[Row, bool]:
-        """Queue a job (``data`` already validated); with a known key, that job (and False)."""
+        """Queue a job (``data`` already validated); with a known key, that job (and False).
+
+        The creator (the key, or the user of a JWT) is kept: each attempt
+        first checks that they still may act in the account.
+        """
         now = time.time()
         due = run_at if run_at is not None else now
         status = JobStateMachine().apply(Submit(due, now)).status
@@ -98,6 +104,8 @@ class JobService:
             "lease_until": None,
             "result": None,
             "error": None,
+            "creator_user_id": creator_user_id,
+            "creator_key_id": creator_key_id,
         }
         stored, created = await self.jobs.run(self.jobs.insert, row)
         if not created and stored["fingerprint"] != fingerprint:
