@@ -175,4 +175,5 @@ def register_job_routes(app: QuartTrio, jobs: JobService) -> None:
         if kind is None:
             raise errors.Conflict(f"job kind {row['kind']!r} is not offered here any more", code="unknown_kind")
         principal().require(kind.scope)
-        return json_response(await jobs.retry(principal().account_id, row["id"]))
+        caller = principal()
+        return json_response(await jobs.retry(caller.account_id, row["id"], caller.user_id, caller.key_id))

@@ -174,11 +174,14 @@ class JobService:
             return row
         return await self.get(account_id, job_id)
 
-    async def retry(self, account_id: str, job_id: str) -> dict[str, Any]:
+    async def retry(
+        self, account_id: str, job_id: str, creator_user_id: str | None = None, creator_key_id: str | None = None
+    ) -> dict[str, Any]:
         """Queue a failed or canceled job again: a new attempt, the earlier ones kept.
 
-        Returns the job as the retry left it (queued), rendered before the
-        worker is woken to take it.
+        Whoever retries becomes its creator (the one checked before each
+        attempt). Returns the job as the retry left it (queued), rendered
+        before the worker is woken to take it.
         """
         for _ in range(_RACES):
             row = await self.get(account_id, job_id)
@@ -195,6 +198,8 @@ class JobService:
                 cancel_requested_at=None,
                 result=None,
                 error=None,
+                creator_user_id=creator_user_id,
+                creator_key_id=creator_key_id,
             ):
                 queued = self.to_json(await self.get(account_id, job_id), await self.attempts(job_id))
                 self.worker.notify()

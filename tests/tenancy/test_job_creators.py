@@ -46,3 +46,6 @@ async def test_a_removed_members_scheduled_job_never_runs(sqlite_tenants: Tenant
     in_org = {"X-Chaser-Account": org["id"]}
     done = await wait_for_job(owner, job["id"], headers=in_org)
     assert done["status"] == "failed" and done["error"]["code"] == "creator_revoked", done
+    # Retried by someone who may act, it runs as theirs.
+    assert (await owner.post(f"/v1/jobs/{job['id']}/retry", headers=in_org)).status_code == 200
+    assert (await wait_for_job(owner, job["id"], headers=in_org))["status"] == "succeeded"
