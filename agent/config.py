@@ -15,6 +15,7 @@ import vmimages
 from agent.network.addressing import PREFIX_PATTERN
 from agent.runtimes.qemu_jail import VmUids
 from chaser._config import FileAndEnvSettings
+from chaser._secret_strength import check_strong_secret
 from chaser.isolation import Limits
 
 DEFAULT_CONFIG_FILE = Path("/etc/chaser/agent.toml")
@@ -42,6 +43,10 @@ class NetworkConfig(BaseModel):
     # (0/8, 127/8, 169.254/16, multicast, 240/4 and the sessions' subnet):
     # e.g. the host's LAN, or the cluster's private networks.
     blocked: list[IPv4Network] = Field(default_factory=list)
+    # Private and shared ranges (10/8, 172.16/12, 192.168/16, 100.64/10) are
+    # blocked too, unless listed here: e.g. ["10.8.0.0/24"] for an internal
+    # package mirror. The built-in ones above cannot be allowed.
+    allowed: list[IPv4Network] = Field(default_factory=list)
     # Slots kept ready, and how long a released one rests before reuse.
     pool_size: int = Field(default=8, ge=0, le=1024)
     cooldown: float = Field(default=2.0, ge=0)
@@ -76,8 +81,16 @@ class AgentConfig(FileAndEnvSettings):
     images_dir: Path = Path("/var/lib/chaser/images")
     # Where to register and heartbeat; None runs the agent unregistered.
     scheduler_url: str | None = None
-    # Shared secret between the scheduler and its agents.
+    # Shared secret between the scheduler and its agents: 32 random bytes or
+    # more (`openssl rand -hex 32`); a weaker one is refused at start.
     token: SecretStr
+
+    @field_validator("token")
+    @classmethod
+    def _token_strong(cls, token: SecretStr) -> SecretStr:
+        check_strong_secret("token", token.get_secret_value())
+        return token
+
     max_sandboxes: int = Field(default=64, ge=1)
     heartbeat_interval: float = Field(default=2.0, gt=0)
     start_timeout: float = Field(default=30.0, gt=0)

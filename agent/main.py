@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
+import sys
 from functools import partial
 from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
+from pydantic import ValidationError
 
 import vmimages
 from agent.api import create_app
@@ -139,7 +142,12 @@ def main(argv: list[str] | None = None) -> None:
         recipe = vmimages.resolve(args.name)
         if recipe is None:
             parser.error(f"unknown image {args.name!r}; known: {', '.join(sorted(vmimages.RECIPES))}")
-        images_dir = args.images_dir or AgentConfig.load(args.config, token="unused").images_dir
+        # Building an image uses no token; the configuration needs one to load.
+        images_dir = args.images_dir or AgentConfig.load(args.config, token=secrets.token_hex(32)).images_dir
         print(vmimages.build(images_dir, recipe, args.mirror))
         return
-    trio.run(run_until_signalled, serve, AgentConfig.load(args.config))
+    try:
+        config = AgentConfig.load(args.config)
+    except ValidationError as exc:
+        sys.exit(f"chaser-agent: bad configuration in {args.config} or CHASER_AGENT_*: {exc}")
+    trio.run(run_until_signalled, serve, config)

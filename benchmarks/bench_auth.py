@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import tempfile
 import threading
 import time
@@ -103,7 +104,7 @@ async def measure(requests: int, state: Path) -> Samples:
         None,
         bind=f"127.0.0.1:{free_port()}",
         database_url=f"sqlite:///{state / 'chaser.db'}",
-        token="bench-token",
+        token=secrets.token_hex(32),
         bootstrap_api_key=api_key,
         bootstrap_email="bench@localhost",
         jwt_issuer="https://bench.invalid/",

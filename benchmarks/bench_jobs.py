@@ -153,7 +153,7 @@ async def run(count: int, rounds: int, concurrency: int) -> dict[str, Any]:
     state_dir.chmod(0o711)  # containers' root (an unprivileged uid) passes through
     lxc_path = state_dir / "agent" / "lxc"
     samples: Samples = defaultdict(list)
-    token, api_key = secrets.token_urlsafe(24), new_secret()
+    token, api_key = secrets.token_urlsafe(32), new_secret()
     scheduler_config = SchedulerConfig.load(
         None,
         bind=f"{LOOPBACK}:{free_port()}",

@@ -101,7 +101,7 @@ async def api(client: httpx.AsyncClient, method: str, path: str, expect: int, bo
 @asynccontextmanager
 async def system(state: Path, pool: Path) -> AsyncIterator[httpx.AsyncClient]:
     """Scheduler and agent (storage on ``pool``) in this process; a client of their API."""
-    token, api_key = secrets.token_urlsafe(24), new_secret()
+    token, api_key = secrets.token_urlsafe(32), new_secret()
     scheduler = SchedulerConfig.load(
         None, bind=f"{LOOPBACK}:0", database_url=f"sqlite:///{state / 'chaser.db'}", token=token,
         bootstrap_api_key=api_key, workspace_disk_gb=DISK_GB,

@@ -3,9 +3,11 @@
 Recorded after the response is built (so the result and status are known)
 for every ``POST``/``PUT``/``PATCH``/``DELETE`` under ``/v1`` and for every
 authentication or authorization failure anywhere (401, 403, an account the
-caller cannot select). Each event says when, in which account, who (user,
-service account and the key used, or anonymous), what (the route's declared
-action and the resource), from where (source IP) and how it ended.
+caller cannot select), except that anonymous failures are counted per
+source address and window (``failure_windows``), not written one each.
+Each event says when, in which account, who (user, service account and the
+key used, or anonymous), what (the route's declared action and the
+resource), from where (source IP), how it ended, and how many times.
 ``GET /v1/audit`` reads them back with filters and cursor pagination.
 """
 
@@ -25,7 +27,9 @@ from chaser import errors
 from chaser._quart import json_response, parse_query
 from scheduler.access import principal, requirement_of, requires
 from scheduler.auth import AuthFailure, Principal
+from scheduler.failure_windows import FailureWindows, Summary
 from scheduler.pagination import decode_cursor, encode_cursor
+from scheduler.session_tokens import redact_path
 from scheduler.store import Row, Store
 from scheduler.store.audit import AuditFilter
 from scheduler.timefmt import rfc3339
@@ -76,6 +80,7 @@ def event_json(row: Row) -> dict[str, Any]:
         "result": row["result"],
         "status": row["status"],
         "error_code": row["error_code"],
+        "occurrences": row["occurrences"] or 1,
     }
 
 
@@ -129,9 +134,29 @@ async def append_event(store: Store, row: Row) -> None:
         log.exception("could not write an audit event", extra={"account_id": row["account_id"]})
 
 
-def install_audit(app: QuartTrio, store: Store) -> None:
+def _summary_row(summary: Summary) -> Row:
+    """The row for a window's counted anonymous failures."""
+    return {
+        "time": summary.last_at,
+        **actor_fields(None, None),
+        "action": "auth.failed",
+        "method": summary.method,
+        "path": summary.path,
+        "source_ip": summary.address,
+        "result": "denied",
+        "status": 401,
+        "error_code": "unauthorized",
+        "occurrences": summary.occurrences,
+    }
+
+
+def install_audit(app: QuartTrio, store: Store, failure_window: float) -> None:
+    anonymous = FailureWindows(failure_window)
+
     @app.after_request
     async def _record(response: Response) -> Response:
+        for summary in anonymous.closed(time.time()):
+            await append_event(store, _summary_row(summary))
         status = response.status_code
         denied = status in (401, 403) or bool(g.get("account_denied"))
         mutating = request.path.startswith("/v1/") and request.method in MUTATING
@@ -154,12 +179,15 @@ def install_audit(app: QuartTrio, store: Store) -> None:
             "resource_type": requirement.resource if requirement is not None else None,
             "resource_id": str(resource_id)[:128] if resource_id is not None else None,
             "method": request.method[:8],
-            "path": request.path[:512],
+            "path": redact_path(request.path)[:512],
             "source_ip": (request.remote_addr or "")[:64] or None,
             "result": "denied" if denied else ("success" if status < 400 else "failure"),
             "status": status,
             "error_code": await _error_code(response),
         }
+        anonymous_401 = row["actor_type"] == "anonymous" and status == 401
+        if anonymous_401 and not anonymous.note(row["source_ip"], row["time"], row["method"], row["path"]):
+            return response  # counted, written with its window
         await append_event(store, row)
         return response
 

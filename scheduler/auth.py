@@ -228,8 +228,16 @@ class Authenticator:
             raise AuthFailure("JWT access tokens are not accepted here (no issuer configured)")
         claims = await self.jwt.verify(token)
         user = await self.store.run(self.store.user_for_identity, claims.issuer, claims.subject, claims.email)
+        if user is None and claims.email is None:
+            raise AuthFailure(
+                "the access token's subject is unknown and carries no email to link it by"
+                " (email_verified must be true and the issuer trusted for email: jwt_email_trusted)"
+            )
         if user is None:
-            raise AuthFailure("the access token's subject is unknown and the token carries no verified email")
+            raise AuthFailure(
+                "the access token's subject is unknown and the user with its email already holds"
+                " credentials (an API key or another login): it is not linked to a new one"
+            )
         account = await self.store.run(self.store.account_for_user, user["id"], selector or "personal")
         if account is None:
             raise _account_not_found(selector or "personal")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from chaser._config import FileAndEnvSettings
+from chaser._secret_strength import check_strong_secret
 from scheduler.jwt_tokens import ASYMMETRIC
 
 DEFAULT_CONFIG_FILE = Path("/etc/chaser/scheduler.toml")
@@ -24,8 +25,16 @@ class SchedulerConfig(FileAndEnvSettings):
     # Sessions are also reachable at <session_id>.<session_domain>.
     session_domain: str = "localhost"
     database_url: str = "sqlite:////var/lib/chaser/scheduler/chaser.db"
-    # Shared secret between the scheduler and its agents.
+    # Shared secret between the scheduler and its agents: 32 random bytes or
+    # more (`openssl rand -hex 32`); a weaker one is refused at start.
     token: SecretStr
+
+    @field_validator("token")
+    @classmethod
+    def _token_strong(cls, token: SecretStr) -> SecretStr:
+        check_strong_secret("token", token.get_secret_value())
+        return token
+
     # A key created for the first user at start, if not there yet.
     bootstrap_api_key: SecretStr | None = None
     bootstrap_email: str = "admin@localhost"
@@ -35,6 +44,9 @@ class SchedulerConfig(FileAndEnvSettings):
     heartbeat_timeout: float = Field(default=10.0, gt=0)
     reconcile_interval: float = Field(default=2.0, gt=0)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    # Anonymous authentication failures are audited once per source address
+    # and window of this many seconds (the rest counted into one more row).
+    audit_failure_window: float = Field(default=60.0, gt=0)
     # Session lifetime: the maximum (timeout_ms) and the idle timeout
     # (idle_timeout_ms) a session gets when its create does not say.
     default_session_timeout_ms: int = Field(default=3_600_000, gt=0)
@@ -53,8 +65,12 @@ class SchedulerConfig(FileAndEnvSettings):
     # most this often; the JWKS is refetched anyway once this old.
     jwt_jwks_refetch_interval: float = Field(default=10.0, gt=0)
     jwt_jwks_max_age: float = Field(default=300.0, gt=0)
-    # The claim that names the user's email (linked to our user on first sight).
+    # The claim that names the user's email. A new subject is linked by it to
+    # the user with that email (or one is made) only when the issuer is
+    # trusted to verify emails and the token says ``email_verified: true``;
+    # never to a user who already holds a key or another identity.
     jwt_email_claim: str = "email"
+    jwt_email_trusted: bool = False
 
     # Webhook deliveries: per-attempt timeout, retries with exponential
     # backoff (base * 2^(n-1), capped), and parallel sends per scheduler.
@@ -66,8 +82,10 @@ class SchedulerConfig(FileAndEnvSettings):
     # How often the outbox is checked besides being woken by new events
     # (other replicas' events, retries coming due).
     webhook_poll_interval: float = Field(default=2.0, gt=0)
-    # Refuse deliveries to loopback, private, link-local and reserved addresses.
+    # Refuse deliveries to loopback, private, link-local and reserved
+    # addresses, except to the ranges allowed here (an internal receiver).
     webhook_block_private_networks: bool = True
+    webhook_allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _jwt_complete(self) -> SchedulerConfig:

@@ -37,7 +37,7 @@ ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "E
 class Claims:
     issuer: str
     subject: str
-    email: str | None
+    email: str | None  # only one the issuer verified and that we trust it for; may be linked
     scopes: frozenset[str] | None  # from a ``scope``/``scp`` claim, when there is one
 
 
@@ -114,6 +114,7 @@ class JwtVerifier:
         algorithms: frozenset[str] = frozenset({"RS256", "ES256"}),
         leeway: float = 30.0,
         email_claim: str = "email",
+        email_trusted: bool = False,
         known_scopes: frozenset[str] = frozenset(),
     ) -> None:
         if not algorithms <= ASYMMETRIC:
@@ -124,6 +125,7 @@ class JwtVerifier:
         self.algorithms = algorithms
         self.leeway = leeway
         self.email_claim = email_claim
+        self.email_trusted = email_trusted
         self.known_scopes = known_scopes
 
     async def verify(self, token: str) -> Claims:
@@ -169,7 +171,10 @@ class JwtVerifier:
         if not isinstance(subject, str) or not subject:
             raise errors.Unauthorized("the access token has no subject")
         email = claims.get(self.email_claim)
-        if not isinstance(email, str) or not email or claims.get("email_verified") is False:
+        # Only the JSON literal ``true``: a missing claim, "true" or 1 is an
+        # address nobody checked, and an email is what links accounts.
+        verified = claims.get("email_verified") is True
+        if not (self.email_trusted and verified and isinstance(email, str) and email):
             email = None
         return Claims(issuer=self.issuer, subject=subject, email=email, scopes=self._scopes(claims))
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from functools import partial
 from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
+from pydantic import ValidationError
 
 from chaser import _front, _logging
 from chaser._signals import run_until_signalled
@@ -74,4 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_FILE)
     args = parser.parse_args(argv)
     _logging.setup()
-    trio.run(run_until_signalled, serve, SchedulerConfig.load(args.config))
+    try:
+        config = SchedulerConfig.load(args.config)
+    except ValidationError as exc:
+        sys.exit(f"chaser-scheduler: bad configuration in {args.config} or CHASER_SCHEDULER_*: {exc}")
+    trio.run(run_until_signalled, serve, config)

@@ -395,8 +395,8 @@ class EdgeRouter:
 
 
 def _path(request: h11.Request) -> str:
-    """The request's path for the audit trail: never its query (it may carry a token)."""
-    return bytes(request.target).decode("latin-1").partition("?")[0]
+    """The request's path for the audit trail: never its query nor a token in the path."""
+    return session_tokens.redact_path(bytes(request.target).decode("latin-1").partition("?")[0])
 
 
 async def _connect(url: str) -> trio.SocketStream:

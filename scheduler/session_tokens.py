@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 
 from chaser import errors
@@ -37,6 +38,14 @@ class Claims:
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
             raise errors.Forbidden(f"this session token lacks the scope {scope!r}", code="missing_scope")
+
+
+_IN_PATH = re.compile(r"/t/" + PREFIX + r"[^/]*")
+
+
+def redact_path(path: str) -> str:
+    """``path`` with any session token in it (``/t/st_...``) replaced: for logs and the audit trail."""
+    return _IN_PATH.sub("/t/[token]", path)
 
 
 def signing_key(cluster_token: str) -> bytes:

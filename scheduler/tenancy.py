@@ -38,6 +38,7 @@ def jwt_verifier(config: SchedulerConfig) -> JwtVerifier | None:
         algorithms=frozenset(config.jwt_algorithms),
         leeway=config.jwt_leeway,
         email_claim=config.jwt_email_claim,
+        email_trusted=config.jwt_email_trusted,
         known_scopes=SCOPES,
     )
 
@@ -60,7 +61,7 @@ def install_tenancy(app: QuartTrio, config: SchedulerConfig, store: Store) -> No
             g.account_denied = True
             raise
 
-    install_audit(app, store)
+    install_audit(app, store, config.audit_failure_window)
     register_account_routes(app, store)
     register_key_routes(app, store)
     register_webhook_routes(app, store, config)

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import time
 
-import httpx
+import httpcore
 import trio
 
 from chaser.webhook_signature import SIGNATURE_HEADER, sign
 from scheduler.config import SchedulerConfig
+from scheduler.pinned_backend import PinnedBackend
 from scheduler.store import Row, Store
-from scheduler.webhook_destinations import BlockedDestination, check_resolved
+from scheduler.webhook_destinations import BlockedDestination, DestinationPolicy
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,12 @@ USER_AGENT = "Chaser-Webhooks/1"
 # A claim outlives the longest attempt by this much before another worker may take it over.
 _LEASE_SLACK = 30.0
 _MAX_ERROR_LEN = 500
+_HTTP_FAILURES = (
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+)
 
 
 def backoff(attempt: int, base: float, cap: float, jitter: float = 0.1) -> float:
@@ -43,6 +51,8 @@ class DeliveryWorker:
         self.config = config
         self._wake = trio.Event()
         self._slots = trio.Semaphore(config.webhook_concurrency)
+        self._tls = ssl.create_default_context()
+        self._destinations = DestinationPolicy(config.webhook_block_private_networks, config.webhook_allowed_networks)
 
     def wake(self) -> None:
         self._wake.set()
@@ -55,16 +65,13 @@ class DeliveryWorker:
 
         self.store.outbox_listeners.append(on_outbox_write)
         try:
-            async with (
-                httpx.AsyncClient(follow_redirects=False, headers={"User-Agent": USER_AGENT}) as http,
-                trio.open_nursery() as nursery,
-            ):
+            async with trio.open_nursery() as nursery:
                 task_status.started()
-                await self._drain_forever(http, nursery)
+                await self._drain_forever(nursery)
         finally:
             self.store.outbox_listeners.remove(on_outbox_write)
 
-    async def _drain_forever(self, http: httpx.AsyncClient, nursery: trio.Nursery) -> None:
+    async def _drain_forever(self, nursery: trio.Nursery) -> None:
         lease = self.config.webhook_timeout + _LEASE_SLACK
         while True:
             self._wake = trio.Event()
@@ -76,7 +83,7 @@ class DeliveryWorker:
                 )
                 for delivery in claimed:
                     await self._slots.acquire()
-                    nursery.start_soon(self._deliver, http, delivery)
+                    nursery.start_soon(self._deliver, delivery)
                 next_due = await self.store.run(self.store.next_delivery_due)
             except Exception:
                 log.exception("webhook outbox check failed")
@@ -87,10 +94,10 @@ class DeliveryWorker:
             with trio.move_on_after(wait):
                 await self._wake.wait()
 
-    async def _deliver(self, http: httpx.AsyncClient, delivery: Row) -> None:
+    async def _deliver(self, delivery: Row) -> None:
         settled = False
         try:
-            status_code, error, started, duration_ms = await self._attempt(http, delivery)
+            status_code, error, started, duration_ms = await self._attempt(delivery)
             number = delivery["attempts"] + 1
             ok = status_code is not None and 200 <= status_code < 300
             retry_at = None
@@ -125,12 +132,18 @@ class DeliveryWorker:
             self._slots.release()
             self.wake()
 
-    async def _attempt(self, http: httpx.AsyncClient, delivery: Row) -> tuple[int | None, str | None, float, float]:
-        """POST once; return (status code, error, start time, duration in ms)."""
+    async def _attempt(self, delivery: Row) -> tuple[int | None, str | None, float, float]:
+        """POST once; return (status code, error, start time, duration in ms).
+
+        The host is resolved once, its addresses vetted, and the connection
+        made to one of them (never resolved again, never through a proxy
+        named by the environment): httpcore, below httpx, has neither.
+        """
         started = time.time()
         clock = time.monotonic()
         body = delivery["payload"].encode()
-        headers = {
+        headers: dict[bytes | str, bytes | str] = {
+            "User-Agent": USER_AGENT,
             "Content-Type": "application/json",
             "Chaser-Event": delivery["event_type"],
             "Chaser-Event-Id": delivery["event_id"],
@@ -141,18 +154,20 @@ class DeliveryWorker:
         error: str | None = None
         try:
             with trio.fail_after(self.config.webhook_timeout):
-                if self.config.webhook_block_private_networks:
-                    await check_resolved(delivery["url"])
-                async with http.stream(
-                    "POST", delivery["url"], content=body, headers=headers, timeout=self.config.webhook_timeout
-                ) as response:
-                    status_code = response.status_code
+                addresses = await self._destinations.resolve(delivery["url"])
+                async with (
+                    httpcore.AsyncConnectionPool(
+                        ssl_context=self._tls, network_backend=PinnedBackend(addresses), max_connections=1
+                    ) as pool,
+                    pool.stream("POST", delivery["url"], content=body, headers=headers) as response,
+                ):
+                    status_code = response.status
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"
         except trio.TooSlowError:
             error = f"no response within {self.config.webhook_timeout:g}s"
         except BlockedDestination as exc:
             error = str(exc)
-        except httpx.HTTPError as exc:
+        except _HTTP_FAILURES as exc:
             error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_LEN] if str(exc) else type(exc).__name__
         return status_code, error, started, (time.monotonic() - clock) * 1000

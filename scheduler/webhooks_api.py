@@ -27,7 +27,7 @@ from scheduler.models import Query, StrictBody, path_id
 from scheduler.pagination import decode_cursor, encode_cursor
 from scheduler.store import Row, Store
 from scheduler.timefmt import rfc3339
-from scheduler.webhook_destinations import check_url
+from scheduler.webhook_destinations import DestinationPolicy
 
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
 Secret = Annotated[str, StringConstraints(min_length=16, max_length=128, pattern=r"^[\x21-\x7e]+$")]
@@ -109,9 +109,11 @@ def delivery_json(row: Row) -> dict[str, Any]:
 
 
 def register_webhook_routes(app: QuartTrio, store: Store, config: SchedulerConfig) -> None:
+    destinations = DestinationPolicy(config.webhook_block_private_networks, config.webhook_allowed_networks)
+
     def valid_url(url: str) -> str:
         try:
-            check_url(url, config.webhook_block_private_networks)
+            destinations.check_url(url)
         except ValueError as exc:
             raise errors.InvalidInput(f"url: {exc}", code="invalid_url") from None
         return url

@@ -312,7 +312,7 @@ async def start_system(
     scheduler_overrides: dict[str, Any] | None = None,
     agent_overrides: dict[str, Any] | None = None,
 ) -> System:
-    token = secrets.token_urlsafe(24)
+    token = secrets.token_urlsafe(32)
     api_key = new_secret()
     scheduler = Server(serve_scheduler, scheduler_config(database_url, token, api_key, **(scheduler_overrides or {})))
     api_url = await scheduler.start(nursery)

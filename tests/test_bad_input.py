@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import httpx
@@ -146,7 +147,7 @@ async def test_unknown_image_is_named(system: System) -> None:
 )
 def test_image_alias_must_name_an_image_and_not_shadow_one(tmp_path: Path, aliases: dict[str, str]) -> None:
     with pytest.raises(pydantic.ValidationError, match="image alias"):
-        AgentConfig.load(None, state_dir=tmp_path, token="t", image_aliases=aliases)
+        AgentConfig.load(None, state_dir=tmp_path, token=secrets.token_hex(32), image_aliases=aliases)
 
 
 async def test_workspace_that_names_nothing(system: System) -> None:

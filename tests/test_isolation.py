@@ -23,7 +23,7 @@ import trio
 from agent.network import links
 from agent.network.addressing import SlotPlan
 from tests.conftest import System, network_debris, network_settings, start_system, stop_system, wait_until
-from tests.world import METADATA, OTHER_WEB, WEB, World, connect_inside, open_world
+from tests.world import CGNAT, LAN, METADATA, OTHER_WEB, WEB, World, connect_inside, open_world
 
 # Connects to argv[1]:argv[2] from inside a session; prints "open" or "blocked <why>".
 PROBE = """
@@ -40,7 +40,9 @@ except OSError as e:
 
 @pytest.fixture
 async def world(nursery: trio.Nursery) -> AsyncIterator[World]:
-    async with open_world([(WEB, 8080), (WEB, 8081), (OTHER_WEB, 8080), (METADATA, 80)]) as made:
+    async with open_world(
+        [(WEB, 8080), (WEB, 8081), (OTHER_WEB, 8080), (METADATA, 80), (LAN, 80), (CGNAT, 80)]
+    ) as made:
         yield made
 
 
@@ -102,6 +104,35 @@ async def test_metadata_stand_in_is_unreachable(net_system: System, world: World
     allowed = await new_session(net_system, egress_allow=[{"cidr": "169.254.0.0/16"}])
     assert (await probe(net_system, allowed, METADATA, 80)).startswith("blocked")
     assert world.peers == []
+
+
+async def test_private_networks_are_unreachable_by_default(net_system: System, world: World) -> None:
+    for address in (LAN, CGNAT):
+        assert f"world {address}:80".encode() in await connect_inside(world.name, address, 80)  # it is up
+    world.peers.clear()
+    session = await new_session(net_system)
+    asked = await new_session(net_system, egress_allow=[{"cidr": "192.168.0.0/16"}, {"cidr": "100.64.0.0/10"}])
+    for address in (LAN, CGNAT):
+        assert (await probe(net_system, session, address, 80)).startswith("blocked"), address
+        assert (await probe(net_system, asked, address, 80)).startswith("blocked"), address
+    assert world.peers == []
+
+
+async def test_an_allowed_private_range_is_reachable_and_allow_lists_narrow_it(
+    nursery: trio.Nursery, tmp_path: Path, images_dir: Path, world: World
+) -> None:
+    network = network_settings(uplink=world.name, uplink_gateway=world.gateway, allowed=["192.168.77.0/24"])
+    system = await start_system(
+        nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'db'}", agent_overrides={"network": network}
+    )
+    try:
+        session = await new_session(system)
+        assert await probe(system, session, LAN, 80) == "open"
+        assert (await probe(system, session, CGNAT, 80)).startswith("blocked")
+        narrowed = await new_session(system, egress_allow=[{"cidr": f"{WEB}/32"}])
+        assert (await probe(system, narrowed, LAN, 80)).startswith("blocked")
+    finally:
+        await stop_system(system)
 
 
 async def test_sessions_cannot_reach_each_other(net_system: System) -> None:

@@ -123,7 +123,7 @@ async def test_killed_scheduler_process_loses_no_job(
     nursery: trio.Nursery, tmp_path: Path, images_dir: Path, database_url: str
 ) -> None:
     """SIGKILL a real ``chaser-scheduler``; a new one takes its jobs over once their leases lapse."""
-    port, token, api_key = free_port(), secrets.token_urlsafe(24), new_secret()
+    port, token, api_key = free_port(), secrets.token_urlsafe(32), new_secret()
     config = tmp_path / "scheduler.toml"
     config.write_text(
         f'bind = "127.0.0.1:{port}"\ndatabase_url = "{database_url}"\ntoken = "{token}"\n'

@@ -3,8 +3,9 @@
 Sessions' egress in tests must never leave this machine. So tests give the
 agent an uplink that is one end of a veth whose other end is in a namespace
 made here, which owns every address the tests connect to: a web server's
-(in 203.0.113.0/24, TEST-NET-3) and a stand-in for the cloud metadata
-service at 169.254.169.254. Servers listen on sockets made inside that
+(in 203.0.113.0/24, TEST-NET-3), a stand-in for the cloud metadata
+service at 169.254.169.254, and hosts on private networks (another
+machine of the data centre's LAN, a CGNAT peer). Servers listen on sockets made inside that
 namespace and are served by this process; each remembers who connected.
 """
 
@@ -22,6 +23,8 @@ from pyroute2 import IPRoute, netns
 WEB = "203.0.113.80"
 OTHER_WEB = "203.0.113.81"
 METADATA = "169.254.169.254"
+LAN = "192.168.77.10"
+CGNAT = "100.64.7.10"
 
 
 @dataclass
@@ -44,7 +47,7 @@ def _make(name: str, uplink_ip: str, gateway: str) -> None:
             inside.link("set", index=1, state="up")
             (eth,) = inside.link_lookup(ifname="eth0")
             inside.addr("add", index=eth, address=gateway, prefixlen=30)
-            for address in (WEB, OTHER_WEB, METADATA):
+            for address in (WEB, OTHER_WEB, METADATA, LAN, CGNAT):
                 inside.addr("add", index=1, address=address, prefixlen=32)
             inside.link("set", index=eth, state="up")
     except BaseException:

@@ -13,6 +13,11 @@ may not), packets towards a session dropped.
   only as its policy allows: everything (``egress_all``), some networks
   (``allow_net``) or some ports of some networks (``allow_port``), keyed by
   the session's address (spoofing is stopped by reverse-path filtering);
+  private and shared (CGNAT) networks are blocked unless the operator
+  allows a range (``allowed``): they hold the data centre's other hosts,
+  its databases and metadata services a session has no business with. A
+  session's allow-list only narrows: it cannot open a blocked range. Only
+  IPv4 leaves at all, so ULA and link-local IPv6 are refused too;
 * postrouting: what leaves through the uplink is masqueraded.
 
 Base chains of other tables see the same packets and may drop them too;
@@ -38,6 +43,13 @@ ALWAYS_BLOCKED = (
     IPv4Network("224.0.0.0/4"),
     IPv4Network("240.0.0.0/4"),
 )
+# Not reachable from a session unless the operator allows a range of them.
+PRIVATE = (
+    IPv4Network("10.0.0.0/8"),
+    IPv4Network("172.16.0.0/12"),
+    IPv4Network("192.168.0.0/16"),
+    IPv4Network("100.64.0.0/10"),  # shared address space (CGNAT)
+)
 _PROTOCOLS = ("tcp", "udp")
 # What a session's forbidden packet gets: an immediate "administratively
 # prohibited", so a tool inside fails at once instead of waiting on timeouts.
@@ -54,9 +66,11 @@ def ruleset(
     subnet: IPv4Network,
     uplink: str | None,
     blocked: Iterable[IPv4Network],
+    allowed: Iterable[IPv4Network] = (),
 ) -> str:
     """The whole table, replacing any previous version of it atomically."""
-    blocked_elements = ", ".join(str(n) for n in _merged([*ALWAYS_BLOCKED, subnet, *blocked]))
+    private = _without(PRIVATE, list(allowed))
+    blocked_elements = ", ".join(str(n) for n in _merged([*ALWAYS_BLOCKED, subnet, *private, *blocked]))
     if uplink is None:
         leave = f'iifname "{wildcard}" {_REFUSE}'
         nat = ""
@@ -99,6 +113,19 @@ table inet {table} {{
 def _merged(networks: Iterable[IPv4Network]) -> list[IPv4Network]:
     """Overlapping networks collapsed: an interval set refuses overlapping elements."""
     return list(collapse_addresses(networks))
+
+
+def _without(networks: Iterable[IPv4Network], holes: Sequence[IPv4Network]) -> list[IPv4Network]:
+    """``networks`` with every address of ``holes`` taken out."""
+    remaining = list(networks)
+    for hole in holes:
+        cut: list[IPv4Network] = []
+        for network in remaining:
+            if hole.supernet_of(network):
+                continue
+            cut.extend(network.address_exclude(hole) if network.supernet_of(hole) else [network])
+        remaining = cut
+    return remaining
 
 
 def policy_elements(address: IPv4Address, mode: str, allow: Sequence[EgressRule] | None) -> list[tuple[str, str]]:

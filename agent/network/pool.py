@@ -116,7 +116,12 @@ class SlotPool:
         self._made |= keep
         await trio.to_thread.run_sync(self._start_sync, keep)
         script = firewall.ruleset(
-            self.table, self.plan.wildcard, self.config.subnet, self.config.uplink, self.config.blocked
+            self.table,
+            self.plan.wildcard,
+            self.config.subnet,
+            self.config.uplink,
+            self.config.blocked,
+            self.config.allowed,
         )
         for lease in adopted:
             script += firewall.element_commands("add", self.table, lease.elements)

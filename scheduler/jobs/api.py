@@ -124,8 +124,15 @@ def register_job_routes(app: QuartTrio, jobs: JobService) -> None:
         except ValidationError as exc:
             raise _input_error(exc) from None
         run_at = parse_run_at(body.run_at) if body.run_at is not None else None
+        caller = principal()
         row, created = await jobs.submit(
-            principal().account_id, kind, data, run_at=run_at, idempotency_key=body.idempotency_key
+            caller.account_id,
+            kind,
+            data,
+            run_at=run_at,
+            idempotency_key=body.idempotency_key,
+            creator_user_id=caller.user_id,
+            creator_key_id=caller.key_id,
         )
         audit_resource(row["id"])
         return json_response(await render(row), status=201 if created else 200)
@@ -168,4 +175,5 @@ def register_job_routes(app: QuartTrio, jobs: JobService) -> None:
         if kind is None:
             raise errors.Conflict(f"job kind {row['kind']!r} is not offered here any more", code="unknown_kind")
         principal().require(kind.scope)
-        return json_response(await jobs.retry(principal().account_id, row["id"]))
+        caller = principal()
+        return json_response(await jobs.retry(caller.account_id, row["id"], caller.user_id, caller.key_id))

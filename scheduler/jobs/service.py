@@ -71,8 +71,14 @@ class JobService:
         *,
         run_at: float | None,
         idempotency_key: str | None,
+        creator_user_id: str | None = None,
+        creator_key_id: str | None = None,
     ) -> tuple[Row, bool]:
-        """Queue a job (``data`` already validated); with a known key, that job (and False)."""
+        """Queue a job (``data`` already validated); with a known key, that job (and False).
+
+        The creator (the key, or the user of a JWT) is kept: each attempt
+        first checks that they still may act in the account.
+        """
         now = time.time()
         due = run_at if run_at is not None else now
         status = JobStateMachine().apply(Submit(due, now)).status
@@ -98,6 +104,8 @@ class JobService:
             "lease_until": None,
             "result": None,
             "error": None,
+            "creator_user_id": creator_user_id,
+            "creator_key_id": creator_key_id,
         }
         stored, created = await self.jobs.run(self.jobs.insert, row)
         if not created and stored["fingerprint"] != fingerprint:
@@ -166,11 +174,14 @@ class JobService:
             return row
         return await self.get(account_id, job_id)
 
-    async def retry(self, account_id: str, job_id: str) -> dict[str, Any]:
+    async def retry(
+        self, account_id: str, job_id: str, creator_user_id: str | None = None, creator_key_id: str | None = None
+    ) -> dict[str, Any]:
         """Queue a failed or canceled job again: a new attempt, the earlier ones kept.
 
-        Returns the job as the retry left it (queued), rendered before the
-        worker is woken to take it.
+        Whoever retries becomes its creator (the one checked before each
+        attempt). Returns the job as the retry left it (queued), rendered
+        before the worker is woken to take it.
         """
         for _ in range(_RACES):
             row = await self.get(account_id, job_id)
@@ -187,6 +198,8 @@ class JobService:
                 cancel_requested_at=None,
                 result=None,
                 error=None,
+                creator_user_id=creator_user_id,
+                creator_key_id=creator_key_id,
             ):
                 queued = self.to_json(await self.get(account_id, job_id), await self.attempts(job_id))
                 self.worker.notify()

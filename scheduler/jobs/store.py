@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from scheduler.core.job_states import Claim, Due, Finish, Status, moves
 from scheduler.store import Row, Store
-from scheduler.store.schema import job_attempts, jobs
+from scheduler.store.schema import api_keys, job_attempts, jobs, memberships
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -48,6 +48,25 @@ class JobStore:
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await self.store.run(fn, *args, **kwargs)
+
+    def creator_may_act(self, job: Row) -> bool:
+        """Whether the job's creator still may act in its account: key not revoked, user still a member.
+
+        (A service account's key is deleted or revoked with it; jobs from
+        before creators were recorded have none and are let run.)
+        """
+        with self.engine.connect() as conn:
+            if job["creator_key_id"] is not None:
+                key = conn.execute(sa.select(api_keys.c.revoked_at).where(api_keys.c.id == job["creator_key_id"]))
+                found = key.first()
+                if found is None or found.revoked_at is not None:
+                    return False
+            if job["creator_user_id"] is not None:
+                member = sa.select(memberships.c.user_id).where(
+                    memberships.c.account_id == job["account_id"], memberships.c.user_id == job["creator_user_id"]
+                )
+                return conn.execute(member).first() is not None
+        return True
 
     # -- callers' side ----------------------------------------------------
 

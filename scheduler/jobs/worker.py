@@ -51,6 +51,11 @@ from scheduler.store import Row
 log = logging.getLogger(__name__)
 
 CANCELED = {"code": "canceled", "message": "canceled by request"}
+# Checked before each attempt: a job does not outlive its creator's right to act.
+CREATOR_REVOKED = {
+    "code": "creator_revoked",
+    "message": "the key that submitted this job was revoked, or its user left the account",
+}
 # Bounds on the shielded work after an attempt, so a stuck host cannot hold a shutdown.
 _CLEANUP_DEADLINE = 60.0
 _RECORD_DEADLINE = 30.0
@@ -193,7 +198,7 @@ class JobWorker:
         try:
             outcome: Outcome | _Interrupted | None = None
             with running.scope:
-                outcome = await self._execute(kind, run, data, recovered)
+                outcome = await self._execute(kind, run, job, data, recovered)
             if running.abandoned:
                 log.warning("job taken over by another worker; leaving it", extra=run.log_context)
                 return
@@ -217,7 +222,7 @@ class JobWorker:
             self.notify()
 
     async def _execute(
-        self, kind: JobKind[Any] | None, run: JobRun, data: BaseModel | None, recovered: bool
+        self, kind: JobKind[Any] | None, run: JobRun, job: Row, data: BaseModel | None, recovered: bool
     ) -> Outcome | _Interrupted:
         if kind is None:
             return Outcome(False, error={"code": "unknown_kind", "message": f"no job kind {run.kind!r} here"})
@@ -225,6 +230,8 @@ class JobWorker:
             return Outcome(False, error={"code": "invalid_input", "message": f"input no longer valid for {run.kind}"})
         try:
             if not recovered:
+                if not await self.jobs.run(self.jobs.creator_may_act, job):
+                    return Outcome(False, error=CREATOR_REVOKED)
                 return await kind.run(run, data)
             if run.started:
                 log.info("re-attaching to a started job", extra=run.log_context)

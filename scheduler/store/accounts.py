@@ -46,7 +46,13 @@ class AccountQueries:
     # -- users and identities -----------------------------------------------
 
     def user_for_identity(self, issuer: str, subject: str, email: str | None) -> Row | None:
-        """The user a JWT's (issuer, subject) maps to; linked by email on first sight."""
+        """The user a JWT's (issuer, subject) maps to, or None.
+
+        On first sight the subject is linked to the user with ``email`` (made
+        if new), but only if that user holds no credentials yet: no API key
+        and no other identity, i.e. a user an invitation made. A verified
+        email must not let a second login take over an existing one.
+        """
         query = sa.select(users).join(identities, identities.c.user_id == users.c.id)
         query = query.where(identities.c.issuer == issuer, identities.c.subject == subject)
         with self.engine.connect() as conn:
@@ -57,15 +63,28 @@ class AccountQueries:
             return None
         user, _personal = self.ensure_user(email)
         try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    identities.insert().values(
-                        issuer=issuer, subject=subject, user_id=user["id"], created_at=time.time()
-                    )
-                )
+            linked = self._link_identity(issuer, subject, user["id"])
         except sa.exc.IntegrityError:  # a concurrent first request linked it
             return self.user_for_identity(issuer, subject, None)
-        return user
+        return user if linked else None
+
+    def _link_identity(self, issuer: str, subject: str, user_id: str) -> bool:
+        """Link unless the user holds credentials; concurrent links to one user: one wins.
+
+        The identity is inserted first and the user's row locked: a second
+        link waits for the first to commit, then sees its identity and backs out.
+        """
+        with self.engine.begin() as conn:
+            conn.execute(
+                identities.insert().values(issuer=issuer, subject=subject, user_id=user_id, created_at=time.time())
+            )
+            conn.execute(sa.select(users.c.id).where(users.c.id == user_id).with_for_update())
+            held = sa.select(sa.func.count()).select_from(identities).where(identities.c.user_id == user_id)
+            keys = sa.select(sa.func.count()).select_from(api_keys).where(api_keys.c.user_id == user_id)
+            if conn.execute(held).scalar_one() > 1 or conn.execute(keys).scalar_one() > 0:
+                conn.rollback()
+                return False
+        return True
 
     def user_by_selector(self, selector: str) -> Row | None:
         """A user by id or email."""

@@ -173,6 +173,8 @@ audit_events = sa.Table(
     sa.Column("result", sa.String(16), nullable=False),  # success | failure | denied
     sa.Column("status", sa.Integer, nullable=False),
     sa.Column("error_code", sa.String(64), nullable=True),
+    # Anonymous failures counted together (scheduler/failure_windows.py); null = one.
+    sa.Column("occurrences", sa.Integer, nullable=True),
     sa.Index("ix_audit_account_id", "account_id", "id"),
 )
 
@@ -315,6 +317,9 @@ jobs = sa.Table(
     sa.Column("lease_until", sa.Float, nullable=True),
     sa.Column("result", sa.JSON, nullable=True),
     sa.Column("error", sa.JSON, nullable=True),
+    # Who submitted it (the key, or the user of a JWT): checked before each attempt.
+    sa.Column("creator_user_id", sa.String(36), nullable=True),
+    sa.Column("creator_key_id", sa.String(36), nullable=True),
     sa.Index("ix_jobs_account_created", "account_id", "created_at"),
     sa.Index("ix_jobs_status_run_at", "status", "run_at"),
     sa.Index("ix_jobs_account_status", "account_id", "status"),

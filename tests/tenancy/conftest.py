@@ -56,6 +56,7 @@ class Issuer:
             "aud": AUDIENCE,
             "sub": f"user-{email}",
             "email": email,
+            "email_verified": True,
             "iat": now,
             "exp": now + 600,
         }
@@ -89,6 +90,7 @@ def tenant_overrides(issuer: Issuer) -> dict[str, Any]:
         "jwt_audience": AUDIENCE,
         "jwt_jwks_url": f"{issuer.url}/.well-known/jwks.json",
         "jwt_jwks_refetch_interval": 0.5,
+        "jwt_email_trusted": True,
         # Receivers in tests listen on 127.0.0.1; retries come quickly.
         "webhook_block_private_networks": False,
         "webhook_retry_base": 0.2,

@@ -19,7 +19,7 @@ Handler = Callable[[str, str, dict[str, str], bytes], tuple[int, bytes]]
 
 
 @contextmanager
-def serve(handle: Handler) -> Iterator[str]:
+def serve(handle: Handler, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve ``handle(method, path, headers, body) -> (status, body)`` at a loopback URL."""
 
     class RequestHandler(BaseHTTPRequestHandler):
@@ -38,11 +38,11 @@ def serve(handle: Handler) -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
+    server = ThreadingHTTPServer((host, port), RequestHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://{host}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -100,7 +100,7 @@ async def test_bad_tokens_are_refused(tenants: Tenants) -> None:
         assert await trio.to_thread.run_sync(store.user_by_selector, email) is None
     finally:
         store.close()
-    # Each refusal is in the audit trail (no account known: an anonymous actor).
+    # The refusals are in the audit trail (no account known: an anonymous actor).
     store = tenants.system.store()
     try:
 
@@ -111,7 +111,8 @@ async def test_bad_tokens_are_refused(tenants: Tenants) -> None:
                 )
                 return int(conn.execute(query).scalar_one())
 
-        assert await trio.to_thread.run_sync(count) >= len(cases)
+        # (Anonymous failures are counted per address and window: the first is written at once.)
+        assert await trio.to_thread.run_sync(count) >= 1
     finally:
         store.close()
 
@@ -165,7 +166,12 @@ async def test_jwks_from_a_file(nursery: trio.Nursery, tmp_path: Path, images_di
         tmp_path,
         images_dir,
         f"sqlite:///{tmp_path / 'db'}",
-        scheduler_overrides={"jwt_issuer": ISSUER, "jwt_audience": AUDIENCE, "jwt_jwks_file": str(jwks)},
+        scheduler_overrides={
+            "jwt_issuer": ISSUER,
+            "jwt_audience": AUDIENCE,
+            "jwt_jwks_file": str(jwks),
+            "jwt_email_trusted": True,
+        },
     )
     try:
         async with httpx.AsyncClient(base_url=system.api_url) as client:

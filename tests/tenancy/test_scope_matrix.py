@@ -10,6 +10,7 @@ nothing; one that does not pass ends in a 403.
 from __future__ import annotations
 
 import re
+import secrets
 import uuid
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def fill(route: Route) -> str:
 
 
 def test_the_table_covers_every_endpoint(tmp_path: Path) -> None:
-    config = scheduler_config(f"sqlite:///{tmp_path / 'db'}", "token", "sk_" + "a" * 40)
+    config = scheduler_config(f"sqlite:///{tmp_path / 'db'}", secrets.token_hex(32), "sk_" + "a" * 40)
     store = Store(config.database_url)
     try:
         sessions = SessionService(store, AgentClient("token"), config, "")
