@@ -75,3 +75,33 @@ async def test_session_from_a_registry_image_runs_its_config_and_keeps_its_diges
     assert newer.status_code == 201, newer.text
     assert newer.json()["image_digest"] == moved
     assert await run(pulling_system, newer.json()["id"], "cat /marker; pwd") == "second\n/root\n"
+
+
+async def test_the_guides_image_runs_verbatim_from_a_mirror_and_a_missing_one_is_named(
+    nursery: trio.Nursery, tmp_path: Path, images_dir: Path, registry: Registry
+) -> None:
+    """The operator mirrors ghcr.io to the test registry: the CI guide's image name works as written."""
+    await registry.push(BuiltImage([busybox_layer(Entry("marker", b"dev\n"))]), "example/dev:latest", tmp_path)
+    settings = registry_agent(registry, hosts={"ghcr.io": {"mirrors": [registry.host]}})
+    settings["registry"]["allowed"] = ["ghcr.io"]
+    # The seeds' alias of this name (the other tests' stand-in) is off here: the real image runs.
+    system = await start_system(
+        nursery,
+        tmp_path,
+        images_dir,
+        f"sqlite:///{tmp_path / 'chaser.db'}",
+        agent_overrides={**settings, "image_aliases": {}},
+    )
+    try:
+        created = await system.client.post(
+            "/v1/sessions", json={"ephemeral": True, "image": "ghcr.io/example/dev:latest"}
+        )
+        assert created.status_code == 201, created.text
+        assert await run(system, created.json()["id"], "cat /marker") == "dev\n"
+
+        missing = await system.client.post("/v1/sessions", json={"ephemeral": True, "image": "ghcr.io/example/none:1"})
+        assert missing.status_code == 404, missing.text
+        assert missing.json()["error"]["code"] == "image_not_found"
+        assert "ghcr.io/example/none:1" in missing.json()["error"]["message"]
+    finally:
+        await stop_system(system)

@@ -102,7 +102,6 @@ class Skopeo:
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(self._home),
             "XDG_RUNTIME_DIR": str(self._home),
-            "CONTAINERS_REGISTRIES_CONF": str(self._conf),
         }
 
     def _transport_flags(self, reference: ImageReference, prefix: str) -> list[str]:
@@ -129,7 +128,8 @@ class Skopeo:
             try:
                 with trio.fail_after(timeout):
                     done = await trio.run_process(
-                        ["skopeo", *argv, f"{flag}={auth}"],
+                        # --registries-conf: skopeo 1.9 reads no CONTAINERS_REGISTRIES_CONF.
+                        ["skopeo", f"--registries-conf={self._conf}", *argv, f"{flag}={auth}"],
                         env=self._env(),
                         stdin=subprocess.DEVNULL,
                         capture_stdout=True,
