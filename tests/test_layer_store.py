@@ -19,9 +19,7 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
     yield from running_registry(tmp_path / "registry")
 
 
-async def test_a_second_image_sharing_the_base_fetches_only_its_own_layer(
-    registry: Registry, tmp_path: Path
-) -> None:
+async def test_a_second_image_sharing_the_base_fetches_only_its_own_layer(registry: Registry, tmp_path: Path) -> None:
     base = busybox_layer()
     await registry.push(BuiltImage([base, tar_layer([Entry("one", b"1")])]), "shared/one:1", tmp_path)
     await registry.push(BuiltImage([base, tar_layer([Entry("two", b"2")])]), "shared/two:1", tmp_path)
