@@ -20,6 +20,7 @@ from agent.config import AgentConfig, host_memory_mb
 from agent.disk_api import Uuid, register_disk_routes
 from agent.gitimport import GitImporter
 from agent.lease_keeper import LeaseKeeper
+from agent.registry.skopeo import Credentials
 from agent.sandboxes import SandboxManager
 from chaser import errors
 from chaser._quart import install_error_handlers, json_response, parse_body, parse_query
@@ -28,6 +29,12 @@ from chaser.isolation import EgressAllowList, Limits, NetworkMode
 SandboxId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f-]{36}$")]
 
 MAX_BODY = 1 << 20
+
+
+class RegistryLogin(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    username: str = Field(max_length=1024)
+    password: str = Field(max_length=16384)
 
 
 class CreateSandbox(BaseModel):
@@ -42,6 +49,10 @@ class CreateSandbox(BaseModel):
     # Start from this paused sandbox's snapshot instead of booting the image
     # (with the source's limits: its memory is the snapshot's).
     fork_from: SandboxId | None = None
+    # A registry image is pulled on behalf of this account, with its login
+    # for the image's registry if it has one (never stored by the agent).
+    account: str | None = Field(default=None, max_length=64)
+    registry_login: RegistryLogin | None = None
 
 
 class PauseQuery(BaseModel):
@@ -70,6 +81,10 @@ def host_info(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper)
         "runtime_info": runtimes,
         "session_types": session_types(manager),
         "images": manager.images.names(),
+        # Whether sessions here may name any registry image (pulled on first
+        # use), and the references of those already in its store.
+        "pulls_images": manager.images.registry is not None,
+        "registry_images": manager.images.registry_references(),
         "capacity": {
             "max_sandboxes": manager.max_sandboxes,
             "cpus": os.cpu_count() or 1,
@@ -147,6 +162,8 @@ def create_app(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper
             limits=body.limits,
             fork_from=body.fork_from,
             session_type=body.session_type,
+            credentials=Credentials(**body.registry_login.model_dump()) if body.registry_login else None,
+            account=body.account,
         )
         return json_response(sandbox.to_json(), status=201)
 

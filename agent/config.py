@@ -69,6 +69,40 @@ class LimitsConfig(BaseModel):
     )
 
 
+class RegistryHostConfig(BaseModel):
+    """How to reach one registry (``[registry.hosts."ghcr.io"]``), as containerd's ``hosts.toml`` says it."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Registries serving this one's images, tried in order before it:
+    # "mirror.internal:5000" serves ghcr.io/org/app as mirror.internal:5000/org/app.
+    mirrors: list[str] = Field(default_factory=list)
+    # PEM file of the CAs this registry's (and its mirrors') certificates chain to.
+    ca_file: Path | None = None
+
+
+class RegistryConfig(BaseModel):
+    """Images from container registries (``[registry]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Registries sessions may name (host[:port], as in the reference), or
+    # "*" for any. A registry on loopback is reached over plain HTTP too.
+    allowed: list[str] = Field(default_factory=lambda: ["*"])
+    hosts: dict[str, RegistryHostConfig] = Field(default_factory=dict)
+    # The layer store; <state_dir>/image-store if unset.
+    store_dir: Path | None = None
+    # An image unpacking to more is refused with image_too_large.
+    max_image_bytes: int = Field(default=16 << 30, ge=1 << 20)
+    # Deadline of one pull (manifests and every layer), and of asking a
+    # registry where a tag points.
+    pull_timeout: float = Field(default=900.0, gt=0)
+    resolve_timeout: float = Field(default=30.0, gt=0)
+    # A tag resolved this recently is not asked again (0: ask every time).
+    tag_ttl: float = Field(default=10.0, ge=0)
+
+    def allows(self, domain: str) -> bool:
+        return "*" in self.allowed or domain in self.allowed
+
+
 class AgentConfig(FileAndEnvSettings):
     model_config = SettingsConfigDict(env_prefix="CHASER_AGENT_", env_nested_delimiter="__", extra="forbid")
 
@@ -156,6 +190,7 @@ class AgentConfig(FileAndEnvSettings):
     # Sandboxes' writable layers live on a btrfs filesystem in this sparse
     # file (made on first start), one quota-limited subvolume each.
     scratch_size_gb: int = Field(default=256, ge=1)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     @field_validator("image_aliases")
     @classmethod

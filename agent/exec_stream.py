@@ -19,7 +19,7 @@ from agent.failures import api_error
 from agent.lease_keeper import LeaseKeeper
 from agent.leases import Lease
 from agent.runtimes.base import ProcessSpec, RuntimeFailure
-from agent.sandboxes import DEFAULT_CWD, DEFAULT_ENV, SandboxManager
+from agent.sandboxes import SandboxManager
 from chaser import errors, frames
 from chaser.frames import FrameError
 
@@ -65,10 +65,8 @@ async def _serve(ws: WebSocket, sandbox_id: str, manager: SandboxManager, keeper
                 raise FrameError("invalid_frame", f"the first frame must be exec, not {first.t}")
             break
     argv = ["/bin/sh", "-c", first.cmd] if isinstance(first.cmd, str) else list(first.cmd)
-    spec = ProcessSpec(
-        argv=argv, env={**DEFAULT_ENV, **first.env}, cwd=first.cwd or DEFAULT_CWD, merge_stderr=False, stdin=first.stdin
-    )
-    manager.running(sandbox_id)
+    env, cwd = manager.running(sandbox_id).process_defaults(first.env, first.cwd)
+    spec = ProcessSpec(argv=argv, env=env, cwd=cwd, merge_stderr=False, stdin=first.stdin)
     try:
         process = await manager.runtime.spawn(sandbox_id, spec)
     except RuntimeFailure as exc:

@@ -30,6 +30,7 @@ from agent.network.pool import SlotPool
 from agent.ports import PortForwarding
 from agent.pty import PtyHub
 from agent.registration import heartbeat_loop
+from agent.registry.store import LayerStore
 from agent.runtimes.setup import refusals, start_runtimes
 from agent.sandboxes import SandboxManager
 from agent.scratch import ScratchVolume
@@ -64,9 +65,18 @@ async def serve(config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio
             )
             pool = SlotPool(config.network, remove_on_exit=config.destroy_on_shutdown)
             browsers = Browsers(runtime)
+            idmap = IdMap(config.container_id_first, config.container_id_count)
+            # No registry allowed: only built-in images, and the host says it pulls none.
+            layers = None
+            if config.registry.allowed:
+                store_dir = config.registry.store_dir or config.state_dir / "image-store"
+                layers = await trio.to_thread.run_sync(LayerStore, store_dir, idmap, config.registry)
+            images = ImageStore(
+                config.images_dir, runtime.runtimes, config.image_aliases, refusals(runtime), registry=layers
+            )
             manager = SandboxManager(
                 runtime,
-                ImageStore(config.images_dir, runtime.runtimes, config.image_aliases, refusals(runtime)),
+                images,
                 config.state_dir,
                 max_sandboxes=config.max_sandboxes,
                 start_timeout=config.start_timeout,

@@ -30,7 +30,7 @@ from agent.lease_keeper import LeaseKeeper
 from agent.leases import Lease
 from agent.pty_mux import PtyMux, Scrollback
 from agent.runtimes.base import PtyProcess, PtySpec, RuntimeFailure
-from agent.sandboxes import DEFAULT_CWD, DEFAULT_ENV, SandboxManager
+from agent.sandboxes import SandboxManager
 from chaser import errors, frames
 
 log = logging.getLogger(__name__)
@@ -151,11 +151,11 @@ class PtyHub:
         assert self._nursery is not None, "PtyHub.run has not started"
         if len(self.of(sandbox_id)) >= self.max_per_sandbox:
             raise errors.Conflict(f"at most {self.max_per_sandbox} terminals per session", code="too_many_terminals")
-        self.manager.running(sandbox_id)
+        env, cwd = self.manager.running(sandbox_id).process_defaults(action.env, action.cwd)
         spec = PtySpec(
             argv=action.argv,
-            env={**DEFAULT_ENV, **action.env},
-            cwd=action.cwd or DEFAULT_CWD,
+            env=env,
+            cwd=cwd,
             cols=action.cols,
             rows=action.rows,
         )

@@ -33,10 +33,11 @@ from agent.browser import Browsers
 from agent.config import LimitsConfig
 from agent.disks import DiskManager
 from agent.execution import ExecResult, collect
-from agent.images import ImageStore
+from agent.images import Image, ImageStore
 from agent.network.addressing import SLOT_PREFIXLEN
 from agent.network.firewall import FirewallError
 from agent.network.pool import Lease, SlotPool, lease_from_json
+from agent.registry.skopeo import Credentials
 from agent.runtimes.base import (
     WORKSPACE_MOUNT,
     Busy,
@@ -78,9 +79,18 @@ class Sandbox:
     # and the limits in force; None for a sandbox without them.
     network: dict[str, Any] | None = None
     limits: dict[str, Any] | None = None
+    # A registry image: the digest its reference resolved to, and its
+    # config's defaults for every process (None: the built-in defaults).
+    image_digest: str | None = None
+    env: dict[str, str] | None = None
+    cwd: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
+
+    def process_defaults(self, env: Mapping[str, str], cwd: str | None) -> tuple[dict[str, str], str]:
+        """A process's environment and directory: the call's, over the image's, over the built-in ones."""
+        return {**DEFAULT_ENV, **(self.env or {}), **env}, cwd or self.cwd or DEFAULT_CWD
 
 
 class Connections(Protocol):
@@ -219,11 +229,15 @@ class SandboxManager:
         limits: Limits | None = None,
         fork_from: str | None = None,
         session_type: str = "sandbox",
+        credentials: Credentials | None = None,
+        account: str | None = None,
     ) -> Sandbox:
         """Create and start a sandbox: booted from its image, or forked from a paused one.
 
         A fork runs the source's image with the source's limits (its memory
-        is the snapshot's), and no workspace: a disk has one holder.
+        is the snapshot's), and no workspace: a disk has one holder. A
+        registry image is pulled first if this host lacks it, with
+        ``credentials`` and on behalf of ``account``.
         """
         if session_type == "browser" and self.browsers is None:
             raise errors.Unavailable("this host runs no browser sessions", code="no_browser")
@@ -240,7 +254,9 @@ class SandboxManager:
                 raise errors.Conflict("a sandbox holding a workspace cannot be forked", code="fork_with_workspace")
             image_name = source.image
             limits = Limits(**source.limits) if source.limits is not None else None
-        image = self.images.resolve(image_name)
+        image = await self.images.find(image_name, credentials, account)
+        if sandbox_id in self._sandboxes:  # made by a create that finished while this one pulled
+            raise errors.Conflict(f"sandbox {sandbox_id} already exists")
         resolved = (limits or Limits()).resolved(self.limits.default, self.limits.max) if self.limits else None
         if network == "egress" and self.network is not None and not self.network.egress:
             network = "none"  # this host gives sessions no way out (no uplink configured)
@@ -253,6 +269,9 @@ class SandboxManager:
             workspace=workspace,
             session_type=session_type,
             limits=resolved.model_dump() if resolved else None,
+            image_digest=image.digest,
+            env=image.env or None,
+            cwd=image.working_dir,
         )
         self._sandboxes[sandbox_id] = sandbox
         self._save(sandbox)
@@ -260,7 +279,7 @@ class SandboxManager:
         self._creating[sandbox_id] = (scope, settled)
         try:
             with scope, trio.fail_after(self.start_timeout):
-                spec = await self._provide(sandbox, image.rootfs, network, egress_allow, resolved)
+                spec = await self._provide(sandbox, image, network, egress_allow, resolved)
                 if fork_from is not None:
                     async with self._lifecycle[fork_from]:
                         await self.runtime.fork(fork_from, spec)
@@ -357,7 +376,7 @@ class SandboxManager:
     async def _provide(
         self,
         sandbox: Sandbox,
-        rootfs: Path,
+        image: Image,
         network: NetworkMode,
         egress_allow: list[EgressRule] | None,
         limits: Limits | None,
@@ -383,7 +402,8 @@ class SandboxManager:
         return SandboxSpec(
             id=sandbox.id,
             image=sandbox.image,
-            rootfs=rootfs,
+            rootfs=image.rootfs,
+            layers=image.layers,
             workspace=mount,
             workspace_disk=device,
             netns=netns,
@@ -557,8 +577,8 @@ class SandboxManager:
         sandbox = self.get(sandbox_id)
         if sandbox.status != "running":
             raise errors.Conflict(f"sandbox {sandbox_id} is {sandbox.status}")
-        default_cwd = WORKSPACE_MOUNT if sandbox.workspace is not None else DEFAULT_CWD
-        spec = ProcessSpec(argv=argv, env={**DEFAULT_ENV, **env}, cwd=cwd or default_cwd)
+        env, cwd = sandbox.process_defaults(env, cwd or (WORKSPACE_MOUNT if sandbox.workspace is not None else None))
+        spec = ProcessSpec(argv=argv, env=env, cwd=cwd)
         try:
             process = await self.runtime.spawn(sandbox_id, spec)
         except SandboxGone:

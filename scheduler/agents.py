@@ -51,12 +51,16 @@ class AgentClient:
         workspace: str | None = None,
         fork_from: str | None = None,
         session_type: str = "sandbox",
+        account: str | None = None,
     ) -> Any:
         """Create and start; ``isolation`` holds ``network``, ``egress_allow`` and ``limits``.
 
         With ``fork_from`` (a paused sandbox), start from its snapshot instead of the image.
+        A registry image is pulled on behalf of ``account``.
         """
         body = {"id": sandbox_id, "image": image, "session_type": session_type, **isolation}
+        if account is not None:
+            body["account"] = account
         if workspace is not None:
             body["workspace"] = workspace
         if fork_from is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any, Literal, ParamSpec
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from quart import Response, request
 from quart_trio import QuartTrio
 
@@ -197,6 +197,11 @@ class HeartbeatBody(BaseModel):
     runtime_info: dict[str, dict[str, Any]] = Field(default_factory=dict)
     session_types: list[str]
     images: list[str]
+    # It runs registry images (pulled on first use); the references it holds.
+    pulls_images: bool = False
+    registry_images: list[Annotated[str, StringConstraints(max_length=512)]] = Field(
+        default_factory=list, max_length=10_000
+    )
 
     class Activity(BaseModel):
         """A sandbox's open leases, and seconds since its last activity."""

@@ -24,6 +24,7 @@ def session_summary(row: dict[str, Any]) -> dict[str, Any]:
         "ephemeral": row["ephemeral"],
         "workspace": row["workspace_id"],
         "image": row["image"],
+        "image_digest": row.get("image_digest"),
         "created_at": rfc3339(row["created_at"]),
         "started_at": rfc3339(row["started_at"]),
         "terminated_at": rfc3339(row["terminated_at"]),

@@ -118,6 +118,8 @@ class SessionService:
                 healthy=h["last_heartbeat"] > now - self.config.heartbeat_timeout,
                 egress=h["egress"],
                 max_limits=Limits(**h["limits"]["max"]) if h["limits"] else None,
+                pulls_images=bool(h.get("pulls_images")),
+                registry_images=frozenset(h.get("registry_images") or ()),
             )
             for h in await self.store.run(self.store.hosts_with_load)
         ]
@@ -161,10 +163,11 @@ class SessionService:
         able = [h for h in hosts if session_type in h.session_types]
         if not able:
             raise errors.Unavailable(f"no host can run {session_type} sessions", code="no_host")
-        if image is not None and not any(image in h.images for h in able):
+        if image is not None and not any(h.runs(image) for h in able):
             known = sorted(set().union(*(h.images for h in able)))
+            pulls = " or an image reference (name[:tag][@digest])" if any(h.pulls_images for h in able) else ""
             raise errors.InvalidInput(
-                f"unknown image {image!r}; available: {', '.join(known) or 'none'}", code="unknown_image"
+                f"unknown image {image!r}; available: {', '.join(known) or 'none'}{pulls}", code="unknown_image"
             )
         needs_egress = network == "egress" or bool(egress_allow)
         _check_isolation(able, needs_egress, limits)
@@ -226,6 +229,7 @@ class SessionService:
                             workspace=row["workspace_id"],
                             fork_from=row.get("forked_from"),
                             session_type=row["session_type"],
+                            account=row["account_id"],
                         )
                 except errors.Unavailable as exc:
                     if exc.code == "no_capacity":
@@ -254,6 +258,7 @@ class SessionService:
                 session_id,
                 network=granted.get("mode", "none"),
                 limits=sandbox.get("limits"),
+                image_digest=sandbox.get("image_digest"),
             )
             if not started:  # terminated while we were creating it
                 await self._destroy_quietly(host, session_id)

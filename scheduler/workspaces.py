@@ -27,6 +27,7 @@ from scheduler import workspace_lookup
 from scheduler.detached import run_detached
 from scheduler.events import publish
 from scheduler.gitsource import GitHost, Repository
+from scheduler.placement import registry_reference
 from scheduler.sessions import DEFAULT_IMAGE, SessionService
 from scheduler.store import Row
 from scheduler.store import workspaces as workspace_db
@@ -169,7 +170,7 @@ class WorkspaceService:
         if not pools:
             raise errors.Unavailable("no host has a storage pool for workspaces", code="no_storage")
         if session_type == "sandbox":
-            able = [h for h in pools if "sandbox" in h["session_types"] and image in h["images"]]
+            able = [h for h in pools if "sandbox" in h["session_types"] and _runs(h, image)]
             if not able:
                 known = sorted({i for h in pools for i in h["images"]})
                 raise errors.InvalidInput(
@@ -496,3 +497,10 @@ class WorkspaceService:
             except Exception:
                 log.exception("workspace sweep failed")
             await trio.sleep(self.config.reconcile_interval)
+
+
+def _runs(host: Row, image: str | None) -> bool:
+    """Whether the host has the built-in image, or pulls registry images and ``image`` is one."""
+    if image in host["images"]:
+        return True
+    return bool(host.get("pulls_images")) and image is not None and registry_reference(image) is not None

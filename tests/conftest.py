@@ -299,6 +299,8 @@ def agent_config(
         "network": network_settings(),
         "scratch_size_gb": 8,
         "image_aliases": SEED_IMAGE_ALIASES,
+        # No registry at all unless a test names its own (on loopback): nothing reaches the internet.
+        "registry": {"allowed": []},
     }
     return AgentConfig.load(None, **{**values, **overrides})
 

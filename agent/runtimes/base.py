@@ -69,6 +69,9 @@ class SandboxSpec:
     id: str
     image: str
     rootfs: Path  # read-only lower layer, never written
+    # A registry image's layers instead (top first, already owned by the
+    # containers' ids): the lowers of the sandbox's overlay.
+    layers: tuple[Path, ...] = ()
     workspace: Path | None = None  # host directory to show at WORKSPACE_MOUNT
     # A workspace's disk image, for a runtime that attaches it whole (see
     # ``Runtime.workspace_as_device``) and mounts it at WORKSPACE_MOUNT inside.

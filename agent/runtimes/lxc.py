@@ -2,7 +2,8 @@
 
 Each sandbox lives in ``<lxc_path>/<id>/``: the LXC ``config``, the overlay's
 writable layer ``delta0`` and its work dir. The root filesystem is
-``overlay:<image rootfs, shifted>:<delta0>``, mounted by LXC inside the
+``overlay:<image rootfs, shifted>:<delta0>`` (or a registry image's
+layers, each a lower: ``overlay:<top>:...:<base>:<delta0>``), mounted by LXC inside the
 container's own mount namespace, so creating a sandbox copies nothing and a
 crashed container leaves no mount on the host: only the directory, which
 ``destroy`` removes.
@@ -225,14 +226,14 @@ class LxcRuntime(ChannelEndpoints):
         return shifted
 
     async def create(self, spec: SandboxSpec) -> None:
-        lower = await self.prepare_image(spec.rootfs)
+        lower = ":".join(map(str, spec.layers)) if spec.layers else str(await self.prepare_image(spec.rootfs))
         await self._run(self._create_sync, spec, lower)
 
     def _disk(self, sandbox_id: str) -> Path | None:
         """The quota-limited directory holding the sandbox's writable layer, if any."""
         return self.scratch.mountpoint / sandbox_id if self.scratch is not None else None
 
-    def _create_sync(self, spec: SandboxSpec, lower: Path) -> None:
+    def _create_sync(self, spec: SandboxSpec, lower: str) -> None:
         home = self._dir(spec.id)
         home.mkdir()
         home.chmod(0o711)  # the container's root must reach delta0 below (not read the config)

@@ -141,6 +141,8 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
             "memory_mb": info["capacity"]["memory_mb"],
             "egress": info.get("egress", False),
             "limits": info.get("limits"),
+            "pulls_images": info.get("pulls_images", False),
+            "registry_images": info.get("registry_images") or [],
             "last_heartbeat": now,
         }
         with self.engine.begin() as conn:

@@ -91,6 +91,9 @@ hosts = sa.Table(
     # defaults and maxima ({"default": {...}, "max": {...}}). (0005)
     sa.Column("egress", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("limits", sa.JSON, nullable=True),
+    # Whether it pulls registry images, and the references it holds. (0008)
+    sa.Column("pulls_images", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("registry_images", sa.JSON, nullable=True),
 )
 
 sessions = sa.Table(
@@ -102,6 +105,8 @@ sessions = sa.Table(
     sa.Column("ephemeral", sa.Boolean, nullable=False),
     sa.Column("workspace_id", sa.String(36), nullable=True),
     sa.Column("image", sa.String(256), nullable=True),
+    # The digest a registry image's reference resolved to at create. (0008)
+    sa.Column("image_digest", sa.String(80), nullable=True),
     sa.Column("host_id", sa.String(128), nullable=True),
     sa.Column("status", sa.String(16), nullable=False),  # creating | running | paused | terminated
     sa.Column("status_reason", sa.Text, nullable=True),

@@ -206,10 +206,8 @@ def spawn_pty(argv: list[str], env: dict[str, str], cwd: str | None, cols: int, 
 def widen_pipe(fd: int) -> None:
     """Let a pipe hold a frame's worth: at the default 64 KiB a fast writer's output
     comes in small reads, and every frame costs the host far more than its bytes."""
-    try:
+    with contextlib.suppress(OSError):  # over the system's pipe-max-size: the default still works
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _READ_CHUNK)
-    except OSError:
-        pass  # over the system's pipe-max-size: the default size still works
 
 
 def gather(fd: int, data: bytes, size: int) -> bytes:
