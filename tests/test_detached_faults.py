@@ -77,7 +77,7 @@ async def test_nonsense_from_a_host_while_provisioning(nursery: trio.Nursery, tm
     """A host's create answers something unexpected: 503 ``operation_failed``, and the scheduler lives on."""
     [listener] = await nursery.start(partial(trio.serve_tcp, _nonsense_host, 0, host="127.0.0.1"))
     host_port = listener.socket.getsockname()[1]
-    token = secrets.token_urlsafe(24)
+    token = secrets.token_urlsafe(32)
     api_key = new_secret()
     scheduler = Server(serve_scheduler, scheduler_config(f"sqlite:///{tmp_path / 'chaser.db'}", token, api_key))
     api_url = await scheduler.start(nursery)
