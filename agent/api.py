@@ -89,6 +89,7 @@ def host_info(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper)
             "max_sandboxes": manager.max_sandboxes,
             "cpus": os.cpu_count() or 1,
             "memory_mb": host_memory_mb(),
+            "warm": manager.warm.ready() if manager.warm is not None else {},
         },
         "sandboxes": running,
         "paused": [s.id for s in manager.sandboxes() if s.status == "paused"],

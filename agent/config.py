@@ -80,6 +80,23 @@ class RegistryHostConfig(BaseModel):
     ca_file: Path | None = None
 
 
+class WarmPoolConfig(BaseModel):
+    """Containers started ahead of requests (``[warm_pool]``).
+
+    A create of one of ``images`` with the host's default limits, no
+    workspace, not a fork nor a browser, takes one of them instead of
+    booting a container, and the agent starts another in the background.
+    They count against ``max_sandboxes`` (a create that cannot use one makes
+    room by discarding one), run nothing of a tenant's and have no egress
+    until taken.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    # Started containers kept per image; 0 turns the pool off.
+    size: int = Field(default=2, ge=0, le=16)
+    images: list[str] = Field(default_factory=lambda: ["debian:bookworm"])
+
+
 class RegistryConfig(BaseModel):
     """Images from container registries (``[registry]``)."""
 
@@ -191,6 +208,7 @@ class AgentConfig(FileAndEnvSettings):
     # file (made on first start), one quota-limited subvolume each.
     scratch_size_gb: int = Field(default=256, ge=1)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    warm_pool: WarmPoolConfig = Field(default_factory=WarmPoolConfig)
 
     @field_validator("image_aliases")
     @classmethod

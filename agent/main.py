@@ -122,6 +122,8 @@ async def _serve_api(
         await nursery.start(execs.run)
         await nursery.start(keeper.run)
         await nursery.start(ptys.run)
+        if config.warm_pool.size:
+            await nursery.start(manager.keep_warm(config.warm_pool.images, config.warm_pool.size).run)
         api = create_app(config, manager, keeper)
         register_detached_routes(api, execs)
         app = Endpoints(config, manager, keeper, ptys, api)

@@ -7,6 +7,10 @@ sit paused, their snapshot complete) and destroys the debris of all others.
 Pause, resume and destroy of one sandbox take its lock, so they never
 overlap.
 
+A create that a container started ahead can serve takes one from the warm
+pool (``agent.warm_pool``): the runtime gives it the session's id, and its
+bare network lease gets the session's policy; everything else boots.
+
 Besides sessions, the agent runs throwaway sandboxes for work it does on a
 tenant's behalf (a Git import): no session and no record, they live only
 as long as the block that made them (``throwaway``).
@@ -50,6 +54,7 @@ from agent.runtimes.base import (
     SandboxSpec,
     Unsupported,
 )
+from agent.warm_pool import WarmPool
 from chaser import errors
 from chaser.isolation import EgressRule, Limits, NetworkMode
 
@@ -91,6 +96,14 @@ class Sandbox:
     def process_defaults(self, env: Mapping[str, str], cwd: str | None) -> tuple[dict[str, str], str]:
         """A process's environment and directory: the call's, over the image's, over the built-in ones."""
         return {**DEFAULT_ENV, **(self.env or {}), **env}, cwd or self.cwd or DEFAULT_CWD
+
+
+@dataclass(frozen=True)
+class Warm:
+    """A container started ahead of any request: its id until adopted, and its bare network lease."""
+
+    id: str
+    lease: Lease | None
 
 
 class Connections(Protocol):
@@ -150,6 +163,9 @@ class SandboxManager:
         self._still: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
         self.connections: Connections | None = None
         self.endings: OrderedDict[str, str] = OrderedDict()
+        self.warm: WarmPool[Warm] | None = None
+        # What a sandbox asking for nothing gets: the warm pool's containers have it.
+        self._default_limits = Limits().resolved(limits.default, limits.max) if limits is not None else None
 
     # -- persistence -----------------------------------------------------
 
@@ -258,6 +274,17 @@ class SandboxManager:
         if sandbox_id in self._sandboxes:  # made by a create that finished while this one pulled
             raise errors.Conflict(f"sandbox {sandbox_id} already exists")
         resolved = (limits or Limits()).resolved(self.limits.default, self.limits.max) if self.limits else None
+        warm = None
+        if self.warm is not None:
+            if (
+                fork_from is None
+                and workspace is None
+                and session_type == "sandbox"
+                and resolved == self._default_limits
+            ):
+                warm = self.warm.take(image.name)
+            if warm is None and self._occupied() >= self.max_sandboxes:
+                await self.warm.shrink()  # the pool gives way to a request it cannot serve
         if network == "egress" and self.network is not None and not self.network.egress:
             network = "none"  # this host gives sessions no way out (no uplink configured)
         sandbox = Sandbox(
@@ -279,6 +306,10 @@ class SandboxManager:
         self._creating[sandbox_id] = (scope, settled)
         try:
             with scope, trio.fail_after(self.start_timeout):
+                if warm is not None:
+                    await self._adopt(sandbox, warm, network, egress_allow)
+                    warm = None
+                    return self._started(sandbox)
                 spec = await self._provide(sandbox, image, network, egress_allow, resolved)
                 if fork_from is not None:
                     async with self._lifecycle[fork_from]:
@@ -294,6 +325,8 @@ class SandboxManager:
                 raise errors.Conflict(f"sandbox {sandbox_id} was destroyed while starting", code="destroyed")
         except BaseException as exc:
             with trio.CancelScope(shield=True):
+                if warm is not None:  # never adopted: still under its own id
+                    await self._discard_warm(warm)
                 await self._remove(sandbox_id)
             failure = self._start_failure(exc)
             if failure is not None:
@@ -302,6 +335,9 @@ class SandboxManager:
         finally:
             del self._creating[sandbox_id]
             settled.set()
+        return self._started(sandbox)
+
+    def _started(self, sandbox: Sandbox) -> Sandbox:
         sandbox.status = "running"
         self._save(sandbox)
         return sandbox
@@ -309,6 +345,69 @@ class SandboxManager:
     def _check_room(self) -> None:
         if len(self._sandboxes) + len(self._throwaways) >= self.max_sandboxes:
             raise errors.Unavailable("host is at capacity", code="no_capacity")
+
+    def _occupied(self) -> int:
+        """Sandboxes on this host: sessions, throwaways, and the warm pool's."""
+        return len(self._sandboxes) + len(self._throwaways) + (len(self.warm) if self.warm is not None else 0)
+
+    # -- the warm pool -----------------------------------------------------
+
+    def keep_warm(self, images: list[str], size: int) -> WarmPool[Warm]:
+        """A pool of ``size`` containers started ahead per image (built-in images of this host); run it."""
+        kinds = []
+        for name in images:
+            image = self.images.resolve(name)
+            if image.runtime != "lxc":
+                raise ValueError(f"warm_pool.images: {name} is not a container image")
+            kinds.append(image.name)
+        self.warm = WarmPool(
+            kinds,
+            size,
+            boot=self._boot_warm,
+            discard=self._discard_warm,
+            room=lambda: self.max_sandboxes - self._occupied(),
+        )
+        return self.warm
+
+    async def _boot_warm(self, image_name: str) -> Warm:
+        """Start a container with nothing of a tenant's: default limits, a network slot granting nothing."""
+        image = self.images.resolve(image_name)
+        warm = Warm(f"warm-{uuid.uuid4().hex[:12]}", None)
+        try:
+            if self.network is not None:
+                warm = Warm(warm.id, await self.network.acquire(warm.id, "none", None))
+            spec = SandboxSpec(
+                id=warm.id,
+                image=image.name,
+                rootfs=image.rootfs,
+                layers=image.layers,
+                netns=warm.lease.slot.netns_path if warm.lease is not None else None,
+                guest_network=_guest_network(warm.lease) if warm.lease is not None else None,
+                limits=self._default_limits,
+            )
+            with trio.fail_after(self.start_timeout):
+                await self.runtime.create(spec)
+                await self.runtime.start(warm.id)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._discard_warm(warm)
+            raise
+        return warm
+
+    async def _discard_warm(self, warm: Warm) -> None:
+        await self.runtime.destroy(warm.id)
+        if self.network is not None:
+            await self.network.release(warm.id)
+
+    async def _adopt(
+        self, sandbox: Sandbox, warm: Warm, network: NetworkMode, egress_allow: list[EgressRule] | None
+    ) -> None:
+        """Make the started container ``warm`` the sandbox: its id, then its network policy."""
+        await self.runtime.adopt(warm.id, sandbox.id)
+        if warm.lease is not None and self.network is not None:
+            lease = await self.network.transfer(warm.id, sandbox.id, network, egress_allow)
+            sandbox.network = lease.to_json()
+            self._save(sandbox)
 
     def _start_failure(self, exc: BaseException) -> errors.ApiError | None:
         """What to tell a client about a start that failed with ``exc``; None to let it through."""

@@ -182,6 +182,10 @@ class HeartbeatBody(BaseModel):
         max_sandboxes: int = Field(ge=0)
         cpus: int = Field(ge=1)
         memory_mb: int = Field(ge=0)
+        # Containers started ahead and ready, per image (they are not sessions).
+        warm: dict[Annotated[str, StringConstraints(max_length=512)], Annotated[int, Field(ge=0)]] = Field(
+            default_factory=dict, max_length=64
+        )
 
     class Storage(BaseModel):
         """The host's pool of workspace disks."""

@@ -301,6 +301,8 @@ def agent_config(
         "image_aliases": SEED_IMAGE_ALIASES,
         # No registry at all unless a test names its own (on loopback): nothing reaches the internet.
         "registry": {"allowed": []},
+        # Containers started ahead: only the tests about them (each would boot two per agent).
+        "warm_pool": {"size": 0},
     }
     return AgentConfig.load(None, **{**values, **overrides})
 

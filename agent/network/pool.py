@@ -208,6 +208,19 @@ class SlotPool:
             raise
         return lease
 
+    async def transfer(self, old_id: str, sandbox_id: str, mode: str, egress_allow: list[EgressRule] | None) -> Lease:
+        """Hand ``old_id``'s lease (a container started ahead, granted nothing) to
+        ``sandbox_id``, with that sandbox's policy in force."""
+        lease = self._leases.pop(old_id)
+        if lease.elements:
+            raise ValueError(f"the lease of {old_id} grants a policy already; only a bare lease moves")
+        lease.sandbox_id, lease.mode, lease.egress_allow = sandbox_id, mode, egress_allow
+        self._leases[sandbox_id] = lease
+        elements = firewall.policy_elements(lease.slot.guest_ip, mode, egress_allow)
+        await firewall.apply(firewall.element_commands("add", self.table, elements))
+        lease.elements = elements
+        return lease
+
     async def release(self, sandbox_id: str) -> None:
         """Revoke the sandbox's policy and let its slot rest; call once nothing runs in it."""
         lease = self._leases.pop(sandbox_id, None)

@@ -342,6 +342,11 @@ class Runtime(abc.ABC):
         """Continue a paused sandbox where it stopped; returns once it can spawn."""
         raise Unsupported(f"the {self.name} runtime cannot resume sandboxes")
 
+    async def adopt(self, started_id: str, sandbox_id: str) -> None:
+        """Give the running sandbox ``started_id`` (started ahead of any request)
+        the id ``sandbox_id``, by which every later call addresses it."""
+        raise Unsupported(f"the {self.name} runtime cannot rename sandboxes")
+
     async def fork(self, source_id: str, spec: SandboxSpec) -> None:
         """Create and start ``spec.id`` from the paused ``source_id``'s saved state,
         with its own copy-on-write disk; the source stays paused."""

@@ -1,12 +1,15 @@
 """Sandboxes as LXC system containers: unprivileged, filtered, served by the in-sandbox agent.
 
-Each sandbox lives in ``<lxc_path>/<id>/``: the LXC ``config``, the overlay's
+Each sandbox lives in ``<lxc_path>/<name>/``: the LXC ``config``, the overlay's
 writable layer ``delta0`` and its work dir. The root filesystem is
 ``overlay:<image rootfs, shifted>:<delta0>`` (or a registry image's
 layers, each a lower: ``overlay:<top>:...:<base>:<delta0>``), mounted by LXC inside the
 container's own mount namespace, so creating a sandbox copies nothing and a
 crashed container leaves no mount on the host: only the directory, which
-``destroy`` removes.
+``destroy`` removes. The name is the sandbox's id, except for a container
+started ahead of any request (``agent.warm_pool``): LXC cannot rename a
+running container, so ``adopt`` records the id it was given in
+``<name>/sandbox-id``, and this runtime translates between the two.
 
 The boundary (see ``agent.idmap`` and ``lxc_seccomp``): every container runs
 in a user namespace whose root is an unprivileged host range, so the image's
@@ -76,6 +79,8 @@ _STOP_TIMEOUT = 10.0
 _STOP_POLL = 0.005
 # The whole environment of the container's monitor.
 _LXC_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+# In a container's directory: the sandbox id it was adopted under, if any.
+_ADOPTED_AS = "sandbox-id"
 # How often to try the in-sandbox agent's socket while it starts.
 _CONNECT_POLL = 0.002
 
@@ -199,6 +204,12 @@ class LxcRuntime(ChannelEndpoints):
         self._netns: dict[str, int] = {}
         # Each image's shifted copy, once found or made.
         self._shifted: dict[Path, Path] = {}
+        # Adopted containers: sandbox id -> container name, and back.
+        self._names: dict[str, str] = {}
+        self._ids: dict[str, str] = {}
+        for record in lxc_path.glob(f"*/{_ADOPTED_AS}"):
+            self._names[record.read_text()] = record.parent.name
+            self._ids[record.parent.name] = record.read_text()
 
     def describe(self) -> dict[str, dict[str, object]]:
         return {
@@ -209,11 +220,15 @@ class LxcRuntime(ChannelEndpoints):
             }
         }
 
+    def _name(self, sandbox_id: str) -> str:
+        """The container's name: its sandbox id, unless it was adopted under that id."""
+        return self._names.get(sandbox_id, sandbox_id)
+
     def _dir(self, sandbox_id: str) -> Path:
-        return self.lxc_path / sandbox_id
+        return self.lxc_path / self._name(sandbox_id)
 
     def _container(self, sandbox_id: str) -> lxc.Container:
-        return lxc.Container(sandbox_id, str(self.lxc_path))
+        return lxc.Container(self._name(sandbox_id), str(self.lxc_path))
 
     async def _run(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
@@ -231,7 +246,7 @@ class LxcRuntime(ChannelEndpoints):
 
     def _disk(self, sandbox_id: str) -> Path | None:
         """The quota-limited directory holding the sandbox's writable layer, if any."""
-        return self.scratch.mountpoint / sandbox_id if self.scratch is not None else None
+        return self.scratch.mountpoint / self._name(sandbox_id) if self.scratch is not None else None
 
     def _create_sync(self, spec: SandboxSpec, lower: str) -> None:
         home = self._dir(spec.id)
@@ -289,7 +304,7 @@ class LxcRuntime(ChannelEndpoints):
         if not container.defined:
             raise SandboxGone(f"sandbox {sandbox_id} does not exist")
         done = subprocess.run(
-            ["lxc-start", "-P", str(self.lxc_path), "-n", sandbox_id, "-d"],
+            ["lxc-start", "-P", str(self.lxc_path), "-n", container.name, "-d"],
             env=_LXC_ENV,  # not the agent's: it may hold the cluster token
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -351,6 +366,21 @@ class LxcRuntime(ChannelEndpoints):
             return await self._connect(sandbox_id)
         raise RuntimeFailure(f"the agent of sandbox {sandbox_id} did not answer within {self.start_timeout:g}s")
 
+    async def adopt(self, started_id: str, sandbox_id: str) -> None:
+        """Record the new id beside the container first (a restart finds it there), then answer to it."""
+        name = self._name(started_id)
+        home = self.lxc_path / name
+        if not (home / "config").exists():
+            raise SandboxGone(f"sandbox {started_id} does not exist")
+        await self._run(_write_atomically, home / _ADOPTED_AS, sandbox_id)
+        self._names.pop(started_id, None)
+        self._ids[name] = sandbox_id
+        if name != sandbox_id:
+            self._names[sandbox_id] = name
+        self._rename_channel(started_id, sandbox_id)
+        if started_id in self._netns:
+            self._netns[sandbox_id] = self._netns.pop(started_id)
+
     # -- ports -------------------------------------------------------------
 
     async def open_port(self, sandbox_id: str, port: int) -> trio.abc.Stream:
@@ -403,7 +433,8 @@ class LxcRuntime(ChannelEndpoints):
         for path in (home, disk):
             if path is not None:
                 _remove_tree(path)
-        _remove_cgroups(sandbox_id)
+        _remove_cgroups(home.name)
+        self._ids.pop(self._names.pop(sandbox_id, sandbox_id), None)
 
     def _kill_sync(self, container: lxc.Container) -> None:
         """Kill the container's init and wait until it has stopped.
@@ -423,11 +454,13 @@ class LxcRuntime(ChannelEndpoints):
 
     async def running(self) -> set[str]:
         names = await self._run(_running_names, str(self.lxc_path))
-        return set(names)
+        return {self._ids.get(name, name) for name in names}
 
     async def leftovers(self) -> set[str]:
         places = [self.lxc_path] if self.scratch is None else [self.lxc_path, self.scratch.mountpoint]
-        return {p.name for place in places if place.exists() for p in place.iterdir() if p.is_dir()}
+        return {
+            self._ids.get(p.name, p.name) for place in places if place.exists() for p in place.iterdir() if p.is_dir()
+        }
 
 
 def _running_names(lxc_path: str) -> tuple[str, ...]:
@@ -455,6 +488,12 @@ def _remove_cgroups(sandbox_id: str, deadline: float = 2.0) -> None:
                 if time.monotonic() > give_up:
                     break
                 time.sleep(0.01)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _remove_tree(path: Path) -> None:

@@ -66,6 +66,11 @@ class RuntimeSet(Runtime):
     async def start(self, sandbox_id: str) -> None:
         await self.owner(sandbox_id).start(sandbox_id)
 
+    async def adopt(self, started_id: str, sandbox_id: str) -> None:
+        runtime = self.owner(started_id)
+        await runtime.adopt(started_id, sandbox_id)
+        self._owner[sandbox_id] = self._owner.pop(started_id)
+
     async def spawn(self, sandbox_id: str, spec: ProcessSpec) -> Process:
         return await self.owner(sandbox_id).spawn(sandbox_id, spec)
 

@@ -270,6 +270,13 @@ class ChannelEndpoints(Runtime):
     async def _reconnect(self, sandbox_id: str) -> GuestChannel:
         """A new channel to the running sandbox's agent, recorded in ``_channels``."""
 
+    def _rename_channel(self, old_id: str, new_id: str) -> None:
+        """The sandbox ``old_id`` is ``new_id`` from now on: so is its channel."""
+        if old_id in self._channels:
+            self._channels[new_id] = self._channels.pop(old_id)
+        if old_id in self._locks:
+            self._locks[new_id] = self._locks.pop(old_id)
+
     def _drop_channel(self, sandbox_id: str, reason: str) -> None:
         channel = self._channels.pop(sandbox_id, None)
         if channel is not None:
