@@ -44,7 +44,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 from agent import netns
 from benchmarks.bench_sessions import Samples, aligned, fail_on_sigterm, percentile
-from benchmarks.system import PROXY_VARS, chaser_up
+from benchmarks.system import PROXY_VARS, chaser_up, container_name
 from chaser import frames
 from chaser.session_streams import RECEIVE_BUFFER
 from scheduler.store import Store
@@ -173,7 +173,8 @@ async def measure(client: httpx.AsyncClient, url: str, agent: dict[str, Any], st
         )
         if made.json()["exit_code"] != 0:
             raise RuntimeError(made.text)
-        await wait_for_port(lxc.Container(sid, str(lxc_path)).init_pid, 8000)
+        name = container_name(lxc_path, sid)  # for LXC's tools
+        await wait_for_port(lxc.Container(name, str(lxc_path)).init_pid, 8000)
         for i in range(rounds + 1):
             print(f"latency round {i}/{rounds}" if i else "warm-up", file=sys.stderr)
             into: Samples = samples if i else defaultdict(list)  # the first round warms up
@@ -187,10 +188,10 @@ async def measure(client: httpx.AsyncClient, url: str, agent: dict[str, Any], st
             await client.post("/v1/exec", json={"session_id": sid, "command": ["true"]})
             into["exec_api"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            await attach(lxc_path, sid, "true")
+            await attach(lxc_path, name, "true")
             into["attach"].append(time.perf_counter() - t)
 
-            pid = lxc.Container(sid, str(lxc_path)).init_pid
+            pid = lxc.Container(name, str(lxc_path)).init_pid
             api = httpx.URL(url)
             key = client.headers["authorization"].split()[1]
             via_router = partial(socket.create_connection, (api.host, api.port))
@@ -219,13 +220,13 @@ async def measure(client: httpx.AsyncClient, url: str, agent: dict[str, Any], st
             if got != size or received != size:
                 raise RuntimeError(f"lost bytes: pty {got}, exec {received} of {size}")
             t = time.perf_counter()
-            await attach(lxc_path, sid, "sh", "-c", "cat /root/big >/dev/null")
+            await attach(lxc_path, name, "sh", "-c", "cat /root/big >/dev/null")
             into["inside_mbs"].append(size / (time.perf_counter() - t) / 1e6)
             t = time.perf_counter()
-            await attach(lxc_path, sid, "sh", "-c", "cat /root/big | cat >/dev/null")
+            await attach(lxc_path, name, "sh", "-c", "cat /root/big | cat >/dev/null")
             into["pipe_mbs"].append(size / (time.perf_counter() - t) / 1e6)
             t = time.perf_counter()
-            await attach(lxc_path, sid, "python3", "-c", PTY_READER, "/root/big")
+            await attach(lxc_path, name, "python3", "-c", PTY_READER, "/root/big")
             into["pty_inside_mbs"].append(size / (time.perf_counter() - t) / 1e6)
     finally:
         with trio.CancelScope(shield=True):

@@ -37,7 +37,7 @@ import trio
 from agent.config import AgentConfig
 from agent.main import serve as serve_agent
 from benchmarks.bench_sessions import aligned, fail_on_sigterm, leftovers, percentile, remove_all
-from benchmarks.system import IMAGES_DIR, LOOPBACK, PROXY_VARS, free_port
+from benchmarks.system import IMAGES_DIR, LOOPBACK, PROXY_VARS, free_port, started_ahead
 from scheduler.auth import new_secret
 from scheduler.config import SchedulerConfig
 from scheduler.main import serve as serve_scheduler
@@ -185,7 +185,7 @@ async def run(count: int, rounds: int, concurrency: int) -> dict[str, Any]:
                 await sequential(client, store, rounds, samples)
                 drain_wall = await drain(client, store, count, samples)
                 oneshot_wall = await one_shots(client, count, concurrency, samples)
-            leaked = leftovers(lxc_path)
+            leaked = sorted(set(leftovers(lxc_path)) - started_ahead(lxc_path))  # the warm pool's are no leak
             nursery.cancel_scope.cancel()
     finally:
         store.close()

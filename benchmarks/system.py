@@ -38,6 +38,20 @@ class System:
     pid: int
 
 
+def container_name(lxc_path: Path, session_id: str) -> str:
+    """The LXC name of a session's container: its id, unless the agent started it
+    ahead (warm pool) and adopted it, recording the session's id beside it."""
+    for record in lxc_path.glob("*/sandbox-id"):
+        if record.read_text() == session_id:
+            return record.parent.name
+    return session_id
+
+
+def started_ahead(lxc_path: Path) -> set[str]:
+    """Containers of the agent's warm pool that no session took: the agent's, no leak."""
+    return {p.parent.name for p in lxc_path.glob("warm-*/config") if not (p.parent / "sandbox-id").exists()}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))

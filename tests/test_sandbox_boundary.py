@@ -8,16 +8,22 @@ host range behind a seccomp filter, and one sandbox's stall is its own.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import trio
 
-from tests.conftest import System
-from tests.endpoints import curl, new_session, run
+from tests.conftest import System, start_system, stop_system
+from tests.endpoints import curl, new_session, receive, receive_until, run, send, websocket
+from tests.registry_support import BuiltImage, Entry, Registry, busybox_layer, running_registry
+from tests.test_registry_images import registry_agent
 
 # A shared library whose constructor records where it ran: its process's
 # user namespace map, effective capabilities and parent, into /tmp/nss-ran
@@ -230,63 +236,45 @@ def _init_pid(system: System, session_id: str) -> int:
     return int(lxc.Container(session_id, str(system.lxc_path)).init_pid)
 
 
-BUSYBOX = Path("/bin/busybox")
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    yield from running_registry(tmp_path / "registry")
 
 
-async def test_busybox_only_root_serves_exec_pty_and_files(
-    nursery: trio.Nursery, tmp_path: Path, images_dir: Path
+async def test_a_session_of_a_busybox_only_image_serves_exec_pty_and_files(
+    nursery: trio.Nursery, tmp_path: Path, images_dir: Path, registry: Registry
 ) -> None:
-    """A root filesystem of busybox-static alone (no Python, no libc): exec, a terminal, files both ways."""
-    import vmimages.bundle
-    from agent.runtimes.base import ProcessSpec, PtySpec, SandboxSpec
-    from agent.runtimes.lxc import LxcRuntime
-
-    root = tmp_path / "busybox-root"
-    for directory in ("bin", "etc", "root", "tmp", "proc", "sys", "dev", "mnt"):
-        (root / directory).mkdir(parents=True)
-    subprocess.run(["cp", str(BUSYBOX), str(root / "bin" / "busybox")], check=True)
-    for applet in ("sh", "ls", "cat", "echo", "id", "stty"):
-        os.symlink("busybox", root / "bin" / applet)
-    runtime = LxcRuntime(tmp_path / "lxc", vmimages.bundle.build(images_dir))
-    await nursery.start(runtime.run)
-    await runtime.create(SandboxSpec(id="busybox-only", image="busybox", rootfs=root))
+    """An image of busybox-static alone (no Python, no libc), pulled from a registry on
+    loopback: a session of it serves exec, a terminal and files both ways, through the API."""
+    stty = Entry("bin/stty", type=tarfile.SYMTYPE, linkname="busybox")
+    await registry.push(BuiltImage([busybox_layer(stty)], env=["PATH=/bin"]), "tiny/busybox:1", tmp_path)
+    system = await start_system(
+        nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'db'}", agent_overrides=registry_agent(registry)
+    )
     try:
-        await runtime.start("busybox-only")
-        process = await runtime.spawn(
-            "busybox-only", ProcessSpec(argv=["sh", "-c", "id -u; ls /lib 2>&1; echo done"], env={"PATH": "/bin"})
-        )
-        output = await _read_all(process.stdout)
-        assert await process.wait() == 0
-        assert output.startswith(b"0\n") and b"done" in output, output
+        system.session_image = f"{registry.host}/tiny/busybox:1"
+        session = await new_session(system)
+        ran = await run(system, session["id"], "id -u; ls /lib /usr 2>&1; echo done")
+        assert ran["output"].startswith("0\n") and ran["output"].count("No such file") == 2, ran
 
-        pty = await runtime.spawn_pty(
-            "busybox-only", PtySpec(argv=["sh"], env={"PATH": "/bin"}, cwd="/", cols=77, rows=21)
-        )
-        await pty.terminal.send_all(b"stty size; exit 3\n")
-        seen = b""
-        with trio.fail_after(10):
-            while b"21 77" not in seen:
-                seen += await pty.terminal.receive_some()
-        assert await pty.wait() == 3
-        await pty.aclose()
+        async with websocket(system, session["id"], "pty") as ws:
+            assert (await receive(ws))["t"] == "hello"
+            await send(ws, t="open", ch=1, cols=77, rows=21, cmd="sh")
+            assert (await receive(ws))["t"] == "opened"
+            await send(ws, t="in", ch=1, d=b"stty size; exit 3\r")
+            frames = await receive_until(ws, "exit")
+            assert b"21 77" in b"".join(f["d"] for f in frames if f["t"] == "out")
+            assert frames[-1] == {"t": "exit", "code": 3, "ch": 1}
 
-        writer = await runtime.create_file("busybox-only", "/root/hello.txt", parents=False)
-        await writer.write(b"hello from the host\n")
-        await writer.commit()
-        reader = await runtime.open_file("busybox-only", "/root/hello.txt")
-        assert reader.size == 20
-        assert await reader.read(1 << 16) == b"hello from the host\n"
-        await reader.aclose()
-        tar = await runtime.archive("busybox-only", "/root")
-        assert b"hello.txt" in await _read_all(tar.stdout)
-        assert await tar.wait() == 0
+        base = f"{system.api_url}/s/{session['id']}/files"
+        up = await curl(system, "-f", "-T", "-", f"{base}/root/hello.txt", input=b"hello from the host\n")
+        assert up.returncode == 0, up.stderr
+        down = await curl(system, "-f", f"{base}/root/hello.txt")
+        assert down.stdout == b"hello from the host\n"
+        tar = await curl(system, "-f", f"{base}/root?archive=tar")
+        with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as archive:
+            names = archive.getnames()
+        assert any(name.endswith("hello.txt") for name in names), names
+        await system.client.delete(f"/v1/sessions/{session['id']}")
     finally:
-        await runtime.destroy("busybox-only")
-
-
-async def _read_all(stream: trio.abc.ReceiveStream) -> bytes:
-    data = b""
-    with trio.fail_after(20):
-        while chunk := await stream.receive_some():
-            data += chunk
-    return data
+        await stop_system(system)
