@@ -16,8 +16,8 @@ from agent.browser.cdp import UNREACHABLE, CdpError, open_cdp
 from agent.browser.scrape import scrape
 from agent.sandboxes import SandboxManager
 from chaser import errors
-from chaser._quart import json_response, parse_body
 from chaser.browser_work import CdpCalls, ScrapeRequest
+from serving.quart_json import json_response, parse_body
 
 
 def _browser(manager: SandboxManager, sandbox_id: str) -> None:

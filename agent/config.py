@@ -14,9 +14,9 @@ from pydantic_settings import SettingsConfigDict
 import vmimages
 from agent.network.addressing import PREFIX_PATTERN
 from agent.runtimes.qemu_jail import VmUids
-from chaser._config import FileAndEnvSettings
-from chaser._secret_strength import check_strong_secret
 from chaser.isolation import Limits
+from serving.secret_strength import check_strong_secret
+from serving.settings import FileAndEnvSettings
 
 DEFAULT_CONFIG_FILE = Path("/etc/chaser/agent.toml")
 

@@ -19,7 +19,7 @@ from quart_trio import QuartTrio
 
 from agent.api import ExecBody, SandboxId, argv_of
 from agent.detached import DetachedExecs
-from chaser._quart import json_response, parse_body, parse_query
+from serving.quart_json import json_response, parse_body, parse_query
 
 MAX_WAIT_MS = 60_000
 

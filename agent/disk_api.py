@@ -17,7 +17,7 @@ from quart_trio import QuartTrio
 from agent.disks import DiskManager
 from agent.gitimport import GitImporter, GitSource
 from chaser import errors
-from chaser._quart import json_response, parse_body
+from serving.quart_json import json_response, parse_body
 
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN)]

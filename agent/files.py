@@ -34,7 +34,7 @@ from agent.paths import sandbox_path
 from agent.runtimes.base import Process, Runtime, RuntimeFailure
 from agent.sandboxes import SandboxManager
 from chaser import errors
-from chaser._quart import validation_error
+from serving.quart_json import validation_error
 
 T = TypeVar("T")
 

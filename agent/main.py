@@ -35,9 +35,9 @@ from agent.runtimes.setup import refusals, start_runtimes
 from agent.sandboxes import SandboxManager
 from agent.scratch import ScratchVolume
 from agent.storage import StoragePool
-from chaser import _front, _logging
-from chaser._signals import run_until_signalled
 from chaser.frames import MAX_CLIENT_FRAME
+from serving import front, logs
+from serving.signals import run_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,8 @@ async def _serve_api(
         token = config.token.get_secret_value().encode()
         ports = PortForwarding(token, manager, keeper)
         cdp = CdpProxy(token, manager, keeper)
-        route = _front.first_of(ports.route, cdp.route)
-        url = await nursery.start(partial(_front.serve, app, hypercorn, config.bind, route))
+        route = front.first_of(ports.route, cdp.route)
+        url = await nursery.start(partial(front.serve, app, hypercorn, config.bind, route))
         url = config.advertise_url or url
         if config.scheduler_url:
             await nursery.start(heartbeat_loop, config, url, manager, keeper)
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     build.add_argument("--images-dir", type=Path, default=None)
     build.add_argument("--mirror", default=vmimages.DEFAULT_MIRROR)
     args = parser.parse_args(argv)
-    _logging.setup()
+    logs.setup()
     if args.command == "build-image":
         recipe = vmimages.resolve(args.name)
         if recipe is None:

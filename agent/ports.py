@@ -1,7 +1,7 @@
 """HTTP and WebSocket traffic to a port in a sandbox, passed through as bytes.
 
 ``/v1/sandboxes/<id>/ports/<port>/<rest>`` reaches this agent's front
-(``chaser._front``), which hands it here instead of to the API app: the
+(``serving.front``), which hands it here instead of to the API app: the
 request goes, rewritten to ``/<rest>``, to whatever listens on ``port`` on
 the sandbox's loopback, and the answer comes back streaming; a WebSocket is
 spliced after its 101, never decoded. A port nobody listens on is a 502
@@ -23,8 +23,8 @@ from agent.lease_keeper import LeaseKeeper
 from agent.runtimes.base import RuntimeFailure
 from agent.sandboxes import SandboxManager
 from chaser import errors
-from chaser._front import Handler
-from chaser._relay import ClientGone, Downstream, forward_headers, header, is_upgrade, relay
+from serving.front import Handler
+from serving.relay import ClientGone, Downstream, forward_headers, header, is_upgrade, relay
 
 _PORT_TARGET = re.compile(rb"^/v1/sandboxes/([0-9a-f-]{36})/ports/(\d{1,5})(/[^?]*)?(\?.*)?$", re.S)
 # The client's own Authorization, kept aside by the router when it was

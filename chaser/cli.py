@@ -25,10 +25,10 @@ import trio
 
 import vmimages
 from chaser import cli_accounts, cli_jobs, embedded, errors
-from chaser._signals import run_until_signalled
 from chaser.cli_browser import add_browser_commands
 from chaser.cli_endpoints import add_endpoint_commands, stream_exec
 from chaser.cli_workspaces import add_workspace_commands
+from serving.signals import run_until_signalled
 
 _DETACH_TIMEOUT = 120.0
 _DOWN_TIMEOUT = 60.0

@@ -15,7 +15,6 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from chaser import errors
-from chaser._quart import install_error_handlers, json_response, parse_body, parse_query
 from chaser.isolation import Limits
 from scheduler import session_tokens
 from scheduler.access import audit_resource, principal, requires
@@ -36,6 +35,7 @@ from scheduler.sessions import SessionService
 from scheduler.tenancy import install_tenancy
 from scheduler.workspace_api import register_workspace_routes
 from scheduler.workspaces import WorkspaceService
+from serving.quart_json import install_error_handlers, json_response, parse_body, parse_query
 
 P = ParamSpec("P")
 

@@ -31,8 +31,8 @@ from agent.lease_keeper import LeaseKeeper
 from agent.runtimes.base import RuntimeFailure
 from agent.sandboxes import SandboxManager
 from chaser import errors
-from chaser._front import Handler
-from chaser._relay import MAX_HEAD, RECEIVE_SIZE, ClientGone, Downstream, forward_headers, header, is_upgrade, relay
+from serving.front import Handler
+from serving.relay import MAX_HEAD, RECEIVE_SIZE, ClientGone, Downstream, forward_headers, header, is_upgrade, relay
 
 _CDP_TARGET = re.compile(rb"^/v1/sandboxes/([0-9a-f-]{36})(/json(?:/[^?]*)?|/devtools/[^?]*)(\?.*)?$", re.S)
 # The answers whose URLs name Chromium itself.

@@ -17,7 +17,7 @@ import h11
 import trio
 
 from chaser import errors
-from chaser._relay import MAX_HEAD, RECEIVE_SIZE, Downstream
+from serving.relay import MAX_HEAD, RECEIVE_SIZE, Downstream
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

@@ -32,8 +32,8 @@ from hypercorn.middleware import ProxyFixMiddleware
 from hypercorn.trio import serve as hypercorn_serve
 
 from chaser import errors
-from chaser._asgi_call import Exchange, scope_of
-from chaser._relay import ClientGone, Downstream, forward_headers, is_upgrade, relay
+from serving.asgi_call import Exchange, scope_of
+from serving.relay import ClientGone, Downstream, forward_headers, is_upgrade, relay
 
 log = logging.getLogger(__name__)
 
