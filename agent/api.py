@@ -22,8 +22,8 @@ from agent.gitimport import GitImporter
 from agent.lease_keeper import LeaseKeeper
 from agent.registry.skopeo import Credentials
 from agent.sandboxes import SandboxManager
-from chaser import errors
-from chaser.isolation import EgressAllowList, Limits, NetworkMode
+from chaser.wire import errors
+from chaser.wire.isolation import EgressAllowList, Limits, NetworkMode
 from serving.quart_json import install_error_handlers, json_response, parse_body, parse_query
 
 SandboxId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f-]{36}$")]

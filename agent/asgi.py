@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from chaser import errors
+from chaser.wire import errors
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -15,8 +15,8 @@ from agent.browser.actions import run_actions
 from agent.browser.cdp import UNREACHABLE, CdpError, open_cdp
 from agent.browser.scrape import scrape
 from agent.sandboxes import SandboxManager
-from chaser import errors
-from chaser.browser_work import CdpCalls, ScrapeRequest
+from chaser.wire import errors
+from chaser.wire.browser_work import CdpCalls, ScrapeRequest
 from serving.quart_json import json_response, parse_body
 
 

@@ -23,7 +23,7 @@ import trio
 from agent.execution import ExecResult, OutputTail, collect
 from agent.runtimes.base import Process
 from agent.sandboxes import SandboxManager
-from chaser import errors
+from chaser.wire import errors
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from quart_trio import QuartTrio
 
 from agent.disks import DiskManager
 from agent.gitimport import GitImporter, GitSource
-from chaser import errors
+from chaser.wire import errors
 from serving.quart_json import json_response, parse_body
 
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"

@@ -31,7 +31,7 @@ import trio
 from agent import mounts
 from agent.idmap import IdMap
 from agent.storage import StoragePool
-from chaser import errors
+from chaser.wire import errors
 
 log = logging.getLogger(__name__)
 

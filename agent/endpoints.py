@@ -30,8 +30,8 @@ from agent.lease_keeper import LeaseKeeper
 from agent.pty import PtyHub, serve_pty
 from agent.sandboxes import SandboxManager
 from agent.tunnel import serve_tunnel
-from chaser import errors
-from chaser.frames import MAX_CLIENT_FRAME
+from chaser.wire import errors
+from chaser.wire.frames import MAX_CLIENT_FRAME
 
 log = logging.getLogger(__name__)
 

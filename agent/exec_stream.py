@@ -20,8 +20,8 @@ from agent.lease_keeper import LeaseKeeper
 from agent.leases import Lease
 from agent.runtimes.base import ProcessSpec, RuntimeFailure
 from agent.sandboxes import SandboxManager
-from chaser import errors, frames
-from chaser.frames import FrameError
+from chaser.wire import errors, frames
+from chaser.wire.frames import FrameError
 
 # How long a client may take to say what to run.
 _FIRST_FRAME_TIMEOUT = 30.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.runtimes.base import Busy, FileError, PortClosed, RuntimeFailure, SandboxGone
-from chaser import errors
+from chaser.wire import errors
 
 _FILE_ERRORS: dict[str, type[errors.ApiError]] = {
     "not_found": errors.NotFound,

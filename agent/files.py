@@ -33,7 +33,7 @@ from agent.lease_keeper import LeaseKeeper
 from agent.paths import sandbox_path
 from agent.runtimes.base import Process, Runtime, RuntimeFailure
 from agent.sandboxes import SandboxManager
-from chaser import errors
+from chaser.wire import errors
 from serving.quart_json import validation_error
 
 T = TypeVar("T")

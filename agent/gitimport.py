@@ -38,8 +38,8 @@ from agent.disks import DiskManager
 from agent.execution import OutputTail, run_process
 from agent.runtimes.base import WORKSPACE_MOUNT, ProcessSpec, RuntimeFailure
 from agent.sandboxes import DEFAULT_ENV, SandboxManager
-from chaser import errors
-from chaser.isolation import EgressRule
+from chaser.wire import errors
+from chaser.wire.isolation import EgressRule
 
 # The image of the clone's sandbox: it has git (and CA certificates).
 IMPORT_IMAGE = "default"

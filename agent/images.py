@@ -14,8 +14,8 @@ from pathlib import Path
 import vmimages
 from agent.registry.skopeo import Credentials
 from agent.registry.store import LayerStore
-from chaser import errors
-from chaser.image_reference import BadReference, parse_reference
+from chaser.wire import errors
+from chaser.wire.image_reference import BadReference, parse_reference
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 import trio
 
 from agent.leases import Lease, LeaseRefused, LeaseTable
-from chaser import errors
+from chaser.wire import errors
 
 log = logging.getLogger(__name__)
 

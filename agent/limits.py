@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chaser.isolation import Limits
+from chaser.wire.isolation import Limits
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _CFS_PERIOD_US = 100_000

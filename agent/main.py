@@ -35,7 +35,7 @@ from agent.runtimes.setup import refusals, start_runtimes
 from agent.sandboxes import SandboxManager
 from agent.scratch import ScratchVolume
 from agent.storage import StoragePool
-from chaser.frames import MAX_CLIENT_FRAME
+from chaser.wire.frames import MAX_CLIENT_FRAME
 from serving import front, logs
 from serving.signals import run_until_signalled
 

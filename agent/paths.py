@@ -9,7 +9,7 @@ resolves every path inside the sandbox's own root.
 
 from __future__ import annotations
 
-from chaser import errors
+from chaser.wire import errors
 
 HOME = "/root"
 MAX_PATH = 4096

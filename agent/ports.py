@@ -22,7 +22,7 @@ from agent.failures import api_error
 from agent.lease_keeper import LeaseKeeper
 from agent.runtimes.base import RuntimeFailure
 from agent.sandboxes import SandboxManager
-from chaser import errors
+from chaser.wire import errors
 from serving.front import Handler
 from serving.relay import ClientGone, Downstream, forward_headers, header, is_upgrade, relay
 

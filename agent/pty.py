@@ -31,7 +31,7 @@ from agent.leases import Lease
 from agent.pty_mux import PtyMux, Scrollback
 from agent.runtimes.base import PtyProcess, PtySpec, RuntimeFailure
 from agent.sandboxes import SandboxManager
-from chaser import errors, frames
+from chaser.wire import errors, frames
 
 log = logging.getLogger(__name__)
 

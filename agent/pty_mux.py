@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from chaser import frames
-from chaser.frames import FrameError
+from chaser.wire import frames
+from chaser.wire.frames import FrameError
 
 # Without a command, a terminal runs the image's login shell.
 LOGIN_SHELL = ("/bin/sh", "-c", "if command -v bash >/dev/null; then exec bash -l; else exec sh -l; fi")

@@ -50,8 +50,8 @@ from agent.runtimes.base import (
     SandboxSpec,
     Unsupported,
 )
-from chaser import errors
-from chaser.isolation import EgressRule, Limits, NetworkMode
+from chaser.wire import errors
+from chaser.wire.isolation import EgressRule, Limits, NetworkMode
 
 log = logging.getLogger(__name__)
 

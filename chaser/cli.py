@@ -23,10 +23,11 @@ from typing import Any
 
 import trio
 
-from chaser import cli_accounts, cli_jobs, embedded, errors
+from chaser import cli_accounts, cli_jobs, embedded
 from chaser.cli_browser import add_browser_commands
 from chaser.cli_endpoints import add_endpoint_commands, stream_exec
 from chaser.cli_workspaces import add_workspace_commands
+from chaser.wire import errors
 
 # The servers and the image builders (vmimages, serving, agent, scheduler) are
 # imported only by `chaser up`: the SDK's commands run without them installed.

@@ -24,7 +24,7 @@ from pydantic import Field, StringConstraints, field_validator
 from quart import Response
 from quart_trio import QuartTrio
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.access import FULL_ACCESS, audit_resource, principal, requires
 from scheduler.auth import Principal
 from scheduler.keys_api import check_scopes, key_json, mint_key

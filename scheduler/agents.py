@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from chaser import errors
+from chaser.wire import errors
 
 
 class AgentClient:

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from chaser import errors
-from chaser.isolation import Limits
+from chaser.wire import errors
+from chaser.wire.isolation import Limits
 from scheduler import session_tokens
 from scheduler.access import audit_resource, principal, requires
 from scheduler.config import SchedulerConfig

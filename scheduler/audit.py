@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Response, g, request
 from quart_trio import QuartTrio
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.access import principal, requirement_of, requires
 from scheduler.auth import AuthFailure, Principal
 from scheduler.failure_windows import FailureWindows, Summary

@@ -14,7 +14,7 @@ from pydantic import Field, StringConstraints, field_validator
 from quart import Response
 from quart_trio import QuartTrio
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.access import audit_resource, principal, requires
 from scheduler.auth import SCOPES, Principal, hash_secret, lookup_prefix, new_secret
 from scheduler.models import StrictBody, path_id

@@ -25,7 +25,7 @@ import uuid
 from quart import Response
 from quart_trio import QuartTrio
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.access import audit_resource, principal, requires
 from scheduler.core.session_states import SessionEvent, SessionStatus, allows
 from scheduler.detached import run_detached

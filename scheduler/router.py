@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import h11
 import trio
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler import session_tokens
 from scheduler.audit import actor_fields, append_event
 from scheduler.auth import Authenticator, AuthFailure, Principal

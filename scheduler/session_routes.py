@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from quart import Response
 from quart_trio import QuartTrio
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler import session_tokens
 from scheduler.access import principal, requires
 from scheduler.models import session_id_of

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import trio
 
-from chaser import errors
-from chaser.isolation import EgressRule, Limits
+from chaser.wire import errors
+from chaser.wire.isolation import EgressRule, Limits
 from scheduler import workspace_lookup
 from scheduler.agents import AgentClient
 from scheduler.config import SchedulerConfig

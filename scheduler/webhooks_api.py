@@ -18,7 +18,7 @@ from pydantic import Field, StringConstraints, field_validator
 from quart import Response
 from quart_trio import QuartTrio
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.access import audit_resource, principal, requires
 from scheduler.config import SchedulerConfig
 from scheduler.events import EVENT_TYPES, PING

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, St
 from quart import Response
 from quart_trio import QuartTrio
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.access import audit_resource, principal, requires
 from scheduler.models import ForceQuery, ImageName, StrictBody
 from scheduler.pagination import decode_cursor, encode_cursor

@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler import workspace_lookup
 from scheduler.detached import run_detached
 from scheduler.events import publish

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 import h11
 import trio
 
-from chaser import errors
+from chaser.wire import errors
 from serving.relay import MAX_HEAD, RECEIVE_SIZE, Downstream
 
 Scope = dict[str, Any]

@@ -31,7 +31,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.middleware import ProxyFixMiddleware
 from hypercorn.trio import serve as hypercorn_serve
 
-from chaser import errors
+from chaser.wire import errors
 from serving.asgi_call import Exchange, scope_of
 from serving.relay import ClientGone, Downstream, forward_headers, is_upgrade, relay
 

@@ -16,7 +16,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from chaser import errors
+from chaser.wire import errors
 
 log = logging.getLogger(__name__)
 

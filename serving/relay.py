@@ -18,7 +18,7 @@ from typing import cast
 import h11
 import trio
 
-from chaser import errors
+from chaser.wire import errors
 
 RECEIVE_SIZE = 1 << 20
 MAX_HEAD = 64 * 1024

@@ -18,7 +18,7 @@ from agent.images import ImageStore
 from agent.runtimes.lxc import LxcRuntime
 from agent.sandboxes import SandboxManager
 from agent.storage import StoragePool
-from chaser import errors
+from chaser.wire import errors
 from tests.pools import loops_of
 
 GiB = 1 << 30

@@ -13,7 +13,7 @@ import vmimages.bundle
 from agent.images import ImageStore
 from agent.runtimes.lxc import LxcRuntime
 from agent.sandboxes import SandboxManager
-from chaser import errors
+from chaser.wire import errors
 from tests.conftest import System, start_system, stop_system, wait_until
 
 

@@ -8,8 +8,8 @@ import pytest
 from agent import pty_mux
 from agent.leases import LeaseRefused, LeaseTable
 from agent.pty_mux import PtyMux, Scrollback
-from chaser import frames
-from chaser.frames import FrameError
+from chaser.wire import frames
+from chaser.wire.frames import FrameError
 
 pytestmark = pytest.mark.fast
 

@@ -6,7 +6,7 @@ import os
 
 from agent.limits import cgroup_settings, unified_hierarchy
 from agent.runtimes import qemu_cgroup
-from chaser.isolation import Limits
+from chaser.wire.isolation import Limits
 from tests.conftest import System, wait_until
 
 VM_IMAGE = "debian:bookworm-vm"

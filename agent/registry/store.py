@@ -43,8 +43,8 @@ from agent.idmap import IdMap
 from agent.registry import manifest as oci
 from agent.registry.skopeo import Credentials, Skopeo
 from agent.registry.unpack import LayerRefused, LayerTooLarge, unpack_layer
-from chaser import errors
-from chaser.image_reference import ImageReference
+from chaser.wire import errors
+from chaser.wire.image_reference import ImageReference
 
 log = logging.getLogger(__name__)
 

@@ -79,7 +79,7 @@ from agent.runtimes.qemu_command import VmConfig, VmPaths, qemu_argv
 from agent.runtimes.qemu_disks import Bases, overlay
 from agent.runtimes.qemu_jail import Jail, VmUids
 from agent.runtimes.sandbox_io import ChannelEndpoints, GuestConnection
-from chaser.isolation import Limits
+from chaser.wire.isolation import Limits
 from vmimages.vm import VmImageFiles
 
 log = logging.getLogger(__name__)

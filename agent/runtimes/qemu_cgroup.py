@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agent.limits import CGROUP_ROOT, cgroup_settings, unified_hierarchy
 from agent.runtimes.base import RuntimeFailure
-from chaser.isolation import Limits
+from chaser.wire.isolation import Limits
 
 # Threads QEMU may run: main loop, vCPUs, I/O workers (its pool holds 64).
 QEMU_PIDS = 256

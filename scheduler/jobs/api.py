@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from quart import Response
 from quart_trio import QuartTrio
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.access import audit_resource, principal, requires
 from scheduler.jobs.kind import JobKind
 from scheduler.jobs.service import JobService

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from chaser import errors
+from chaser.wire import errors
 
 NetworkMode = Literal["egress", "none"]
 
