@@ -8,64 +8,23 @@ from __future__ import annotations
 
 import hmac
 import os
-from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from agent.browser.chromium import BROWSER_IMAGE
 from agent.browser_api import register_browser_routes
 from agent.config import AgentConfig, host_memory_mb
-from agent.disk_api import Uuid, register_disk_routes
+from agent.disk_api import register_disk_routes
 from agent.gitimport import GitImporter
 from agent.lease_keeper import LeaseKeeper
 from agent.registry.skopeo import Credentials
 from agent.sandboxes import SandboxManager
 from chaser.wire import errors
-from chaser.wire.isolation import EgressAllowList, Limits, NetworkMode
+from chaser.wire.agent_api import CreateSandbox, DestroyQuery, ExecRequest, PauseQuery
 from serving.quart_json import install_error_handlers, json_response, parse_body, parse_query
 
-SandboxId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f-]{36}$")]
-
 MAX_BODY = 1 << 20
-
-
-class RegistryLogin(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    username: str = Field(max_length=1024)
-    password: str = Field(max_length=16384)
-
-
-class CreateSandbox(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    id: SandboxId
-    image: str = Field(min_length=1, max_length=256)
-    workspace: Uuid | None = None  # the workspace disk to mount
-    network: NetworkMode = "egress"
-    egress_allow: EgressAllowList | None = None
-    limits: Limits = Field(default_factory=Limits)
-    session_type: Literal["sandbox", "browser"] = "sandbox"
-    # Start from this paused sandbox's snapshot instead of booting the image
-    # (with the source's limits: its memory is the snapshot's).
-    fork_from: SandboxId | None = None
-    # A registry image is pulled on behalf of this account, with its login
-    # for the image's registry if it has one (never stored by the agent).
-    account: str | None = Field(default=None, max_length=64)
-    registry_login: RegistryLogin | None = None
-
-
-class PauseQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    force: Literal["true", "false", "1", "0"] = "false"
-
-
-class ExecBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    command: str | list[str] = Field(min_length=1)
-    env: dict[str, str] = Field(default_factory=dict)
-    cwd: str | None = Field(default=None, max_length=4096)
-    timeout_ms: int | None = Field(default=None, gt=0)
 
 
 def host_info(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper) -> dict[str, object]:
@@ -116,11 +75,6 @@ def session_types(manager: SandboxManager) -> list[str]:
 def argv_of(command: str | list[str]) -> list[str]:
     """A string runs through the shell (as in a curl example); a list is argv."""
     return ["/bin/sh", "-c", command] if isinstance(command, str) else command
-
-
-class DeleteQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    force: Literal["true", "false", "1", "0"] = "true"
 
 
 def create_app(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper) -> QuartTrio:
@@ -174,7 +128,7 @@ def create_app(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper
 
     @app.delete("/v1/sandboxes/<sandbox_id>")
     async def delete_sandbox(sandbox_id: str) -> Response:
-        force = parse_query(DeleteQuery).force in ("true", "1")
+        force = parse_query(DestroyQuery).force in ("true", "1")
         await manager.destroy(sandbox_id, force=force)
         # An explicit empty body: quart-trio cannot send Quart's default one.
         return Response(b"", status=204)
@@ -191,7 +145,7 @@ def create_app(config: AgentConfig, manager: SandboxManager, keeper: LeaseKeeper
 
     @app.post("/v1/sandboxes/<sandbox_id>/exec")
     async def exec_in_sandbox(sandbox_id: str) -> Response:
-        body = await parse_body(ExecBody)
+        body = await parse_body(ExecRequest)
         timeout = body.timeout_ms / 1000 if body.timeout_ms else None
         keeper.touch(sandbox_id)
         result = await manager.exec(sandbox_id, argv_of(body.command), body.env, body.cwd, timeout)

@@ -17,14 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Response
 from quart_trio import QuartTrio
 
-from agent.api import ExecBody, SandboxId, argv_of
+from agent.api import argv_of
 from agent.detached import DetachedExecs
+from chaser.wire.agent_api import ExecRequest, SandboxId
 from serving.quart_json import json_response, parse_body, parse_query
 
 MAX_WAIT_MS = 60_000
 
 
-class StartExecBody(ExecBody):
+class StartExecBody(ExecRequest):
     id: SandboxId
     wait_ms: int = Field(default=0, ge=0, le=MAX_WAIT_MS)
 

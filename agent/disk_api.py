@@ -17,10 +17,9 @@ from quart_trio import QuartTrio
 from agent.disks import DiskManager
 from agent.gitimport import GitImporter, GitSource
 from chaser.wire import errors
+from chaser.wire.agent_api import UUID_PATTERN, Uuid
 from serving.quart_json import json_response, parse_body
 
-UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN)]
 # A ref never starts with "-", so git cannot take it for an option.
 GitRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/][A-Za-z0-9._/-]{0,254}$")]
 

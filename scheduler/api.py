@@ -15,6 +15,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from chaser.wire import errors
+from chaser.wire.agent_api import ExecRequest
 from chaser.wire.isolation import Limits
 from scheduler import session_tokens
 from scheduler.access import audit_resource, principal, requires
@@ -147,7 +148,7 @@ def create_app(config: SchedulerConfig, service: SessionService, workspaces: Wor
     @requires("exec.write", action="exec.run", resource="session")
     async def exec_command() -> Response:
         body = await parse_body(ExecBody)
-        agent_body = {"command": body.command, "env": body.env, "cwd": body.cwd, "timeout_ms": body.timeout_ms}
+        agent_body = ExecRequest(command=body.command, env=body.env, cwd=body.cwd, timeout_ms=body.timeout_ms)
         timeout = body.timeout_ms / 1000
         account_id = principal().account_id
         if body.ephemeral:
