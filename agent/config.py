@@ -13,7 +13,7 @@ from pydantic_settings import SettingsConfigDict
 
 import vmimages
 from agent.network.addressing import PREFIX_PATTERN
-from agent.runtimes.qemu_jail import VmUids
+from agent.runtimes.qemu.jail import VmUids
 from chaser.wire.isolation import Limits
 from serving.secret_strength import check_strong_secret
 from serving.settings import FileAndEnvSettings

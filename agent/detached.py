@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from agent.execution import ExecResult, OutputTail, collect
 from agent.runtimes.base import Process
+from agent.runtimes.execution import ExecResult, OutputTail, collect
 from agent.sandboxes import SandboxManager
 from chaser.wire import errors
 

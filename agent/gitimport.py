@@ -35,8 +35,8 @@ from urllib.parse import urlsplit
 import trio
 
 from agent.disks import DiskManager
-from agent.execution import OutputTail, run_process
 from agent.runtimes.base import WORKSPACE_MOUNT, ProcessSpec, RuntimeFailure
+from agent.runtimes.execution import OutputTail, run_process
 from agent.sandboxes import DEFAULT_ENV, SandboxManager
 from chaser.wire import errors
 from chaser.wire.isolation import EgressRule

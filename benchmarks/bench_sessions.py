@@ -34,7 +34,7 @@ import trio
 
 from agent.images import ImageStore
 from agent.runtimes.base import SandboxSpec
-from agent.runtimes.lxc import LxcRuntime
+from agent.runtimes.lxc.runtime import LxcRuntime
 from benchmarks.system import IMAGES_DIR, PROXY_VARS, chaser_up
 from vmimages import bundle
 

@@ -11,7 +11,7 @@ import dataclasses
 
 import pytest
 
-from agent.execution import ExecResult as AgentExecResult
+from agent.runtimes.execution import ExecResult as AgentExecResult
 from agent.sandboxes import Sandbox
 from chaser.wire.agent_api import CreateSandbox, ExecRequest, ExecResult, SandboxInfo
 

@@ -15,7 +15,7 @@ import vmimages.bundle
 from agent import mounts
 from agent.disks import DiskManager
 from agent.images import ImageStore
-from agent.runtimes.lxc import LxcRuntime
+from agent.runtimes.lxc.runtime import LxcRuntime
 from agent.sandboxes import SandboxManager
 from agent.storage import StoragePool
 from chaser.wire import errors

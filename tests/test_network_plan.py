@@ -6,9 +6,9 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from agent.limits import lxc_cgroup_lines
 from agent.network.addressing import SlotPlan
 from agent.network.firewall import policy_elements, ruleset
+from agent.runtimes.limits import lxc_cgroup_lines
 from chaser.wire import errors
 from chaser.wire.isolation import EgressRule, Limits
 

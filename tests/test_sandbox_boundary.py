@@ -239,7 +239,7 @@ async def test_busybox_only_root_serves_exec_pty_and_files(
     """A root filesystem of busybox-static alone (no Python, no libc): exec, a terminal, files both ways."""
     import vmimages.bundle
     from agent.runtimes.base import ProcessSpec, PtySpec, SandboxSpec
-    from agent.runtimes.lxc import LxcRuntime
+    from agent.runtimes.lxc.runtime import LxcRuntime
 
     root = tmp_path / "busybox-root"
     for directory in ("bin", "etc", "root", "tmp", "proc", "sys", "dev", "mnt"):

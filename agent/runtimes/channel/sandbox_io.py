@@ -21,7 +21,6 @@ from typing import Any
 
 import trio
 
-from agent.guest_channel import GuestChannel, GuestInput, GuestOutput, GuestProcess
 from agent.runtimes.base import (
     FileError,
     FileInfo,
@@ -35,6 +34,7 @@ from agent.runtimes.base import (
     RuntimeFailure,
     file_error,
 )
+from agent.runtimes.channel.guest_channel import GuestChannel, GuestInput, GuestOutput, GuestProcess
 
 # How long a file operation in the sandbox (stat, list, mkdir, ...) may take:
 # a filesystem that never answers (a stalled FUSE mount) fails the request.

@@ -49,10 +49,7 @@ import lxc
 import trio
 
 from agent import netns
-from agent.guest_channel import GuestChannel
 from agent.idmap import IdMap, shifted_image
-from agent.limits import CGROUP_ROOT, lxc_cgroup_lines, unified_hierarchy
-from agent.runtimes import lxc_seccomp
 from agent.runtimes.base import (
     WORKSPACE_MOUNT,
     PortClosed,
@@ -60,7 +57,10 @@ from agent.runtimes.base import (
     SandboxGone,
     SandboxSpec,
 )
-from agent.runtimes.sandbox_io import ChannelEndpoints
+from agent.runtimes.channel.guest_channel import GuestChannel
+from agent.runtimes.channel.sandbox_io import ChannelEndpoints
+from agent.runtimes.limits import CGROUP_ROOT, lxc_cgroup_lines, unified_hierarchy
+from agent.runtimes.lxc import seccomp as lxc_seccomp
 from agent.scratch import ScratchVolume, StorageError
 from vmimages.bundle import BUNDLE_MOUNT, guest_argv
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import trio
 
-from agent.qmp import QmpClient, QmpError
+from agent.runtimes.qemu.qmp import QmpClient, QmpError
 
 _POLL = 0.02
 

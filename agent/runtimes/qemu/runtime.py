@@ -64,9 +64,6 @@ from pathlib import Path
 import trio
 
 import vmimages.bundle
-from agent.guest_channel import GuestChannel
-from agent.qmp import QmpClient, QmpError
-from agent.runtimes import qemu_cgroup, qemu_jail, qemu_network, qemu_snapshot
 from agent.runtimes.base import (
     WORKSPACE_MOUNT,
     PortClosed,
@@ -74,11 +71,17 @@ from agent.runtimes.base import (
     SandboxGone,
     SandboxSpec,
 )
-from agent.runtimes.machine import Machine
-from agent.runtimes.qemu_command import VmConfig, VmPaths, qemu_argv
-from agent.runtimes.qemu_disks import Bases, overlay
-from agent.runtimes.qemu_jail import Jail, VmUids
-from agent.runtimes.sandbox_io import ChannelEndpoints, GuestConnection
+from agent.runtimes.channel.guest_channel import GuestChannel
+from agent.runtimes.channel.sandbox_io import ChannelEndpoints, GuestConnection
+from agent.runtimes.qemu import cgroup as qemu_cgroup
+from agent.runtimes.qemu import jail as qemu_jail
+from agent.runtimes.qemu import network as qemu_network
+from agent.runtimes.qemu import snapshot as qemu_snapshot
+from agent.runtimes.qemu.command import VmConfig, VmPaths, qemu_argv
+from agent.runtimes.qemu.disks import Bases, overlay
+from agent.runtimes.qemu.jail import Jail, VmUids
+from agent.runtimes.qemu.machine import Machine
+from agent.runtimes.qemu.qmp import QmpClient, QmpError
 from chaser.wire.isolation import Limits
 from vmimages.vm import VmImageFiles
 

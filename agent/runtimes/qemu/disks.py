@@ -26,7 +26,7 @@ from pathlib import Path
 import trio
 
 from agent.runtimes.base import RuntimeFailure
-from agent.runtimes.qemu_jail import share
+from agent.runtimes.qemu.jail import share
 
 
 async def overlay(chain: tuple[str, ...], target: Path) -> None:

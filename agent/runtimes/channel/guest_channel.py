@@ -36,8 +36,9 @@ from typing import Any
 
 import trio
 
-from agent.guest_decoder import GuestDecoder
-from agent.guest_frames import (
+from agent.runtimes.base import Busy, GuestNetwork, Process, ProcessSpec, RuntimeFailure, SandboxGone
+from agent.runtimes.channel.guest_decoder import GuestDecoder
+from agent.runtimes.channel.guest_frames import (
     Bye,
     Eof,
     Exit,
@@ -50,8 +51,7 @@ from agent.guest_frames import (
     Started,
     parse,
 )
-from agent.guest_outbox import Outbox
-from agent.runtimes.base import Busy, GuestNetwork, Process, ProcessSpec, RuntimeFailure, SandboxGone
+from agent.runtimes.channel.guest_outbox import Outbox
 from vmimages.guest.protocol import MAX_FRAME, WINDOW, Message, encode, encode_sync, flush_padding
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import msgpack
 
-from agent.guest_frames import ProtocolViolation, describe
+from agent.runtimes.channel.guest_frames import ProtocolViolation, describe
 from vmimages.guest.protocol import HEADER, MAX_FRAME, SYNC, Message
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from agent.limits import CGROUP_ROOT, cgroup_settings, unified_hierarchy
 from agent.runtimes.base import RuntimeFailure
+from agent.runtimes.limits import CGROUP_ROOT, cgroup_settings, unified_hierarchy
 from chaser.wire.isolation import Limits
 
 # Threads QEMU may run: main loop, vCPUs, I/O workers (its pool holds 64).

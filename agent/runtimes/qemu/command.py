@@ -22,9 +22,9 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 from agent.runtimes.base import GuestNetwork
-from agent.runtimes.machine import Machine
-from agent.runtimes.qemu_jail import SANDBOX
-from agent.runtimes.qemu_network import MAC, TAP
+from agent.runtimes.qemu.jail import SANDBOX
+from agent.runtimes.qemu.machine import Machine
+from agent.runtimes.qemu.network import MAC, TAP
 
 # Serial console on ttyS0; panic=-1 reboots at once on a panic, and QEMU
 # runs with -no-reboot, so a panicking guest ends its QEMU.
