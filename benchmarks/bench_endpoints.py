@@ -42,7 +42,7 @@ import lxc
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from agent import netns
+from agent.network import netns
 from benchmarks.bench_sessions import Samples, aligned, fail_on_sigterm, percentile
 from benchmarks.system import PROXY_VARS, chaser_up
 from chaser.session_streams import RECEIVE_BUFFER

@@ -48,8 +48,8 @@ from typing import TypeVar, TypeVarTuple
 import lxc
 import trio
 
-from agent import netns
 from agent.idmap import IdMap, shifted_image
+from agent.network import netns
 from agent.runtimes.base import (
     WORKSPACE_MOUNT,
     PortClosed,
