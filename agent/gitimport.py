@@ -34,10 +34,10 @@ from urllib.parse import urlsplit
 
 import trio
 
-from agent.disks import DiskManager
 from agent.runtimes.base import WORKSPACE_MOUNT, ProcessSpec, RuntimeFailure
 from agent.runtimes.execution import OutputTail, run_process
 from agent.sandboxes import DEFAULT_ENV, SandboxManager
+from agent.storage.disks import DiskManager
 from chaser.wire import errors
 from chaser.wire.isolation import EgressRule
 

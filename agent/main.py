@@ -21,9 +21,7 @@ from agent.config import DEFAULT_CONFIG_FILE, AgentConfig
 from agent.connections import SessionConnections
 from agent.detached import DetachedExecs
 from agent.detached_api import register_detached_routes
-from agent.disks import DiskManager
 from agent.endpoints import Endpoints
-from agent.idmap import IdMap
 from agent.images import ImageStore
 from agent.lease_keeper import LeaseKeeper
 from agent.network.pool import SlotPool
@@ -33,8 +31,10 @@ from agent.registration import heartbeat_loop
 from agent.registry.store import LayerStore
 from agent.runtimes.setup import refusals, start_runtimes
 from agent.sandboxes import SandboxManager
-from agent.scratch import ScratchVolume
-from agent.storage import StoragePool
+from agent.storage.disks import DiskManager
+from agent.storage.idmap import IdMap
+from agent.storage.pool import StoragePool
+from agent.storage.scratch import ScratchVolume
 from chaser.wire.frames import MAX_CLIENT_FRAME
 from serving import front, logs
 from serving.signals import run_until_signalled

@@ -48,7 +48,6 @@ from typing import TypeVar, TypeVarTuple
 import lxc
 import trio
 
-from agent.idmap import IdMap, shifted_image
 from agent.network import netns
 from agent.runtimes.base import (
     WORKSPACE_MOUNT,
@@ -61,7 +60,8 @@ from agent.runtimes.channel.guest_channel import GuestChannel
 from agent.runtimes.channel.sandbox_io import ChannelEndpoints
 from agent.runtimes.limits import CGROUP_ROOT, lxc_cgroup_lines, unified_hierarchy
 from agent.runtimes.lxc import seccomp as lxc_seccomp
-from agent.scratch import ScratchVolume, StorageError
+from agent.storage.idmap import IdMap, shifted_image
+from agent.storage.scratch import ScratchVolume, StorageError
 from vmimages.bundle import BUNDLE_MOUNT, guest_argv
 
 log = logging.getLogger(__name__)

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import trio
 
-from agent import mounts
-from agent.idmap import IdMap
-from agent.storage import StoragePool
+from agent.storage import mounts
+from agent.storage.idmap import IdMap
+from agent.storage.pool import StoragePool
 from chaser.wire import errors
 
 log = logging.getLogger(__name__)
