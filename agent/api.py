@@ -16,10 +16,10 @@ from agent.browser.chromium import BROWSER_IMAGE
 from agent.browser_api import register_browser_routes
 from agent.config import AgentConfig, host_memory_mb
 from agent.disk_api import register_disk_routes
-from agent.gitimport import GitImporter
-from agent.lease_keeper import LeaseKeeper
 from agent.registry.skopeo import Credentials
-from agent.sandboxes import SandboxManager
+from agent.sandboxes.gitimport import GitImporter
+from agent.sandboxes.lease_keeper import LeaseKeeper
+from agent.sandboxes.manager import SandboxManager
 from chaser.wire import errors
 from chaser.wire.agent_api import CreateSandbox, DestroyQuery, ExecRequest, PauseQuery
 from serving.quart_json import install_error_handlers, json_response, parse_body, parse_query

@@ -14,7 +14,7 @@ from quart_trio import QuartTrio
 from agent.browser.actions import run_actions
 from agent.browser.cdp import UNREACHABLE, CdpError, open_cdp
 from agent.browser.scrape import scrape
-from agent.sandboxes import SandboxManager
+from agent.sandboxes.manager import SandboxManager
 from chaser.wire import errors
 from chaser.wire.browser_work import CdpCalls, ScrapeRequest
 from serving.quart_json import json_response, parse_body

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent.lease_keeper import LeaseKeeper
 from agent.pty import PtyHub
+from agent.sandboxes.lease_keeper import LeaseKeeper
 
 
 class SessionConnections:

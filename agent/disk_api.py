@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints,
 from quart import Response
 from quart_trio import QuartTrio
 
-from agent.gitimport import GitImporter, GitSource
+from agent.sandboxes.gitimport import GitImporter, GitSource
 from agent.storage.disks import DiskManager
 from chaser.wire import errors
 from chaser.wire.agent_api import UUID_PATTERN, Uuid

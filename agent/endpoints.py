@@ -26,9 +26,9 @@ from agent.asgi import Message, Receive, Scope, Send, WebSocket, send_error, sen
 from agent.config import AgentConfig
 from agent.exec_stream import serve_exec
 from agent.files import Files
-from agent.lease_keeper import LeaseKeeper
 from agent.pty import PtyHub, serve_pty
-from agent.sandboxes import SandboxManager
+from agent.sandboxes.lease_keeper import LeaseKeeper
+from agent.sandboxes.manager import SandboxManager
 from agent.tunnel import serve_tunnel
 from chaser.wire import errors
 from chaser.wire.frames import MAX_CLIENT_FRAME

@@ -15,11 +15,11 @@ import trio
 
 from agent.asgi import WebSocket
 from agent.failures import api_error
-from agent.lease_keeper import LeaseKeeper
-from agent.leases import Lease
 from agent.runtimes.base import ProcessSpec, RuntimeFailure
 from agent.runtimes.execution import run_process
-from agent.sandboxes import SandboxManager
+from agent.sandboxes.lease_keeper import LeaseKeeper
+from agent.sandboxes.leases import Lease
+from agent.sandboxes.manager import SandboxManager
 from chaser.wire import errors, frames
 from chaser.wire.frames import FrameError
 

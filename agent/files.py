@@ -29,10 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from agent.asgi import Receive, Scope, Send, flag, query, read_json, send_json
 from agent.failures import api_error
-from agent.lease_keeper import LeaseKeeper
 from agent.paths import sandbox_path
 from agent.runtimes.base import Process, Runtime, RuntimeFailure
-from agent.sandboxes import SandboxManager
+from agent.sandboxes.lease_keeper import LeaseKeeper
+from agent.sandboxes.manager import SandboxManager
 from chaser.wire import errors
 from serving.quart_json import validation_error
 

@@ -19,18 +19,18 @@ from agent.browser import Browsers
 from agent.browser.proxy import CdpProxy
 from agent.config import DEFAULT_CONFIG_FILE, AgentConfig
 from agent.connections import SessionConnections
-from agent.detached import DetachedExecs
 from agent.detached_api import register_detached_routes
 from agent.endpoints import Endpoints
-from agent.images import ImageStore
-from agent.lease_keeper import LeaseKeeper
 from agent.network.pool import SlotPool
 from agent.ports import PortForwarding
 from agent.pty import PtyHub
 from agent.registration import heartbeat_loop
 from agent.registry.store import LayerStore
 from agent.runtimes.setup import refusals, start_runtimes
-from agent.sandboxes import SandboxManager
+from agent.sandboxes.detached import DetachedExecs
+from agent.sandboxes.images import ImageStore
+from agent.sandboxes.lease_keeper import LeaseKeeper
+from agent.sandboxes.manager import SandboxManager
 from agent.storage.disks import DiskManager
 from agent.storage.idmap import IdMap
 from agent.storage.pool import StoragePool

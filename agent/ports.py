@@ -19,9 +19,9 @@ import h11
 import trio
 
 from agent.failures import api_error
-from agent.lease_keeper import LeaseKeeper
 from agent.runtimes.base import RuntimeFailure
-from agent.sandboxes import SandboxManager
+from agent.sandboxes.lease_keeper import LeaseKeeper
+from agent.sandboxes.manager import SandboxManager
 from chaser.wire import errors
 from serving.front import Handler
 from serving.relay import ClientGone, Downstream, forward_headers, header, is_upgrade, relay

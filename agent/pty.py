@@ -26,11 +26,11 @@ import trio
 from agent import pty_mux
 from agent.asgi import WebSocket
 from agent.failures import api_error
-from agent.lease_keeper import LeaseKeeper
-from agent.leases import Lease
 from agent.pty_mux import PtyMux, Scrollback
 from agent.runtimes.base import PtyProcess, PtySpec, RuntimeFailure
-from agent.sandboxes import SandboxManager
+from agent.sandboxes.lease_keeper import LeaseKeeper
+from agent.sandboxes.leases import Lease
+from agent.sandboxes.manager import SandboxManager
 from chaser.wire import errors, frames
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ import trio
 
 from agent.api import host_info
 from agent.config import AgentConfig
-from agent.lease_keeper import LeaseKeeper
-from agent.sandboxes import SandboxManager
+from agent.sandboxes.lease_keeper import LeaseKeeper
+from agent.sandboxes.manager import SandboxManager
 
 log = logging.getLogger(__name__)
 

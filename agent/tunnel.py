@@ -13,9 +13,9 @@ import trio
 
 from agent.asgi import Receive, Send, WebSocket
 from agent.failures import api_error
-from agent.lease_keeper import LeaseKeeper
 from agent.runtimes.base import RuntimeFailure
-from agent.sandboxes import SandboxManager
+from agent.sandboxes.lease_keeper import LeaseKeeper
+from agent.sandboxes.manager import SandboxManager
 
 _CHUNK = 1 << 16
 CLOSE_NORMAL = 1000

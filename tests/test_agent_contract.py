@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 
 from agent.runtimes.execution import ExecResult as AgentExecResult
-from agent.sandboxes import Sandbox
+from agent.sandboxes.manager import Sandbox
 from chaser.wire.agent_api import CreateSandbox, ExecRequest, ExecResult, SandboxInfo
 
 pytestmark = pytest.mark.fast

@@ -12,9 +12,9 @@ import pytest
 import trio
 
 import vmimages.bundle
-from agent.images import ImageStore
 from agent.runtimes.lxc.runtime import LxcRuntime
-from agent.sandboxes import SandboxManager
+from agent.sandboxes.images import ImageStore
+from agent.sandboxes.manager import SandboxManager
 from agent.storage import mounts
 from agent.storage.disks import DiskManager
 from agent.storage.pool import StoragePool

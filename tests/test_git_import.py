@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 import trio
 
-from agent.gitimport import GitSource, Remote, git_environment
+from agent.sandboxes.gitimport import GitSource, Remote, git_environment
 from agent.storage import mounts
 from tests.conftest import System, wait_until
 from tests.gitserver import GitHost, git_host

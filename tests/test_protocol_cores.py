@@ -6,8 +6,8 @@ import msgpack
 import pytest
 
 from agent import pty_mux
-from agent.leases import LeaseRefused, LeaseTable
 from agent.pty_mux import PtyMux, Scrollback
+from agent.sandboxes.leases import LeaseRefused, LeaseTable
 from chaser.wire import frames
 from chaser.wire.frames import FrameError
 

@@ -27,9 +27,9 @@ from agent.browser.cdp_urls import PublicEndpoint, rewrite_json
 from agent.browser.chromium import DEVTOOLS_PORT
 from agent.browser.devtools_http import HOST
 from agent.failures import api_error
-from agent.lease_keeper import LeaseKeeper
 from agent.runtimes.base import RuntimeFailure
-from agent.sandboxes import SandboxManager
+from agent.sandboxes.lease_keeper import LeaseKeeper
+from agent.sandboxes.manager import SandboxManager
 from chaser.wire import errors
 from serving.front import Handler
 from serving.relay import MAX_HEAD, RECEIVE_SIZE, ClientGone, Downstream, forward_headers, header, is_upgrade, relay

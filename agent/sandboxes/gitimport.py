@@ -36,7 +36,7 @@ import trio
 
 from agent.runtimes.base import WORKSPACE_MOUNT, ProcessSpec, RuntimeFailure
 from agent.runtimes.execution import OutputTail, run_process
-from agent.sandboxes import DEFAULT_ENV, SandboxManager
+from agent.sandboxes.manager import DEFAULT_ENV, SandboxManager
 from agent.storage.disks import DiskManager
 from chaser.wire import errors
 from chaser.wire.isolation import EgressRule

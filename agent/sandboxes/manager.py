@@ -31,7 +31,6 @@ import trio
 
 from agent.browser import Browsers
 from agent.config import LimitsConfig
-from agent.images import Image, ImageStore
 from agent.network.addressing import SLOT_PREFIXLEN
 from agent.network.firewall import FirewallError
 from agent.network.pool import Lease, SlotPool, lease_from_json
@@ -49,6 +48,7 @@ from agent.runtimes.base import (
     Unsupported,
 )
 from agent.runtimes.execution import ExecResult, collect
+from agent.sandboxes.images import Image, ImageStore
 from agent.storage.disks import DiskManager
 from chaser.wire import errors
 from chaser.wire.isolation import EgressRule, Limits, NetworkMode

@@ -22,7 +22,7 @@ import trio
 
 from agent.runtimes.base import Process
 from agent.runtimes.execution import ExecResult, OutputTail, collect
-from agent.sandboxes import SandboxManager
+from agent.sandboxes.manager import SandboxManager
 from chaser.wire import errors
 
 log = logging.getLogger(__name__)

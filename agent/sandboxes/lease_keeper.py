@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 import trio
 
-from agent.leases import Lease, LeaseRefused, LeaseTable
+from agent.sandboxes.leases import Lease, LeaseRefused, LeaseTable
 from chaser.wire import errors
 
 log = logging.getLogger(__name__)
