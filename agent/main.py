@@ -16,14 +16,14 @@ from pydantic import ValidationError
 import vmimages
 from agent.api import create_app
 from agent.browser import Browsers
-from agent.browser.proxy import CdpProxy
 from agent.config import DEFAULT_CONFIG_FILE, AgentConfig
-from agent.connections import SessionConnections
 from agent.detached_api import register_detached_routes
-from agent.endpoints import Endpoints
+from agent.endpoints.cdp_proxy import CdpProxy
+from agent.endpoints.connections import SessionConnections
+from agent.endpoints.dispatch import Endpoints
+from agent.endpoints.ports import PortForwarding
+from agent.endpoints.pty import PtyHub
 from agent.network.pool import SlotPool
-from agent.ports import PortForwarding
-from agent.pty import PtyHub
 from agent.registration import heartbeat_loop
 from agent.registry.store import LayerStore
 from agent.runtimes.setup import refusals, start_runtimes

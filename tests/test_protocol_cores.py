@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from agent import pty_mux
-from agent.pty_mux import PtyMux, Scrollback
+from agent.endpoints import pty_mux
+from agent.endpoints.pty_mux import PtyMux, Scrollback
 from agent.sandboxes.leases import LeaseRefused, LeaseTable
 from chaser.wire import frames
 from chaser.wire.frames import FrameError

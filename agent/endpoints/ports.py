@@ -18,7 +18,7 @@ from functools import partial
 import h11
 import trio
 
-from agent.failures import api_error
+from agent.endpoints.failures import api_error
 from agent.runtimes.base import RuntimeFailure
 from agent.sandboxes.lease_keeper import LeaseKeeper
 from agent.sandboxes.manager import SandboxManager

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.pty import PtyHub
+from agent.endpoints.pty import PtyHub
 from agent.sandboxes.lease_keeper import LeaseKeeper
 
 

@@ -22,14 +22,14 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent.asgi import Message, Receive, Scope, Send, WebSocket, send_error, send_json
 from agent.config import AgentConfig
-from agent.exec_stream import serve_exec
-from agent.files import Files
-from agent.pty import PtyHub, serve_pty
+from agent.endpoints.asgi import Message, Receive, Scope, Send, WebSocket, send_error, send_json
+from agent.endpoints.exec_stream import serve_exec
+from agent.endpoints.files import Files
+from agent.endpoints.pty import PtyHub, serve_pty
+from agent.endpoints.tunnel import serve_tunnel
 from agent.sandboxes.lease_keeper import LeaseKeeper
 from agent.sandboxes.manager import SandboxManager
-from agent.tunnel import serve_tunnel
 from chaser.wire import errors
 from chaser.wire.frames import MAX_CLIENT_FRAME
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import trio
 
-from agent.asgi import WebSocket
-from agent.failures import api_error
+from agent.endpoints.asgi import WebSocket
+from agent.endpoints.failures import api_error
 from agent.runtimes.base import ProcessSpec, RuntimeFailure
 from agent.runtimes.execution import run_process
 from agent.sandboxes.lease_keeper import LeaseKeeper

@@ -26,7 +26,7 @@ import trio
 from agent.browser.cdp_urls import PublicEndpoint, rewrite_json
 from agent.browser.chromium import DEVTOOLS_PORT
 from agent.browser.devtools_http import HOST
-from agent.failures import api_error
+from agent.endpoints.failures import api_error
 from agent.runtimes.base import RuntimeFailure
 from agent.sandboxes.lease_keeper import LeaseKeeper
 from agent.sandboxes.manager import SandboxManager

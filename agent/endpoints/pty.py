@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import trio
 
-from agent import pty_mux
-from agent.asgi import WebSocket
-from agent.failures import api_error
-from agent.pty_mux import PtyMux, Scrollback
+from agent.endpoints import pty_mux
+from agent.endpoints.asgi import WebSocket
+from agent.endpoints.failures import api_error
+from agent.endpoints.pty_mux import PtyMux, Scrollback
 from agent.runtimes.base import PtyProcess, PtySpec, RuntimeFailure
 from agent.sandboxes.lease_keeper import LeaseKeeper
 from agent.sandboxes.leases import Lease

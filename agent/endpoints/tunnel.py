@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import trio
 
-from agent.asgi import Receive, Send, WebSocket
-from agent.failures import api_error
+from agent.endpoints.asgi import Receive, Send, WebSocket
+from agent.endpoints.failures import api_error
 from agent.runtimes.base import RuntimeFailure
 from agent.sandboxes.lease_keeper import LeaseKeeper
 from agent.sandboxes.manager import SandboxManager

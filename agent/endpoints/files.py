@@ -27,9 +27,9 @@ from typing import Annotated, TypeVar
 import trio
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from agent.asgi import Receive, Scope, Send, flag, query, read_json, send_json
-from agent.failures import api_error
-from agent.paths import sandbox_path
+from agent.endpoints.asgi import Receive, Scope, Send, flag, query, read_json, send_json
+from agent.endpoints.failures import api_error
+from agent.endpoints.paths import sandbox_path
 from agent.runtimes.base import Process, Runtime, RuntimeFailure
 from agent.sandboxes.lease_keeper import LeaseKeeper
 from agent.sandboxes.manager import SandboxManager
