@@ -14,17 +14,17 @@ from hypercorn.config import Config as HypercornConfig
 from pydantic import ValidationError
 
 import vmimages
-from agent.api import create_app
 from agent.browser import Browsers
 from agent.config import DEFAULT_CONFIG_FILE, AgentConfig
-from agent.detached_api import register_detached_routes
 from agent.endpoints.cdp_proxy import CdpProxy
 from agent.endpoints.connections import SessionConnections
 from agent.endpoints.dispatch import Endpoints
 from agent.endpoints.ports import PortForwarding
 from agent.endpoints.pty import PtyHub
+from agent.http.api import create_app
+from agent.http.detached_api import register_detached_routes
+from agent.http.registration import heartbeat_loop
 from agent.network.pool import SlotPool
-from agent.registration import heartbeat_loop
 from agent.registry.store import LayerStore
 from agent.runtimes.setup import refusals, start_runtimes
 from agent.sandboxes.detached import DetachedExecs

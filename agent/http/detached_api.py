@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Response
 from quart_trio import QuartTrio
 
-from agent.api import argv_of
+from agent.http.api import argv_of
 from agent.sandboxes.detached import DetachedExecs
 from chaser.wire.agent_api import ExecRequest, SandboxId
 from serving.quart_json import json_response, parse_body, parse_query

@@ -11,8 +11,8 @@ import logging
 import httpx
 import trio
 
-from agent.api import host_info
 from agent.config import AgentConfig
+from agent.http.api import host_info
 from agent.sandboxes.lease_keeper import LeaseKeeper
 from agent.sandboxes.manager import SandboxManager
 

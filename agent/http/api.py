@@ -13,9 +13,9 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from agent.browser.chromium import BROWSER_IMAGE
-from agent.browser_api import register_browser_routes
 from agent.config import AgentConfig, host_memory_mb
-from agent.disk_api import register_disk_routes
+from agent.http.browser_api import register_browser_routes
+from agent.http.disk_api import register_disk_routes
 from agent.registry.skopeo import Credentials
 from agent.sandboxes.gitimport import GitImporter
 from agent.sandboxes.lease_keeper import LeaseKeeper
