@@ -13,10 +13,10 @@ from pydantic_settings import SettingsConfigDict
 
 import vmimages
 from agent.network.addressing import PREFIX_PATTERN
-from agent.runtimes.qemu_jail import VmUids
-from chaser._config import FileAndEnvSettings
-from chaser._secret_strength import check_strong_secret
-from chaser.isolation import Limits
+from agent.runtimes.qemu.jail import VmUids
+from chaser.wire.isolation import Limits
+from serving.secret_strength import check_strong_secret
+from serving.settings import FileAndEnvSettings
 
 DEFAULT_CONFIG_FILE = Path("/etc/chaser/agent.toml")
 

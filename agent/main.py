@@ -14,30 +14,30 @@ from hypercorn.config import Config as HypercornConfig
 from pydantic import ValidationError
 
 import vmimages
-from agent.api import create_app
 from agent.browser import Browsers
-from agent.browser.proxy import CdpProxy
 from agent.config import DEFAULT_CONFIG_FILE, AgentConfig
-from agent.connections import SessionConnections
-from agent.detached import DetachedExecs
-from agent.detached_api import register_detached_routes
-from agent.disks import DiskManager
-from agent.endpoints import Endpoints
-from agent.idmap import IdMap
-from agent.images import ImageStore
-from agent.lease_keeper import LeaseKeeper
+from agent.endpoints.cdp_proxy import CdpProxy
+from agent.endpoints.connections import SessionConnections
+from agent.endpoints.dispatch import Endpoints
+from agent.endpoints.ports import PortForwarding
+from agent.endpoints.pty import PtyHub
+from agent.http.api import create_app
+from agent.http.detached_api import register_detached_routes
+from agent.http.registration import heartbeat_loop
 from agent.network.pool import SlotPool
-from agent.ports import PortForwarding
-from agent.pty import PtyHub
-from agent.registration import heartbeat_loop
 from agent.registry.store import LayerStore
 from agent.runtimes.setup import refusals, start_runtimes
-from agent.sandboxes import SandboxManager
-from agent.scratch import ScratchVolume
-from agent.storage import StoragePool
-from chaser import _front, _logging
-from chaser._signals import run_until_signalled
-from chaser.frames import MAX_CLIENT_FRAME
+from agent.sandboxes.detached import DetachedExecs
+from agent.sandboxes.images import ImageStore
+from agent.sandboxes.lease_keeper import LeaseKeeper
+from agent.sandboxes.manager import SandboxManager
+from agent.storage.disks import DiskManager
+from agent.storage.idmap import IdMap
+from agent.storage.pool import StoragePool
+from agent.storage.scratch import ScratchVolume
+from chaser.wire.frames import MAX_CLIENT_FRAME
+from serving import front, logs
+from serving.signals import run_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ async def _serve_api(
         token = config.token.get_secret_value().encode()
         ports = PortForwarding(token, manager, keeper)
         cdp = CdpProxy(token, manager, keeper)
-        route = _front.first_of(ports.route, cdp.route)
-        url = await nursery.start(partial(_front.serve, app, hypercorn, config.bind, route))
+        route = front.first_of(ports.route, cdp.route)
+        url = await nursery.start(partial(front.serve, app, hypercorn, config.bind, route))
         url = config.advertise_url or url
         if config.scheduler_url:
             await nursery.start(heartbeat_loop, config, url, manager, keeper)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     build.add_argument("--images-dir", type=Path, default=None)
     build.add_argument("--mirror", default=vmimages.DEFAULT_MIRROR)
     args = parser.parse_args(argv)
-    _logging.setup()
+    logs.setup()
     if args.command == "build-image":
         recipe = vmimages.resolve(args.name)
         if recipe is None:

@@ -42,11 +42,11 @@ import lxc
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from agent import netns
+from agent.network import netns
 from benchmarks.bench_sessions import Samples, aligned, fail_on_sigterm, percentile
 from benchmarks.system import PROXY_VARS, chaser_up, container_name
-from chaser import frames
 from chaser.session_streams import RECEIVE_BUFFER
+from chaser.wire import frames
 from scheduler.store import Store
 
 _MAX_MESSAGE = 16 << 20

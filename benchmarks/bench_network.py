@@ -42,7 +42,8 @@ from agent.network import links
 from agent.network.addressing import SlotPlan
 from benchmarks.bench_sessions import api, percentile
 from benchmarks.system import LOOPBACK, PROXY_VARS, free_port
-from chaser import embedded
+from chaser.embedded import Paths
+from serving import embedded
 
 IMAGES_DIR = Path("/var/lib/chaser/images")
 SINK = "203.0.113.80"  # owned by the world namespace made here
@@ -126,7 +127,7 @@ async def system(**network: str) -> AsyncIterator[httpx.AsyncClient]:
                 url: str = await nursery.start(serve)
             if httpx.URL(url).host != LOOPBACK:
                 raise RuntimeError(f"the API is at {url}, not on {LOOPBACK}")
-            key = embedded.load_credentials(embedded.Paths(state_dir)).api_key
+            key = embedded.load_credentials(Paths(state_dir)).api_key
             async with httpx.AsyncClient(
                 base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120, trust_env=False
             ) as client:

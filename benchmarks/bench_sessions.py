@@ -38,9 +38,9 @@ from typing import Any
 import httpx
 import trio
 
-from agent.images import ImageStore
 from agent.runtimes.base import SandboxSpec
-from agent.runtimes.lxc import LxcRuntime
+from agent.runtimes.lxc.runtime import LxcRuntime
+from agent.sandboxes.images import ImageStore
 from benchmarks.system import IMAGES_DIR, PROXY_VARS, chaser_up, started_ahead
 from vmimages import bundle
 

@@ -41,11 +41,11 @@ import trio
 
 import vmimages
 import vmimages.bundle
-from agent.execution import collect
-from agent.runtimes import machine
 from agent.runtimes.base import ProcessSpec, SandboxSpec
-from agent.runtimes.qemu import QemuRuntime
-from agent.runtimes.qemu_command import KERNEL_CMDLINE
+from agent.runtimes.execution import collect
+from agent.runtimes.qemu import machine
+from agent.runtimes.qemu.command import KERNEL_CMDLINE
+from agent.runtimes.qemu.runtime import QemuRuntime
 from benchmarks.bench_sessions import Row, Samples, aligned, fail_on_sigterm, percentile
 from vmimages.vm import VmImageFiles
 

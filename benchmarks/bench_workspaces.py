@@ -34,9 +34,9 @@ from typing import Any
 import httpx
 import trio
 
-from agent import mounts
 from agent.config import AgentConfig
 from agent.main import serve as serve_agent
+from agent.storage import mounts
 from benchmarks.bench_sessions import aligned, fail_on_sigterm, percentile
 from benchmarks.system import IMAGES_DIR, LOOPBACK, PROXY_VARS
 from scheduler.auth import new_secret

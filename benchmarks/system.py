@@ -77,7 +77,7 @@ async def chaser_up(state_dir: Path) -> AsyncIterator[System]:
             if not data:
                 raise RuntimeError(f"chaser up exited: {(state_dir / 'up.log').read_text()[-2000:]}")
             announced += data
-        yield System(f"http://{LOOPBACK}:{port}", embedded.load_credentials(embedded.Paths(state_dir)), process.pid)
+        yield System(f"http://{LOOPBACK}:{port}", embedded.read_credentials(embedded.Paths(state_dir)), process.pid)
     finally:
         with trio.CancelScope(shield=True):
             process.send_signal(signal.SIGTERM)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from chaser import errors
+from chaser.wire import errors
 
 Content = Iterable[bytes] | IO[bytes]
 

@@ -23,12 +23,14 @@ from typing import Any
 
 import trio
 
-import vmimages
-from chaser import cli_accounts, cli_jobs, embedded, errors
-from chaser._signals import run_until_signalled
+from chaser import cli_accounts, cli_jobs, embedded
 from chaser.cli_browser import add_browser_commands
 from chaser.cli_endpoints import add_endpoint_commands, stream_exec
 from chaser.cli_workspaces import add_workspace_commands
+from chaser.wire import errors
+
+# The servers and the image builders (vmimages, serving, agent, scheduler) are
+# imported only by `chaser up`: the SDK's commands run without them installed.
 
 _DETACH_TIMEOUT = 120.0
 _DOWN_TIMEOUT = 60.0
@@ -55,6 +57,8 @@ def _running_pid(paths: embedded.Paths) -> int | None:
 
 
 def _ensure_default_image(images_dir: Path) -> None:
+    import vmimages
+
     recipe = vmimages.resolve("default")
     assert recipe is not None
     if not vmimages.is_built(images_dir, recipe):
@@ -73,12 +77,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     _ensure_default_image(args.images_dir)
     if args.detach:
         return _detach(args, paths)
+    from serving import embedded as embedded_servers
+    from serving.signals import run_until_signalled
+
     paths.pid.write_text(str(os.getpid()))
 
     async def serve_and_announce(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             url = await nursery.start(
-                lambda task_status: embedded.serve(
+                lambda task_status: embedded_servers.serve(
                     args.state_dir,
                     port=args.port,
                     images_dir=args.images_dir,
@@ -87,7 +94,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                     task_status=task_status,
                 )
             )
-            sys.stdout.write(embedded.exports(url, embedded.load_credentials(paths)))
+            sys.stdout.write(embedded.exports(url, embedded_servers.load_credentials(paths)))
             sys.stdout.flush()
             task_status.started()
 
@@ -102,6 +109,8 @@ def _image_alias(value: str) -> tuple[str, str]:
     alias, sep, image = value.rpartition("=")
     if not sep or not alias or not image:
         raise argparse.ArgumentTypeError(f"expected NAME=IMAGE, got {value!r}")
+    import vmimages
+
     if vmimages.resolve(image) is None or vmimages.resolve(alias) is not None:
         raise argparse.ArgumentTypeError(f"{value!r}: {image!r} is not an image, or {alias!r} already is one")
     return alias, image
@@ -135,7 +144,7 @@ def _announce_when_ready(paths: embedded.Paths, pid: int, child: subprocess.Pope
         except (FileNotFoundError, ValueError):
             time.sleep(0.05)
             continue
-        sys.stdout.write(embedded.exports(ready["api_url"], embedded.load_credentials(paths)))
+        sys.stdout.write(embedded.exports(ready["api_url"], embedded.read_credentials(paths)))
         return 0
     print(f"chaser did not become ready within {_DETACH_TIMEOUT:g}s; see {paths.log}", file=sys.stderr)
     return 1

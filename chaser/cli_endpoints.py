@@ -26,7 +26,8 @@ from typing import Any
 
 import trio
 
-from chaser import cli_accounts, errors
+from chaser import cli_accounts
+from chaser.wire import errors
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _CHUNK = 1 << 20

@@ -2,7 +2,7 @@
 
 Reads ``CHASER_API_URL``, ``CHASER_API_KEY`` and ``CHASER_ACCOUNT`` when not
 given them, and raises the same error types the servers use
-(``chaser.errors``). ``account`` selects the active account for every call
+(``chaser.wire.errors``). ``account`` selects the active account for every call
 (``X-Chaser-Account``: an account ID, its exact name, or ``personal``).
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 
-from chaser import errors
 from chaser._client_accounts import AccountsMixin
 from chaser._files_client import FilesApi
 from chaser._workspaces_client import WorkspacesApi
+from chaser.wire import errors
 
 
 class Client(AccountsMixin, WorkspacesApi, FilesApi):

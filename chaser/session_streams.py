@@ -2,7 +2,7 @@
 
 What ``chaser shell``, ``chaser exec SESSION -- cmd`` and ``chaser
 port-forward`` run (imported only by them: the CLI starts fast). Frames are
-``chaser.frames``' msgpack maps; each client pings at the interval the
+``chaser.wire.frames``' msgpack maps; each client pings at the interval the
 server's ``hello`` asks for, so its lease stays alive while it waits.
 
 Local output is written by a worker thread with blocking writes: that
@@ -32,8 +32,8 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from chaser import errors, frames
 from chaser._files_client import endpoint
+from chaser.wire import errors, frames
 
 # Server frames carry at most 512 KiB of data; PTY output is gathered up to a few of those.
 _MAX_MESSAGE = 16 << 20

@@ -24,14 +24,14 @@ from pydantic import Field, StringConstraints, field_validator
 from quart import Response
 from quart_trio import QuartTrio
 
-from chaser import errors
-from chaser._quart import json_response, parse_body
+from chaser.wire import errors
 from scheduler.access import FULL_ACCESS, audit_resource, principal, requires
 from scheduler.auth import Principal
 from scheduler.keys_api import check_scopes, key_json, mint_key
 from scheduler.models import StrictBody
 from scheduler.store import Row, Store
 from scheduler.timefmt import rfc3339
+from serving.quart_json import json_response, parse_body
 
 _ORG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}[A-Za-z0-9._-]|[A-Za-z0-9]")
 _SERVICE_ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

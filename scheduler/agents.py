@@ -1,4 +1,8 @@
-"""Client of the agents' API, one pooled HTTP client for all hosts."""
+"""Client of the agents' API, one pooled HTTP client for all hosts.
+
+The sandbox calls send and read the wire's models (``chaser.wire.agent_api``),
+the ones the agent validates with.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,15 @@ from typing import Any
 
 import httpx
 
-from chaser import errors
+from chaser.wire import errors
+from chaser.wire.agent_api import (
+    CreateSandbox,
+    DestroyQuery,
+    ExecRequest,
+    ExecResult,
+    PauseQuery,
+    SandboxInfo,
+)
 
 
 class AgentClient:
@@ -41,40 +53,22 @@ class AgentClient:
             raise errors.from_response(response.status_code, body)
         return body
 
-    async def create_sandbox(
-        self,
-        host_url: str,
-        sandbox_id: str,
-        image: str,
-        isolation: dict[str, Any],
-        timeout: float,
-        workspace: str | None = None,
-        fork_from: str | None = None,
-        session_type: str = "sandbox",
-        account: str | None = None,
-    ) -> Any:
-        """Create and start; ``isolation`` holds ``network``, ``egress_allow`` and ``limits``.
-
-        With ``fork_from`` (a paused sandbox), start from its snapshot instead of the image.
-        A registry image is pulled on behalf of ``account``.
-        """
-        body = {"id": sandbox_id, "image": image, "session_type": session_type, **isolation}
-        if account is not None:
-            body["account"] = account
-        if workspace is not None:
-            body["workspace"] = workspace
-        if fork_from is not None:
-            body["fork_from"] = fork_from
-        return await self._call("POST", f"{host_url}/v1/sandboxes", json=body, timeout=timeout)
-
-    async def pause_sandbox(self, host_url: str, sandbox_id: str, timeout: float, *, force: bool) -> Any:
-        """Pause; without ``force`` the host refuses (409) while connections are open."""
-        return await self._call(
-            "POST", f"{host_url}/v1/sandboxes/{sandbox_id}/pause?force={str(force).lower()}", timeout=timeout
+    async def create_sandbox(self, host_url: str, request: CreateSandbox, timeout: float) -> SandboxInfo:
+        """Create and start; with ``fork_from`` (a paused sandbox), from its snapshot instead of the image."""
+        body = request.model_dump(mode="json", exclude_none=True)
+        return SandboxInfo.model_validate(
+            await self._call("POST", f"{host_url}/v1/sandboxes", json=body, timeout=timeout)
         )
 
-    async def resume_sandbox(self, host_url: str, sandbox_id: str, timeout: float) -> Any:
-        return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/resume", timeout=timeout)
+    async def pause_sandbox(self, host_url: str, sandbox_id: str, timeout: float, *, force: bool) -> SandboxInfo:
+        """Pause; without ``force`` the host refuses (409) while connections are open."""
+        query = PauseQuery(force="true" if force else "false")
+        url = f"{host_url}/v1/sandboxes/{sandbox_id}/pause?force={query.force}"
+        return SandboxInfo.model_validate(await self._call("POST", url, timeout=timeout))
+
+    async def resume_sandbox(self, host_url: str, sandbox_id: str, timeout: float) -> SandboxInfo:
+        url = f"{host_url}/v1/sandboxes/{sandbox_id}/resume"
+        return SandboxInfo.model_validate(await self._call("POST", url, timeout=timeout))
 
     async def destroy_sandbox(self, host_url: str, sandbox_id: str, *, force: bool = True) -> None:
         """Destroy; a sandbox the host does not know counts as destroyed.
@@ -82,14 +76,19 @@ class AgentClient:
         Without ``force`` the host refuses (409 ``active_connections``)
         while connections to the sandbox are open.
         """
+        query = DestroyQuery(force="true" if force else "false")
         with contextlib.suppress(errors.NotFound):
-            await self._call("DELETE", f"{host_url}/v1/sandboxes/{sandbox_id}?force={str(force).lower()}")
+            await self._call("DELETE", f"{host_url}/v1/sandboxes/{sandbox_id}?force={query.force}")
 
-    async def sandbox(self, host_url: str, sandbox_id: str, timeout: float) -> Any:
-        return await self._call("GET", f"{host_url}/v1/sandboxes/{sandbox_id}", timeout=timeout)
+    async def sandbox(self, host_url: str, sandbox_id: str, timeout: float) -> SandboxInfo:
+        url = f"{host_url}/v1/sandboxes/{sandbox_id}"
+        return SandboxInfo.model_validate(await self._call("GET", url, timeout=timeout))
 
-    async def exec(self, host_url: str, sandbox_id: str, body: dict[str, Any], timeout: float) -> Any:
-        return await self._call("POST", f"{host_url}/v1/sandboxes/{sandbox_id}/exec", json=body, timeout=timeout)
+    async def exec(self, host_url: str, sandbox_id: str, request: ExecRequest, timeout: float) -> ExecResult:
+        url = f"{host_url}/v1/sandboxes/{sandbox_id}/exec"
+        return ExecResult.model_validate(
+            await self._call("POST", url, json=request.model_dump(mode="json"), timeout=timeout)
+        )
 
     # -- workspace disks (a git token in ``git`` is sent, never logged) -----
 

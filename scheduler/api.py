@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from chaser import errors
-from chaser._quart import install_error_handlers, json_response, parse_body, parse_query
-from chaser.isolation import Limits
+from chaser.wire import errors
+from chaser.wire.agent_api import ExecRequest
+from chaser.wire.isolation import Limits
 from scheduler import session_tokens
 from scheduler.access import audit_resource, principal, requires
 from scheduler.config import SchedulerConfig
@@ -36,6 +36,7 @@ from scheduler.sessions import SessionService
 from scheduler.tenancy import install_tenancy
 from scheduler.workspace_api import register_workspace_routes
 from scheduler.workspaces import WorkspaceService
+from serving.quart_json import install_error_handlers, json_response, parse_body, parse_query
 
 P = ParamSpec("P")
 
@@ -147,7 +148,7 @@ def create_app(config: SchedulerConfig, service: SessionService, workspaces: Wor
     @requires("exec.write", action="exec.run", resource="session")
     async def exec_command() -> Response:
         body = await parse_body(ExecBody)
-        agent_body = {"command": body.command, "env": body.env, "cwd": body.cwd, "timeout_ms": body.timeout_ms}
+        agent_body = ExecRequest(command=body.command, env=body.env, cwd=body.cwd, timeout_ms=body.timeout_ms)
         timeout = body.timeout_ms / 1000
         account_id = principal().account_id
         if body.ephemeral:

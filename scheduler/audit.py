@@ -23,8 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Response, g, request
 from quart_trio import QuartTrio
 
-from chaser import errors
-from chaser._quart import json_response, parse_query
+from chaser.wire import errors
 from scheduler.access import principal, requirement_of, requires
 from scheduler.auth import AuthFailure, Principal
 from scheduler.failure_windows import FailureWindows, Summary
@@ -33,6 +32,7 @@ from scheduler.session_tokens import redact_path
 from scheduler.store import Row, Store
 from scheduler.store.audit import AuditFilter
 from scheduler.timefmt import rfc3339
+from serving.quart_json import json_response, parse_query
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import string
 import time
 from dataclasses import dataclass
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.jwt_tokens import JwtVerifier
 from scheduler.store import Row, Store
 

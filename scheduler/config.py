@@ -7,9 +7,9 @@ from pathlib import Path
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from chaser._config import FileAndEnvSettings
-from chaser._secret_strength import check_strong_secret
 from scheduler.jwt_tokens import ASYMMETRIC
+from serving.secret_strength import check_strong_secret
+from serving.settings import FileAndEnvSettings
 
 DEFAULT_CONFIG_FILE = Path("/etc/chaser/scheduler.toml")
 

@@ -17,7 +17,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 import trio
 
-from chaser import errors
+from chaser.wire import errors
 
 log = logging.getLogger(__name__)
 

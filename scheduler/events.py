@@ -20,12 +20,22 @@ A new event type is added to ``EVENT_TYPES`` so webhooks can subscribe to it.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from scheduler.timefmt import rfc3339
 
-if TYPE_CHECKING:
-    from scheduler.store import Store
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Outbox(Protocol):
+    """What publishing needs of the store, named here: the store imports events, not the other way."""
+
+    def enqueue_event(self, account_id: str, event_type: str, data: dict[str, Any]) -> int: ...
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T: ...
+
 
 EVENT_TYPES = frozenset(
     {
@@ -58,7 +68,7 @@ def envelope(event_id: str, event_type: str, account_id: str, created_at: float,
     )
 
 
-async def publish(store: Store, account_id: str, event_type: str, data: dict[str, Any]) -> int:
+async def publish(store: Outbox, account_id: str, event_type: str, data: dict[str, Any]) -> int:
     """Queue an event for the account's subscribed webhooks; returns how many deliveries."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type!r}: add it to scheduler.events.EVENT_TYPES")

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from chaser import errors
+from chaser.wire import errors
 
 # GitHub's rules, loosened a little for other hosts (underscores, dots).
 _OWNER = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"

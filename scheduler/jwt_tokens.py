@@ -24,7 +24,7 @@ import httpx
 import jwt
 import trio
 
-from chaser import errors
+from chaser.wire import errors
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ from pydantic import Field, StringConstraints, field_validator
 from quart import Response
 from quart_trio import QuartTrio
 
-from chaser import errors
-from chaser._quart import json_response, parse_body
+from chaser.wire import errors
 from scheduler.access import audit_resource, principal, requires
 from scheduler.auth import SCOPES, Principal, hash_secret, lookup_prefix, new_secret
 from scheduler.models import StrictBody, path_id
 from scheduler.store import Row, Store
 from scheduler.timefmt import rfc3339
+from serving.quart_json import json_response, parse_body
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
 

@@ -25,8 +25,7 @@ import uuid
 from quart import Response
 from quart_trio import QuartTrio
 
-from chaser import errors
-from chaser._quart import json_response, parse_query
+from chaser.wire import errors
 from scheduler.access import audit_resource, principal, requires
 from scheduler.core.session_states import SessionEvent, SessionStatus, allows
 from scheduler.detached import run_detached
@@ -34,6 +33,7 @@ from scheduler.models import ForceQuery, session_id_of
 from scheduler.placement import HostLoad
 from scheduler.sessions import SessionService
 from scheduler.store import Row
+from serving.quart_json import json_response, parse_query
 
 
 class SessionLifecycle:

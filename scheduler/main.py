@@ -12,8 +12,6 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from pydantic import ValidationError
 
-from chaser import _front, _logging
-from chaser._signals import run_until_signalled
 from scheduler.agents import AgentClient
 from scheduler.api import create_app
 from scheduler.auth import ensure_key
@@ -24,6 +22,8 @@ from scheduler.sessions import SessionService
 from scheduler.store import Store
 from scheduler.webhook_delivery import DeliveryWorker
 from scheduler.workspaces import WorkspaceService
+from serving import front, logs
+from serving.signals import run_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = 
             await nursery.start(jobs.run)
             app = create_app(config, service, workspaces)
             register_job_routes(app, jobs)
-            url = await nursery.start(partial(_front.serve, app, hypercorn, config.bind, EdgeRouter(service).route))
+            url = await nursery.start(partial(front.serve, app, hypercorn, config.bind, EdgeRouter(service).route))
             service.public_url = (config.public_url or url).rstrip("/")
             log.info("scheduler ready at %s", service.public_url)
             task_status.started(service.public_url)
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="chaser-scheduler", description="Chaser control plane")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_FILE)
     args = parser.parse_args(argv)
-    _logging.setup()
+    logs.setup()
     try:
         config = SchedulerConfig.load(args.config)
     except ValidationError as exc:

@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from chaser import errors
-from chaser.isolation import EgressAllowList, Limits, NetworkMode
+from chaser.wire import errors
+from chaser.wire.isolation import EgressAllowList, Limits, NetworkMode
 
 
 class StrictBody(BaseModel):

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from chaser import errors
+from chaser.wire import errors
 
 
 def encode_cursor(*key: Any) -> str:

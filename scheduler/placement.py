@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chaser.image_reference import BadReference, parse_reference
-from chaser.isolation import Limits
+from chaser.wire.image_reference import BadReference, parse_reference
+from chaser.wire.isolation import Limits
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ session access token in the ``Authorization`` header, the ``chaser_token``
 query parameter or cookie), checks the scope the endpoint needs and that
 the session is in the caller's account (another account's session is a
 404, like an unknown one) and runs, then relays the request to the agent
-that owns the session as bytes (``chaser._relay``): bodies stream,
+that owns the session as bytes (``serving.relay``): bodies stream,
 WebSockets are spliced. The client's credentials never reach the agent or
 the sandbox. Refused calls and mutations (file writes, opening a PTY, exec
 or tunnel) go to the audit trail like the API's.
@@ -40,9 +40,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import h11
 import trio
 
-from chaser import errors
-from chaser._front import Handler
-from chaser._relay import ClientGone, Downstream, forward_headers, header, is_upgrade, relay
+from chaser.wire import errors
 from scheduler import session_tokens
 from scheduler.audit import actor_fields, append_event
 from scheduler.auth import Authenticator, AuthFailure, Principal
@@ -50,6 +48,8 @@ from scheduler.session_tokens import Claims
 from scheduler.sessions import SessionService
 from scheduler.store import Row
 from scheduler.tenancy import ACCOUNT_HEADER, jwt_verifier
+from serving.front import Handler
+from serving.relay import ClientGone, Downstream, forward_headers, header, is_upgrade, relay
 
 TOKEN_PARAM = "chaser_token"
 CLIENT_AUTHORIZATION = b"x-chaser-client-authorization"

@@ -17,14 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from quart import Response
 from quart_trio import QuartTrio
 
-from chaser import errors
-from chaser._quart import json_response, parse_body
+from chaser.wire import errors
 from scheduler import session_tokens
 from scheduler.access import principal, requires
 from scheduler.models import session_id_of
 from scheduler.session_tokens import Claims
 from scheduler.sessions import SessionService
 from scheduler.timefmt import rfc3339
+from serving.quart_json import json_response, parse_body
 
 TimeoutMs = Annotated[int, Field(gt=0)]
 

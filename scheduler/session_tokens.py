@@ -19,7 +19,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from chaser import errors
+from chaser.wire import errors
 
 PREFIX = "st_"
 DEFAULT_TTL = 900

@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 
 import trio
 
-from chaser import errors
-from chaser.isolation import EgressRule, Limits
+from chaser.wire import errors
+from chaser.wire.agent_api import CreateSandbox, ExecRequest
+from chaser.wire.isolation import EgressRule, Limits
 from scheduler import workspace_lookup
 from scheduler.agents import AgentClient
 from scheduler.config import SchedulerConfig
@@ -103,7 +104,7 @@ class SessionService:
             sandbox = await self.agents.sandbox(host["url"], row["id"], timeout=_LIVE_LEASES_TIMEOUT)
         except errors.ApiError:
             return row  # the host is busy or gone: the last heartbeat's count stands
-        return {**row, "active_connection_leases": int(sandbox.get("active_connection_leases", 0))}
+        return {**row, "active_connection_leases": sandbox.active_connection_leases or 0}
 
     async def _hosts(self) -> list[HostLoad]:
         now = time.time()
@@ -220,17 +221,18 @@ class SessionService:
                 remaining = row["create_deadline"] - time.time()
                 try:
                     with trio.fail_after(max(remaining, 0)):
-                        sandbox = await self.agents.create_sandbox(
-                            host.url,
-                            session_id,
-                            row["image"],
-                            _isolation_body(row),
-                            timeout=remaining,
+                        request = CreateSandbox(
+                            id=session_id,
+                            image=row["image"],
+                            network=row["network"] or "egress",
+                            egress_allow=row["egress_allow"],
+                            limits=Limits.model_validate(row["limits"] or {}),
                             workspace=row["workspace_id"],
                             fork_from=row.get("forked_from"),
                             session_type=row["session_type"],
                             account=row["account_id"],
                         )
+                        sandbox = await self.agents.create_sandbox(host.url, request, timeout=remaining)
                 except errors.Unavailable as exc:
                     if exc.code == "no_capacity":
                         continue  # the host filled up since its heartbeat: next one
@@ -252,13 +254,13 @@ class SessionService:
             log.warning("session create failed: %s", exc.message, extra=ctx)
             raise
         else:
-            granted = sandbox.get("network") or {}
+            granted = sandbox.network or {}
             started = await self.store.run(
                 self.store.mark_running,
                 session_id,
                 network=granted.get("mode", "none"),
-                limits=sandbox.get("limits"),
-                image_digest=sandbox.get("image_digest"),
+                limits=sandbox.limits,
+                image_digest=sandbox.image_digest,
             )
             if not started:  # terminated while we were creating it
                 await self._destroy_quietly(host, session_id)
@@ -322,20 +324,20 @@ class SessionService:
 
     # -- exec -------------------------------------------------------------
 
-    async def exec_in(self, row: Row, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def exec_in(self, row: Row, request: ExecRequest, timeout: float) -> dict[str, Any]:
         if row["status"] != "running":
             raise errors.Conflict(f"session {row['id']} is {row['status']}", code="session_not_running")
         host = await self.store.run(self.store.host, row["host_id"])
         if host is None:
             raise errors.Unavailable("the session's host is gone", code="host_gone")
-        result: dict[str, Any] = await self.agents.exec(host["url"], row["id"], body, timeout + _EXEC_SLACK)
-        return result
+        result = await self.agents.exec(host["url"], row["id"], request, timeout + _EXEC_SLACK)
+        return result.model_dump()
 
     async def exec_ephemeral(
         self,
         account_id: str,
         image: str | None,
-        body: dict[str, Any],
+        request: ExecRequest,
         timeout: float,
         *,
         network: str | None = None,
@@ -354,7 +356,7 @@ class SessionService:
             limits=limits,
         )
         try:
-            result = await self.exec_in(row, body, timeout)
+            result = await self.exec_in(row, request, timeout)
         finally:
             await self._terminate_row(row, "one-shot exec finished")
         return {**result, "session_id": row["id"]}
@@ -446,12 +448,3 @@ def _check_isolation(able: list[HostLoad], needs_egress: bool, limits: Limits | 
     if limits is not None and not any(h.fits(limits) for h in able):
         maxima = [h.max_limits for h in able if h.max_limits is not None]
         raise errors.InvalidInput("; ".join(limits.exceeding(maxima[0])), code="limit_exceeded")
-
-
-def _isolation_body(row: Row) -> dict[str, Any]:
-    """The session's network policy and limits, as the agent's create takes them."""
-    return {
-        "network": row["network"] or "egress",
-        "egress_allow": row["egress_allow"],
-        "limits": row["limits"] or {},
-    }

@@ -10,7 +10,7 @@ from __future__ import annotations
 from quart import g, request
 from quart_trio import QuartTrio
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.accounts_api import register_account_routes
 from scheduler.audit import install_audit
 from scheduler.auth import SCOPES, Authenticator, AuthFailure

@@ -18,8 +18,7 @@ from pydantic import Field, StringConstraints, field_validator
 from quart import Response
 from quart_trio import QuartTrio
 
-from chaser import errors
-from chaser._quart import json_response, parse_body, parse_query
+from chaser.wire import errors
 from scheduler.access import audit_resource, principal, requires
 from scheduler.config import SchedulerConfig
 from scheduler.events import EVENT_TYPES, PING
@@ -28,6 +27,7 @@ from scheduler.pagination import decode_cursor, encode_cursor
 from scheduler.store import Row, Store
 from scheduler.timefmt import rfc3339
 from scheduler.webhook_destinations import DestinationPolicy
+from serving.quart_json import json_response, parse_body, parse_query
 
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
 Secret = Annotated[str, StringConstraints(min_length=16, max_length=128, pattern=r"^[\x21-\x7e]+$")]

@@ -15,13 +15,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, St
 from quart import Response
 from quart_trio import QuartTrio
 
-from chaser import errors
-from chaser._quart import json_response, parse_body, parse_query
+from chaser.wire import errors
 from scheduler.access import audit_resource, principal, requires
 from scheduler.models import ForceQuery, ImageName, StrictBody
 from scheduler.pagination import decode_cursor, encode_cursor
 from scheduler.workspace_lookup import check_name
 from scheduler.workspaces import WorkspaceService
+from serving.quart_json import json_response, parse_body, parse_query
 
 WorkspaceName = Annotated[str, AfterValidator(check_name)]
 SnapshotName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\x20-\x7e]+$")]

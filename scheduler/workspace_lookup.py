@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.store import Row, Store
 from scheduler.store import workspaces as workspace_db
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import trio
 
-from chaser import errors
+from chaser.wire import errors
+from chaser.wire.agent_api import ExecRequest
 from scheduler import workspace_lookup
 from scheduler.detached import run_detached
 from scheduler.events import publish
@@ -450,18 +451,18 @@ class WorkspaceService:
 
     # -- exec -------------------------------------------------------------
 
-    async def exec_on(self, account_id: str, selector: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def exec_on(self, account_id: str, selector: str, request: ExecRequest, timeout: float) -> dict[str, Any]:
         """Run in the session attached to the workspace, or in a one-shot session on it."""
         workspace = await self.resolve(account_id, selector)
         holder = await self.store.run(workspace_db.holder, self.store, workspace["id"])
         if holder is not None:
-            result = await self.sessions.exec_in(holder, body, timeout)
+            result = await self.sessions.exec_in(holder, request, timeout)
             return {**result, "session_id": holder["id"]}
         session = await self.sessions.create(
             account_id, session_type="sandbox", ephemeral=False, workspace=workspace["id"], image=None
         )
         try:
-            result = await self.sessions.exec_in(session, body, timeout)
+            result = await self.sessions.exec_in(session, request, timeout)
         finally:
             with trio.CancelScope(shield=True):
                 await self.sessions.terminate(account_id, session["id"], force=True, reason="one-shot exec finished")

@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 import trio
 import trio.testing
 
-from agent.guest_channel import GuestChannel, GuestProcess
 from agent.runtimes.base import ProcessSpec
+from agent.runtimes.channel.guest_channel import GuestChannel, GuestProcess
 from vmimages.guest.protocol import FrameDecoder, Message, encode, encode_sync
 
 SANDBOX = "sandbox-under-attack"

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from agent import mounts
+from agent.storage import mounts
 
 POOL_SIZE = "4G"
 

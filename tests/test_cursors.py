@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.pagination import decode_cursor, encode_cursor
 from scheduler.workspace_lookup import check_name
 

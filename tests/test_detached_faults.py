@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 import trio
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.auth import new_secret
 from scheduler.detached import run_detached
 from scheduler.main import serve as serve_scheduler

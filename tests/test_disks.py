@@ -12,13 +12,13 @@ import pytest
 import trio
 
 import vmimages.bundle
-from agent import mounts
-from agent.disks import DiskManager
-from agent.images import ImageStore
-from agent.runtimes.lxc import LxcRuntime
-from agent.sandboxes import SandboxManager
-from agent.storage import StoragePool
-from chaser import errors
+from agent.runtimes.lxc.runtime import LxcRuntime
+from agent.sandboxes.images import ImageStore
+from agent.sandboxes.manager import SandboxManager
+from agent.storage import mounts
+from agent.storage.disks import DiskManager
+from agent.storage.pool import StoragePool
+from chaser.wire import errors
 from tests.pools import loops_of
 
 GiB = 1 << 30

@@ -10,10 +10,10 @@ import trio
 import trio.testing
 
 import vmimages.bundle
-from agent.images import ImageStore
-from agent.runtimes.lxc import LxcRuntime
-from agent.sandboxes import SandboxManager
-from chaser import errors
+from agent.runtimes.lxc.runtime import LxcRuntime
+from agent.sandboxes.images import ImageStore
+from agent.sandboxes.manager import SandboxManager
+from chaser.wire import errors
 from tests.conftest import System, start_system, stop_system, wait_until
 
 

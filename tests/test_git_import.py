@@ -19,8 +19,8 @@ import pytest
 import sqlalchemy as sa
 import trio
 
-from agent import mounts
-from agent.gitimport import GitSource, Remote, git_environment
+from agent.sandboxes.gitimport import GitSource, Remote, git_environment
+from agent.storage import mounts
 from tests.conftest import System, wait_until
 from tests.gitserver import GitHost, git_host
 from tests.workspace_support import exec_on, ok, start_workspace_system, stop_workspace_system

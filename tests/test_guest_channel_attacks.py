@@ -15,8 +15,8 @@ import tracemalloc
 import pytest
 import trio
 
-from agent.guest_channel import MAX_OPEN, GuestChannel, GuestProcess
 from agent.runtimes.base import Busy, ProcessSpec
+from agent.runtimes.channel.guest_channel import MAX_OPEN, GuestChannel, GuestProcess
 from tests.fake_guest import LOST, closed, connected, spawned, warned
 from vmimages.guest.protocol import MAX_FRAME, SYNC, WINDOW, Message, encode, encode_sync
 

@@ -21,8 +21,8 @@ import trio.testing
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from agent.guest_channel import GuestChannel, GuestProcess
 from agent.runtimes.base import ProcessSpec, SandboxGone
+from agent.runtimes.channel.guest_channel import GuestChannel, GuestProcess
 from tests.fake_guest import Guest, connected, spawned, warned
 from vmimages.guest.protocol import HEADER, MAX_FRAME, SYNC, WINDOW, Message, encode
 
@@ -139,7 +139,7 @@ class _Recorder(logging.Handler):
 def recorded() -> Iterator[list[logging.LogRecord]]:
     """The channel's warnings while in the block (caplog is per test, not per Hypothesis example)."""
     recorder = _Recorder()
-    logger = logging.getLogger("agent.guest_channel")
+    logger = logging.getLogger("agent.runtimes.channel.guest_channel")
     logger.addHandler(recorder)
     try:
         yield recorder.records

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from agent.config import RegistryConfig
-from agent.idmap import IdMap
 from agent.registry.store import LayerStore
-from chaser.image_reference import parse_reference
+from agent.storage.idmap import IdMap
+from chaser.wire.image_reference import parse_reference
 from tests.registry_support import BuiltImage, Entry, Registry, busybox_layer, running_registry, tar_layer
 
 

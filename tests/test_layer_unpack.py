@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.idmap import IdMap
 from agent.registry.unpack import LayerRefused, LayerTooLarge, unpack_layer
+from agent.storage.idmap import IdMap
 from tests.registry_support import Entry, tar_layer
 
 DIR, SYM, LNK, CHR = tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE

@@ -6,11 +6,11 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from agent.limits import lxc_cgroup_lines
 from agent.network.addressing import SlotPlan
 from agent.network.firewall import policy_elements, ruleset
-from chaser import errors
-from chaser.isolation import EgressRule, Limits
+from agent.runtimes.limits import lxc_cgroup_lines
+from chaser.wire import errors
+from chaser.wire.isolation import EgressRule, Limits
 
 pytestmark = pytest.mark.fast
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.execution import OutputTail
+from agent.runtimes.execution import OutputTail
 
 pytestmark = pytest.mark.fast
 

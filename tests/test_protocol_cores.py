@@ -5,11 +5,11 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from agent import pty_mux
-from agent.leases import LeaseRefused, LeaseTable
-from agent.pty_mux import PtyMux, Scrollback
-from chaser import frames
-from chaser.frames import FrameError
+from agent.endpoints import pty_mux
+from agent.endpoints.pty_mux import PtyMux, Scrollback
+from agent.sandboxes.leases import LeaseRefused, LeaseTable
+from chaser.wire import frames
+from chaser.wire.frames import FrameError
 
 pytestmark = pytest.mark.fast
 

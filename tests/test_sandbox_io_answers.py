@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import trio
 
-from agent.guest_channel import GuestChannel
 from agent.runtimes.base import RuntimeFailure
-from agent.runtimes.sandbox_io import ChannelEndpoints
+from agent.runtimes.channel.guest_channel import GuestChannel
+from agent.runtimes.channel.sandbox_io import ChannelEndpoints
 from tests.fake_guest import Guest, connected
 
 pytestmark = pytest.mark.fast

@@ -19,7 +19,7 @@ import trio
 
 import vmimages
 import vmimages.bundle
-from agent.runtimes.qemu_jail import SANDBOX, VmUids
+from agent.runtimes.qemu.jail import SANDBOX, VmUids
 from tests.conftest import VM_AGENT, System, live_qemus, start_system, stop_system
 from tests.test_isolation import new_session
 from tests.test_vm_snapshots import VM_IMAGE, create_vm, exec_in

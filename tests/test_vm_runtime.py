@@ -15,10 +15,10 @@ import trio
 
 import vmimages
 import vmimages.bundle
-from agent.execution import collect
-from agent.runtimes import machine
 from agent.runtimes.base import ProcessSpec, RuntimeFailure, SandboxGone, SandboxSpec
-from agent.runtimes.qemu import QemuRuntime
+from agent.runtimes.execution import collect
+from agent.runtimes.qemu import machine
+from agent.runtimes.qemu.runtime import QemuRuntime
 from tests.conftest import live_qemus
 from vmimages.vm import VmImageFiles
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from agent.limits import cgroup_settings, unified_hierarchy
-from agent.runtimes import qemu_cgroup
-from chaser.isolation import Limits
+from agent.runtimes.limits import cgroup_settings, unified_hierarchy
+from agent.runtimes.qemu import cgroup as qemu_cgroup
+from chaser.wire.isolation import Limits
 from tests.conftest import System, wait_until
 
 VM_IMAGE = "debian:bookworm-vm"

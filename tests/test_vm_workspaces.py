@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from agent import mounts
+from agent.storage import mounts
 from tests.conftest import VM_AGENT, System
 from tests.workspace_support import exec_on, ok, start_workspace_system, stop_workspace_system
 

@@ -20,7 +20,7 @@ import pytest
 import trio
 import trio.testing
 
-from agent.warm_pool import WarmPool
+from agent.sandboxes.warm_pool import WarmPool
 from tests.conftest import System, network_settings, start_system, stop_system, wait_until
 from tests.test_isolation import PROBE, new_session, probe, run
 from tests.world import WEB, World, open_world

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import trio
 
-from agent import mounts
 from agent.main import serve as serve_agent
+from agent.storage import mounts
 from tests.conftest import Server, agent_config
 from tests.pools import loops_of
 from tests.workspace_support import exec_on, ok, start_workspace_system, stop_workspace_system

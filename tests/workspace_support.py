@@ -21,7 +21,7 @@ import httpx
 import pytest
 import trio
 
-from agent import mounts
+from agent.storage import mounts
 from tests.conftest import System, network_settings, start_system, stop_system
 from tests.gitserver import GitHost, git_host
 from tests.pools import loops_of, xfs_pool

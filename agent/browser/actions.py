@@ -12,7 +12,7 @@ import trio
 
 from agent.browser.cdp import CdpConnection, CdpError
 from agent.browser.targets import Targets
-from chaser.browser_work import CdpCalls
+from chaser.wire.browser_work import CdpCalls
 
 
 async def run_actions(cdp: CdpConnection, work: CdpCalls) -> dict[str, Any]:

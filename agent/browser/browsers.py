@@ -23,8 +23,8 @@ import trio
 from agent.browser.cdp import UNREACHABLE, CdpError, open_cdp
 from agent.browser.chromium import DEVTOOLS_PORT, launch_argv
 from agent.browser.devtools_http import DevtoolsHttpError, get_json
-from agent.execution import OutputTail
 from agent.runtimes.base import Process, ProcessSpec, Runtime, RuntimeFailure
+from agent.runtimes.execution import OutputTail
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import trio
 
 from agent.browser.cdp import CdpConnection, CdpError, Event
 from agent.browser.targets import Targets
-from chaser.browser_work import ScrapeRequest
+from chaser.wire.browser_work import ScrapeRequest
 
 _WAIT_EVENTS = {
     "load": ("Page.loadEventFired", None),

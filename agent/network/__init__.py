@@ -1,6 +1,7 @@
 """Sessions' networking: a pool of per-session namespaces, routing and the firewall.
 
 ``addressing`` (names and addresses), ``links`` (netns and veth, pyroute2),
-``routing`` (policy routing out of the uplink), ``firewall`` (nftables) and
-``pool`` (the leases) each do one of these.
+``netns`` (namespace chores), ``routing`` (policy routing out of the
+uplink), ``firewall`` (nftables) and ``pool`` (the leases) each do one of
+these.
 """

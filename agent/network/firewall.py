@@ -33,7 +33,7 @@ from ipaddress import IPv4Address, IPv4Network, collapse_addresses
 
 import trio
 
-from chaser.isolation import EgressRule
+from chaser.wire.isolation import EgressRule
 
 # Never reachable from a session, whatever its allow-list says.
 ALWAYS_BLOCKED = (

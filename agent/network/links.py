@@ -25,8 +25,8 @@ from pathlib import Path
 from pyroute2 import IPRoute, NetlinkError, netns
 from pyroute2.conntrack import Conntrack, NFCTAttrTuple
 
-from agent.netns import entered_path
 from agent.network.addressing import GUEST_IFNAME, NETNS_DIR, SLOT_PREFIXLEN, SlotAddress
+from agent.network.netns import entered_path
 
 _LOOPBACK_INDEX = 1
 

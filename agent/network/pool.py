@@ -29,8 +29,8 @@ from pyroute2 import IPRoute
 from agent.config import NetworkConfig
 from agent.network import firewall, links, routing
 from agent.network.addressing import SlotAddress, SlotPlan
-from chaser import errors
-from chaser.isolation import EgressRule
+from chaser.wire import errors
+from chaser.wire.isolation import EgressRule
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import trio
 
 from agent.config import RegistryHostConfig
-from chaser import errors
-from chaser.image_reference import ImageReference, parse_reference
+from chaser.wire import errors
+from chaser.wire.image_reference import ImageReference, parse_reference
 
 log = logging.getLogger(__name__)
 

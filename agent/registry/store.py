@@ -39,12 +39,12 @@ from typing import Any
 import trio
 
 from agent.config import RegistryConfig
-from agent.idmap import IdMap
 from agent.registry import manifest as oci
 from agent.registry.skopeo import Credentials, Skopeo
 from agent.registry.unpack import LayerRefused, LayerTooLarge, unpack_layer
-from chaser import errors
-from chaser.image_reference import ImageReference
+from agent.storage.idmap import IdMap
+from chaser.wire import errors
+from chaser.wire.image_reference import ImageReference
 
 log = logging.getLogger(__name__)
 

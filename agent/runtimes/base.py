@@ -32,7 +32,7 @@ from pathlib import Path
 
 import trio
 
-from chaser.isolation import Limits
+from chaser.wire.isolation import Limits
 
 # Where a workspace's disk appears inside a sandbox.
 WORKSPACE_MOUNT = "/workspace"

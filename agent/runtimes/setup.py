@@ -17,14 +17,14 @@ import trio
 import vmimages
 import vmimages.bundle
 from agent.config import AgentConfig
-from agent.idmap import IdMap
-from agent.runtimes import machine
 from agent.runtimes.base import Runtime
-from agent.runtimes.lxc import LxcRuntime
+from agent.runtimes.lxc.runtime import LxcRuntime
 from agent.runtimes.multi import RuntimeSet
-from agent.runtimes.qemu import QemuRuntime
-from agent.runtimes.qemu_jail import VmUids
-from agent.scratch import ScratchVolume
+from agent.runtimes.qemu import machine
+from agent.runtimes.qemu.jail import VmUids
+from agent.runtimes.qemu.runtime import QemuRuntime
+from agent.storage.idmap import IdMap
+from agent.storage.scratch import ScratchVolume
 from vmimages.recipes import VmRecipe
 from vmimages.vm import files
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from chaser import errors
+from chaser.wire import errors
 
 
 class Status(StrEnum):

@@ -19,12 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from quart import Response
 from quart_trio import QuartTrio
 
-from chaser import errors
-from chaser._quart import json_response, parse_body, parse_query, validation_error
+from chaser.wire import errors
 from scheduler.access import audit_resource, principal, requires
 from scheduler.jobs.kind import JobKind
 from scheduler.jobs.service import JobService
 from scheduler.pagination import decode_cursor, encode_cursor
+from serving.quart_json import json_response, parse_body, parse_query, validation_error
 
 # RFC 3339 date-time: a full date, a time, and an offset (Z or ±hh:mm).
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")

@@ -7,7 +7,7 @@ browser with a client: a workspace is attached to one session at a time.
 
 from __future__ import annotations
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.jobs import commands
 from scheduler.jobs.context import JobRun
 from scheduler.store import Row

@@ -7,7 +7,7 @@ from typing import Any
 
 import trio
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.jobs.kind import Outcome
 
 # Items worked on at once: enough to overlap the hosts' answers, few

@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.jobs.context import JobRun
 from scheduler.store import Row
 

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.jobs.context import JobRun, JobServices
 
 InputT = TypeVar("InputT", bound=BaseModel)

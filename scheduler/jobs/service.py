@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.config import SchedulerConfig
 from scheduler.core.job_states import TERMINAL, CancelRequest, JobStateMachine, Retry, Status, Submit
 from scheduler.jobs.context import JobServices, WorkspaceDeleter

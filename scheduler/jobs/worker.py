@@ -31,7 +31,7 @@ from typing import Any
 import trio
 from pydantic import BaseModel, ValidationError
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.config import SchedulerConfig
 from scheduler.core.job_states import (
     TERMINAL,

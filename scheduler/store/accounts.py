@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.core.session_states import ACTIVE
 from scheduler.store.schema import (
     accounts,

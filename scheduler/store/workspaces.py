@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from chaser import errors
+from chaser.wire import errors
 from scheduler.core.session_states import ACTIVE
 from scheduler.store.db import Row, Store
 from scheduler.store.schema import host_storage, hosts, sessions, workspace_snapshots, workspaces

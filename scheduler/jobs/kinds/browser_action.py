@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from chaser.browser_work import CdpCalls
+from chaser.wire.browser_work import CdpCalls
 from scheduler.jobs.browser_session import SLACK, end_browser, open_browser
 from scheduler.jobs.context import JobRun
 from scheduler.jobs.kind import JobKind, Outcome, register

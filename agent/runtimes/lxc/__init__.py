@@ -1,0 +1,1 @@
+"""The LXC runtime: sandboxes as unprivileged system containers."""

@@ -1,0 +1,1 @@
+"""The QEMU runtime: sandboxes as microVMs, each QEMU jailed, driven over QMP."""
