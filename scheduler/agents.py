@@ -52,15 +52,19 @@ class AgentClient:
         fork_from: str | None = None,
         session_type: str = "sandbox",
         account: str | None = None,
+        registry_login: dict[str, str] | None = None,
     ) -> Any:
         """Create and start; ``isolation`` holds ``network``, ``egress_allow`` and ``limits``.
 
         With ``fork_from`` (a paused sandbox), start from its snapshot instead of the image.
-        A registry image is pulled on behalf of ``account``.
+        A registry image is pulled on behalf of ``account``, with its
+        ``registry_login`` (username, password) if it gave one: sent, never logged.
         """
         body = {"id": sandbox_id, "image": image, "session_type": session_type, **isolation}
         if account is not None:
             body["account"] = account
+        if registry_login is not None:
+            body["registry_login"] = registry_login
         if workspace is not None:
             body["workspace"] = workspace
         if fork_from is not None:

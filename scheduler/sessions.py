@@ -25,6 +25,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.core.session_states import SessionEvent
 from scheduler.detached import run_detached
 from scheduler.placement import HostLoad, candidates
+from scheduler.registry_credentials import RegistryLogins
 from scheduler.session_json import session_summary
 from scheduler.store import Row, Store
 from scheduler.store import workspaces as workspace_db
@@ -47,6 +48,7 @@ class SessionService:
         self.agents = agents
         self.config = config
         self.public_url = public_url.rstrip("/")
+        self.registry_logins = RegistryLogins(store, config)
         self._nursery: trio.Nursery | None = None
         self._up_since = time.time()
 
@@ -214,6 +216,12 @@ class SessionService:
         ctx = {"session_id": session_id, "account_id": row["account_id"]}
         host: HostLoad | None = None
         try:
+            # The account's login for the image's registry, opened only now, for this create.
+            login = (
+                None
+                if row["image"] in options[0].images
+                else await self.registry_logins.login_for(row["account_id"], row["image"])
+            )
             for host in options:
                 if host.id != row["host_id"]:
                     await self.store.run(self.store.transition, session_id, SessionEvent.MOVED, host_id=host.id)
@@ -230,6 +238,7 @@ class SessionService:
                             fork_from=row.get("forked_from"),
                             session_type=row["session_type"],
                             account=row["account_id"],
+                            registry_login=login.to_agent() if login is not None else None,
                         )
                 except errors.Unavailable as exc:
                     if exc.code == "no_capacity":

@@ -199,6 +199,20 @@ webhooks = sa.Table(
     sa.Index("ix_webhooks_account", "account_id"),
 )
 
+# A login an account gave for one registry (host[:port]), used only for
+# that account's pulls; the password is sealed (scheduler/credential_seal.py).
+registry_credentials = sa.Table(
+    "registry_credentials",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("registry", sa.String(255), nullable=False),
+    sa.Column("username", sa.String(255), nullable=False),
+    sa.Column("sealed_password", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("account_id", "registry", name="uq_registry_credentials_account_registry"),
+)
+
 # The durable outbox: one row per (event, webhook), retried until delivered
 # or out of attempts; ``locked_until`` is a scheduler replica's claim.
 webhook_deliveries = sa.Table(
