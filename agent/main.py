@@ -24,6 +24,7 @@ from agent.detached_api import register_detached_routes
 from agent.disks import DiskManager
 from agent.endpoints import Endpoints
 from agent.idmap import IdMap
+from agent.image_api import ImagePulls, register_image_routes
 from agent.images import ImageStore
 from agent.lease_keeper import LeaseKeeper
 from agent.network.pool import SlotPool
@@ -122,8 +123,11 @@ async def _serve_api(
         await nursery.start(execs.run)
         await nursery.start(keeper.run)
         await nursery.start(ptys.run)
+        pulls = ImagePulls(manager)
+        await nursery.start(pulls.run)
         api = create_app(config, manager, keeper)
         register_detached_routes(api, execs)
+        register_image_routes(api, pulls)
         app = Endpoints(config, manager, keeper, ptys, api)
         token = config.token.get_secret_value().encode()
         ports = PortForwarding(token, manager, keeper)
