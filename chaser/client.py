@@ -18,10 +18,11 @@ import httpx
 from chaser import errors
 from chaser._client_accounts import AccountsMixin
 from chaser._files_client import FilesApi
+from chaser._images_client import ImagesApi
 from chaser._workspaces_client import WorkspacesApi
 
 
-class Client(AccountsMixin, WorkspacesApi, FilesApi):
+class Client(AccountsMixin, WorkspacesApi, FilesApi, ImagesApi):
     def __init__(
         self,
         api_url: str | None = None,

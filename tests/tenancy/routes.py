@@ -79,6 +79,10 @@ ROUTES = [
     Route("POST", "/v1/registry-credentials", "workspaces.write", "registry_credential.create"),
     Route("GET", "/v1/registry-credentials", "workspaces.read", "registry_credential.list"),
     Route("DELETE", "/v1/registry-credentials/{credential}", "workspaces.write", "registry_credential.delete"),
+    Route("POST", "/v1/images", "workspaces.write", "image.pull"),
+    Route("GET", "/v1/images", "workspaces.read", "image.list"),
+    Route("GET", "/v1/images/{image}", "workspaces.read", "image.get"),
+    Route("DELETE", "/v1/images/{image}", "workspaces.write", "image.delete"),
     # Jobs: any valid credential reaches the route; the job kind's own scope
     # is checked inside (tests/test_jobs_*.py prove those).
     Route("GET", "/v1/jobs/kinds", None, "job.kinds"),

@@ -10,6 +10,7 @@ things, and afterwards B's resources are exactly as they were.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -52,6 +53,7 @@ async def build_b(tenants: Tenants) -> dict[str, Any]:
         "snapshot": snap.json()["id"],
         "job": job.json()["id"],
         "credential": credential.json()["id"],
+        "image": str(uuid.uuid4()),  # no host pulls images here: B's pull is an id A does not have
     }
 
 
@@ -59,7 +61,7 @@ def b_path(route: Route, b: dict[str, Any]) -> str:
     return route.path.format(
         session=b["session"], key=b["key"], webhook=b["webhook"], account=b["org"]["id"], member=b["member"],
         service_account=b["service_account"], workspace=b["workspace"], snapshot=b["snapshot"], job=b["job"],
-        credential=b["credential"],
+        credential=b["credential"], image=b["image"],
     )  # fmt: skip
 
 
@@ -163,7 +165,7 @@ async def test_account_a_cannot_reach_account_b(tenants: Tenants) -> None:
             if "{account}" in route.path:
                 continue
             path = route.path.format(
-                session="x", key="x", webhook="x", workspace="x", snapshot="x", job="x", credential="x"
+                session="x", key="x", webhook="x", workspace="x", snapshot="x", job="x", credential="x", image="x"
             )
             for selector in (b["org"]["id"], b["org"]["name"]):
                 response = await a.request(route.method, path, headers={"X-Chaser-Account": selector})

@@ -31,6 +31,7 @@ def fill(route: Route) -> str:
     return route.path.format(
         session=nobody, key=nobody, webhook=nobody, account="personal", member="nobody@test.invalid",
         service_account=nobody, workspace=f"nobody-{nobody[:8]}", snapshot=nobody, job=nobody, credential=nobody,
+        image=nobody,
     )  # fmt: skip
 
 
