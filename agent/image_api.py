@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Annotated
 
 import trio
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from quart import Response
 from quart_trio import QuartTrio
 
-from agent.disk_api import Uuid
 from agent.registry import collect
 from agent.registry.skopeo import Credentials
 from agent.registry.store import LayerStore, PullProgress
@@ -30,6 +30,7 @@ from chaser.image_reference import DIGEST, BadReference, parse_reference
 
 log = logging.getLogger(__name__)
 
+PullId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
 _KEPT_FOR = 3600.0  # a finished pull's outcome is kept this long
 _MAX_PULLS = 256
 
@@ -42,7 +43,7 @@ class _Login(BaseModel):
 
 class StartPull(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    id: Uuid
+    id: PullId
     reference: str = Field(min_length=1, max_length=256)
     account: str | None = Field(default=None, max_length=64)
     registry_login: _Login | None = None
