@@ -281,14 +281,13 @@ class LayerStore:
             await trio.sleep(0.2)
             done = [layer for layer in missing if (blobs / _hex(layer.digest)).exists()]
             progress.layers_done = held + len(done)
-            # Bytes of finished layers, plus those of blobs still being written (skopeo's temporary files).
-            names = {_hex(layer.digest) for layer in missing}
+            # Bytes of finished layers, plus those of the blob being written
+            # (skopeo's temporary "oci-put-blob*" file in the layout).
             partial = 0
-            for where in (layout, blobs):
-                with contextlib.suppress(OSError):
-                    for entry in os.scandir(where):
-                        if entry.is_file() and entry.name not in names and len(entry.name) != 64:
-                            partial += entry.stat().st_size
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(layout):
+                    if entry.name.startswith("oci-put-blob") and entry.is_file():
+                        partial += entry.stat().st_size
             progress.bytes_done = min(sum(layer.size for layer in done) + partial, progress.bytes_total)
 
     def _prepare_layout(self, layout: Path, manifest: oci.Manifest) -> list[oci.Descriptor]:
