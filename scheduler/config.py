@@ -121,9 +121,11 @@ class SchedulerConfig(FileAndEnvSettings):
 
     # Seals the registry logins accounts give (POST /v1/registry-credentials)
     # at rest: 32 random bytes or more (`openssl rand -hex 32`), kept apart from
-    # the database. Unset, registry credentials are refused (503); changing it
-    # makes the stored ones unusable (each account gives its login again).
+    # the database. Unset, registry credentials are refused (503). To rotate
+    # it, move the old key to the previous keys: logins sealed under it still
+    # open, and are sealed anew under the new key when next used.
     registry_credentials_key: SecretStr | None = None
+    registry_credentials_previous_keys: list[SecretStr] = Field(default_factory=list)
 
     @field_validator("registry_credentials_key")
     @classmethod

@@ -104,7 +104,8 @@ class RegistryLogins:
     def __init__(self, store: Store, config: SchedulerConfig) -> None:
         self.store = store
         key = config.registry_credentials_key
-        self._sealer = Sealer(key.get_secret_value()) if key is not None else None
+        previous = [old.get_secret_value() for old in config.registry_credentials_previous_keys]
+        self._sealer = Sealer(key.get_secret_value(), previous) if key is not None else None
 
     def _sealer_or_refuse(self) -> Sealer:
         if self._sealer is None:
@@ -134,6 +135,10 @@ class RegistryLogins:
         with self.store.engine.connect() as conn:
             found = conn.execute(query).mappings().first()
         return dict(found) if found else None
+
+    def _reseal(self, credential_id: str, sealed: str) -> None:
+        with self.store.engine.begin() as conn:
+            conn.execute(table.update().where(table.c.id == credential_id).values(sealed_password=sealed))
 
     def _delete(self, account_id: str, credential_id: str) -> bool:
         with self.store.engine.begin() as conn:
@@ -180,16 +185,20 @@ class RegistryLogins:
         row = await self.store.run(self._for_registry, account_id, registry)
         if row is None:
             return None
+        bound_to = _bound_to(account_id, registry, row["username"])
         try:
-            password = self._sealer.open(row["sealed_password"], _bound_to(account_id, registry, row["username"]))
+            opened = self._sealer.open(row["sealed_password"], bound_to)
         except SealBroken:
             log.warning("registry login %s of account %s does not open: key changed?", row["id"], account_id)
             raise errors.Conflict(
-                f"the stored login for {registry} can no longer be read (the operator changed "
-                "registry_credentials_key): delete it and give it again",
+                f"the stored login for {registry} can no longer be read (the operator replaced "
+                "registry_credentials_key without keeping the old one in registry_credentials_previous_keys): "
+                "delete it and give it again",
                 code="registry_credential_unusable",
             ) from None
-        return RegistryLogin(row["username"], password)
+        if opened.by_previous_key:  # a key rotation under way: seal it under the current key
+            await self.store.run(self._reseal, row["id"], self._sealer.seal(opened.plaintext, bound_to))
+        return RegistryLogin(row["username"], opened.plaintext)
 
 
 def register_registry_credential_routes(app: QuartTrio, logins: RegistryLogins) -> None:

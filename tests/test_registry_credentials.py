@@ -21,8 +21,9 @@ from pydantic import ValidationError
 
 from chaser import errors
 from scheduler.config import SchedulerConfig
-from scheduler.credential_seal import SealBroken, Sealer
-from scheduler.registry_credentials import registry_host
+from scheduler.credential_seal import Opened, SealBroken, Sealer
+from scheduler.registry_credentials import CreateCredentialBody, RegistryLogin, RegistryLogins, registry_host
+from scheduler.store import Store
 from tests.conftest import System, start_system, stop_system
 from tests.registry_support import BuiltImage, Entry, Registry, busybox_layer, running_registry
 
@@ -45,14 +46,26 @@ def test_seals_open_only_with_their_key_and_for_what_they_were_sealed_for() -> N
     sealer = Sealer(secrets.token_hex(32))
     sealed = sealer.seal(PASSWORD, "account-a\nghcr.io\nci-bot")
     assert PASSWORD not in sealed and sealed != sealer.seal(PASSWORD, "account-a\nghcr.io\nci-bot")
-    assert sealer.open(sealed, "account-a\nghcr.io\nci-bot") == PASSWORD
+    assert sealer.open(sealed, "account-a\nghcr.io\nci-bot") == Opened(PASSWORD, by_previous_key=False)
     with pytest.raises(SealBroken):
         sealer.open(sealed, "account-b\nghcr.io\nci-bot")  # a row moved to another account
     with pytest.raises(SealBroken):
         Sealer(secrets.token_hex(32)).open(sealed, "account-a\nghcr.io\nci-bot")
     with pytest.raises(SealBroken):
         sealer.open("v1.!!!", "account-a\nghcr.io\nci-bot")
-    assert PASSWORD not in repr(sealer)
+    assert PASSWORD not in repr(sealer) + repr(sealer.open(sealed, "account-a\nghcr.io\nci-bot"))
+
+
+@pytest.mark.fast
+def test_a_rotated_key_still_opens_what_it_sealed_until_it_is_dropped() -> None:
+    old, new = secrets.token_hex(32), secrets.token_hex(32)
+    sealed = Sealer(old).seal(PASSWORD, "a\nr\nu")
+    rotating = Sealer(new, previous=[old])
+    assert rotating.open(sealed, "a\nr\nu") == Opened(PASSWORD, by_previous_key=True)
+    resealed = rotating.seal(PASSWORD, "a\nr\nu")
+    assert Sealer(new).open(resealed, "a\nr\nu") == Opened(PASSWORD, by_previous_key=False)
+    with pytest.raises(SealBroken):
+        Sealer(new).open(sealed, "a\nr\nu")
 
 
 @pytest.mark.fast
@@ -181,3 +194,29 @@ async def test_each_account_pulls_a_private_image_only_with_its_own_login(
     for file in (tmp_path / "agent").rglob("*"):
         if file.is_file() and not file.is_symlink() and file.stat().st_size < 16 << 20:
             assert PASSWORD.encode() not in file.read_bytes(), file
+
+
+async def test_a_key_rotation_reseals_each_login_when_next_used(tmp_path: Path) -> None:
+    token, old, new = (secrets.token_hex(32) for _ in range(3))
+    store = Store(f"sqlite:///{tmp_path / 'db'}")
+    try:
+        store.migrate()
+        _, account = store.ensure_user("rotating@test.invalid")
+        body = CreateCredentialBody(registry="ghcr.io", username=USER, password=PASSWORD)
+
+        def logins(key: str, *previous: str) -> RegistryLogins:
+            config = SchedulerConfig.load(
+                None, token=token, registry_credentials_key=key, registry_credentials_previous_keys=list(previous)
+            )
+            return RegistryLogins(store, config)
+
+        await logins(old).create(account["id"], body)
+        with pytest.raises(errors.Conflict) as lost:  # replaced without keeping the old key
+            await logins(new).login_for(account["id"], "ghcr.io/org/app:1")
+        assert lost.value.code == "registry_credential_unusable"
+        assert await logins(new, old).login_for(account["id"], "ghcr.io/org/app:1") == RegistryLogin(USER, PASSWORD)
+        # Sealed anew under the new key by that use: the old key can go.
+        assert await logins(new).login_for(account["id"], "ghcr.io/org/app:1") == RegistryLogin(USER, PASSWORD)
+        assert await logins(new).login_for(account["id"], "docker.io/library/node:20") is None
+    finally:
+        store.close()
