@@ -9,8 +9,10 @@ audit row, a log line or the database file, and no auth file outlives a pull.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from scheduler.store import Store
 from tests.conftest import System, start_system, stop_system
 from tests.registry_support import BuiltImage, Entry, Registry, busybox_layer, running_registry
 
+CHASER = str(Path(sys.executable).parent / "chaser")
 USER = "ci-bot"
 PASSWORD = "pw-" + secrets.token_hex(12)  # unique: any sighting of it is a leak
 
@@ -113,11 +116,8 @@ async def test_each_account_pulls_a_private_image_only_with_its_own_login(
     )
     try:
         a = system.client
-        b = httpx.AsyncClient(
-            base_url=system.api_url,
-            headers={"Authorization": f"Bearer {await system.new_key('b@test.invalid')}"},
-            timeout=60,
-        )
+        b_key = await system.new_key("b@test.invalid")
+        b = httpx.AsyncClient(base_url=system.api_url, headers={"Authorization": f"Bearer {b_key}"}, timeout=60)
         # Without a login even A is refused, fast and by name.
         refused = await create(a, image)
         assert refused.status_code == 403, refused.text
@@ -164,10 +164,19 @@ async def test_each_account_pulls_a_private_image_only_with_its_own_login(
         denied = await create(b, f"{private_registry.host}/team/private@{digest}")
         assert denied.json()["error"]["code"] == "registry_auth_failed", denied.text
 
-        # With a login of its own that the registry takes, B runs it too (from the host's store).
-        b_login = (await b.get("/v1/registry-credentials")).json()["registry_credentials"][0]
-        assert (await b.delete(f"/v1/registry-credentials/{b_login['id']}")).status_code == 204
-        assert (await b.post("/v1/registry-credentials", json=login)).status_code == 201
+        # With a login of its own that the registry takes (given with the CLI, the password
+        # on stdin, never in argv), B runs it too, from the host's store.
+        env = {**os.environ, "CHASER_API_URL": system.api_url, "CHASER_API_KEY": b_key}
+
+        async def cli(*argv: str, stdin: bytes = b"") -> str:
+            done = await trio.run_process([CHASER, "images", *argv], env=env, stdin=stdin, capture_stdout=True)
+            assert PASSWORD not in done.stdout.decode()
+            return str(done.stdout.decode())
+
+        b_login = (await cli("logins")).split()
+        assert b_login[1:3] == [private_registry.host, USER]
+        await cli("logout", b_login[0])
+        await cli("login", private_registry.host, "--username", USER, "--password-stdin", stdin=PASSWORD.encode())
         allowed = await create(b, f"{private_registry.host}/team/private@{digest}")
         assert allowed.status_code == 201, allowed.text
 
