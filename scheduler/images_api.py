@@ -1,7 +1,8 @@
 """``/v1/images``: registry images pulled ahead of time, what the hosts hold, and removing them.
 
-``POST /v1/images {"reference"}`` starts a pull on the host placement
-would pick for a session of that image (one already holding it first) and
+``POST /v1/images {"reference"}`` starts a pull on one host that pulls
+images (one already holding it first, else the one with the most room:
+sessions of that image then go there, placement preferring holders) and
 answers 202 at once with a pull resource; ``GET /v1/images/{id}`` shows
 how far it is (layers and bytes fetched, then unpacking) and how it ended,
 with the same error codes a session create would give. The pull runs on
