@@ -265,7 +265,8 @@ class ImageService:
     async def held(self, account_id: str) -> list[dict[str, Any]]:
         images = []
         for merged, holders in (await self._held(account_id)).values():
-            images.append({**merged, "last_used": rfc3339(merged["last_used"]), "hosts": sorted(h.id for h in holders)})
+            # How many hosts hold it, not which: host names are the operator's business.
+            images.append({**merged, "last_used": rfc3339(merged["last_used"]), "hosts": len(holders)})
         return sorted(images, key=lambda i: i["last_used"] or "", reverse=True)
 
     async def delete(self, account_id: str, digest: str) -> None:

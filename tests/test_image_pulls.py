@@ -103,7 +103,7 @@ async def test_pull_list_and_remove_with_the_cli(pulling: System, registry: Regi
     refused = await pulling.client.delete(f"/v1/images/{digest}")
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "image_in_use"
     code, out, _ = await chaser(pulling, "images", "--json", "list")
-    assert [(i["digest"], i["in_use"]) for i in json.loads(out)["images"]] == [(digest, True)]
+    assert [(i["digest"], i["in_use"], i["hosts"]) for i in json.loads(out)["images"]] == [(digest, True, 1)]
     await pulling.client.delete(f"/v1/sessions/{session.json()['id']}")
     code, out, err = await chaser(pulling, "images", "rm", digest)
     assert code == 0, err
