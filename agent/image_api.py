@@ -183,8 +183,3 @@ def register_image_routes(app: QuartTrio, pulls: ImagePulls) -> None:
             raise errors.NotFound(f"image {digest} is not on this host", code="image_not_found")
         result = await collect.delete_image(pulls.store, digest, pulls.running_digests())
         return json_response(asdict(result))
-
-    @app.post("/v1/images/collect")
-    async def collect_now() -> Response:
-        """Collect by the configured budget now (the operator's and the tests' way not to wait)."""
-        return json_response(asdict(await pulls.collect()))
