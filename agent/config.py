@@ -115,6 +115,14 @@ class RegistryConfig(BaseModel):
     resolve_timeout: float = Field(default=30.0, gt=0)
     # A tag resolved this recently is not asked again (0: ask every time).
     tag_ttl: float = Field(default=10.0, ge=0)
+    # The layer store's size budget (unpacked layers and their kept blobs):
+    # over it, images are removed by last use, least recent first, never
+    # one a sandbox here runs. None: no budget (DELETE /v1/images only).
+    store_budget_bytes: int | None = Field(default=None, ge=0)
+    # How often the budget is checked (besides after each pull), and how
+    # long after its last use an image is kept whatever the budget.
+    gc_interval: float = Field(default=300.0, gt=0)
+    gc_min_age: float = Field(default=600.0, ge=0)
 
     def allows(self, domain: str) -> bool:
         return "*" in self.allowed or domain in self.allowed

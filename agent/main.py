@@ -23,6 +23,7 @@ from agent.endpoints.ports import PortForwarding
 from agent.endpoints.pty import PtyHub
 from agent.http.api import create_app
 from agent.http.detached_api import register_detached_routes
+from agent.http.image_api import ImagePulls, register_image_routes
 from agent.http.registration import heartbeat_loop
 from agent.network.pool import SlotPool
 from agent.registry.store import LayerStore
@@ -124,8 +125,11 @@ async def _serve_api(
         await nursery.start(ptys.run)
         if config.warm_pool.size:
             await nursery.start(manager.keep_warm(config.warm_pool.images, config.warm_pool.size).run)
+        pulls = ImagePulls(manager)
+        await nursery.start(pulls.run)
         api = create_app(config, manager, keeper)
         register_detached_routes(api, execs)
+        register_image_routes(api, pulls)
         app = Endpoints(config, manager, keeper, ptys, api)
         token = config.token.get_secret_value().encode()
         ports = PortForwarding(token, manager, keeper)

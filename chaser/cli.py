@@ -26,6 +26,7 @@ import trio
 from chaser import cli_accounts, cli_jobs, embedded
 from chaser.cli_browser import add_browser_commands
 from chaser.cli_endpoints import add_endpoint_commands, stream_exec
+from chaser.cli_images import add_image_commands
 from chaser.cli_workspaces import add_workspace_commands
 from chaser.wire import errors
 
@@ -338,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_accounts.register(sub)
 
     add_workspace_commands(sub)
+    add_image_commands(sub)
 
     cli_jobs.add_job_commands(sub)
     add_browser_commands(sub)

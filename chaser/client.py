@@ -17,11 +17,12 @@ import httpx
 
 from chaser._client_accounts import AccountsMixin
 from chaser._files_client import FilesApi
+from chaser._images_client import ImagesApi
 from chaser._workspaces_client import WorkspacesApi
 from chaser.wire import errors
 
 
-class Client(AccountsMixin, WorkspacesApi, FilesApi):
+class Client(AccountsMixin, WorkspacesApi, FilesApi, ImagesApi):
     def __init__(
         self,
         api_url: str | None = None,

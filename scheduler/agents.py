@@ -148,3 +148,18 @@ class AgentClient:
     async def forget_exec(self, host_url: str, sandbox_id: str, exec_id: str) -> None:
         with contextlib.suppress(errors.NotFound):
             await self._call("DELETE", f"{host_url}/v1/sandboxes/{sandbox_id}/execs/{exec_id}")
+
+    # -- registry images (a login in ``body`` is sent, never logged) -------
+
+    async def start_pull(self, host_url: str, body: dict[str, Any], timeout: float) -> Any:
+        """Start pulling ``body["reference"]`` ahead of time (``id``, ``account``, ``registry_login``)."""
+        return await self._call("POST", f"{host_url}/v1/images/pulls", json=body, timeout=timeout)
+
+    async def pull(self, host_url: str, pull_id: str, timeout: float) -> Any:
+        return await self._call("GET", f"{host_url}/v1/images/pulls/{pull_id}", timeout=timeout)
+
+    async def images(self, host_url: str, timeout: float) -> Any:
+        return await self._call("GET", f"{host_url}/v1/images", timeout=timeout)
+
+    async def delete_image(self, host_url: str, digest: str, timeout: float) -> Any:
+        return await self._call("DELETE", f"{host_url}/v1/images/{digest}", timeout=timeout)

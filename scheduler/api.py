@@ -20,6 +20,7 @@ from chaser.wire.isolation import Limits
 from scheduler import session_tokens
 from scheduler.access import audit_resource, principal, requires
 from scheduler.config import SchedulerConfig
+from scheduler.images_api import ImageService, register_image_routes
 from scheduler.lifecycle import SessionLifecycle, register_lifecycle_routes
 from scheduler.models import (
     ExecBody,
@@ -31,6 +32,7 @@ from scheduler.models import (
     session_id_of,
 )
 from scheduler.pagination import decode_cursor, encode_cursor
+from scheduler.registry_credentials import register_registry_credential_routes
 from scheduler.session_routes import register_session_routes
 from scheduler.sessions import SessionService
 from scheduler.tenancy import install_tenancy
@@ -172,6 +174,8 @@ def create_app(config: SchedulerConfig, service: SessionService, workspaces: Wor
     register_lifecycle_routes(app, SessionLifecycle(service))
     register_session_routes(app, service, session_tokens.signing_key(config.token.get_secret_value()))
     register_workspace_routes(app, workspaces)
+    register_registry_credential_routes(app, service.registry_logins)
+    register_image_routes(app, ImageService(service))
     return app
 
 

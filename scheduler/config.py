@@ -118,3 +118,18 @@ class SchedulerConfig(FileAndEnvSettings):
     job_poll_interval: float = Field(default=0.5, gt=0)
     job_lease_timeout: float = Field(default=20.0, gt=0)
     job_max_attempts: int = Field(default=5, ge=1)
+
+    # Seals the registry logins accounts give (POST /v1/registry-credentials)
+    # at rest: 32 random bytes or more (`openssl rand -hex 32`), kept apart from
+    # the database. Unset, registry credentials are refused (503). To rotate
+    # it, move the old key to the previous keys: logins sealed under it still
+    # open, and are sealed anew under the new key when next used.
+    registry_credentials_key: SecretStr | None = None
+    registry_credentials_previous_keys: list[SecretStr] = Field(default_factory=list)
+
+    @field_validator("registry_credentials_key")
+    @classmethod
+    def _credentials_key_strong(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            check_strong_secret("registry_credentials_key", key.get_secret_value())
+        return key

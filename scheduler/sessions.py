@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import trio
 
 from chaser.wire import errors
-from chaser.wire.agent_api import CreateSandbox, ExecRequest
+from chaser.wire.agent_api import CreateSandbox, ExecRequest, RegistryLogin
 from chaser.wire.isolation import EgressRule, Limits
 from scheduler import workspace_lookup
 from scheduler.agents import AgentClient
@@ -26,6 +26,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.core.session_states import SessionEvent
 from scheduler.detached import run_detached
 from scheduler.placement import HostLoad, candidates
+from scheduler.registry_credentials import RegistryLogins
 from scheduler.session_json import session_summary
 from scheduler.store import Row, Store
 from scheduler.store import workspaces as workspace_db
@@ -48,6 +49,7 @@ class SessionService:
         self.agents = agents
         self.config = config
         self.public_url = public_url.rstrip("/")
+        self.registry_logins = RegistryLogins(store, config)
         self._nursery: trio.Nursery | None = None
         self._up_since = time.time()
 
@@ -215,6 +217,12 @@ class SessionService:
         ctx = {"session_id": session_id, "account_id": row["account_id"]}
         host: HostLoad | None = None
         try:
+            # The account's login for the image's registry, opened only now, for this create.
+            login = (
+                None
+                if row["image"] in options[0].images
+                else await self.registry_logins.login_for(row["account_id"], row["image"])
+            )
             for host in options:
                 if host.id != row["host_id"]:
                     await self.store.run(self.store.transition, session_id, SessionEvent.MOVED, host_id=host.id)
@@ -231,6 +239,9 @@ class SessionService:
                             fork_from=row.get("forked_from"),
                             session_type=row["session_type"],
                             account=row["account_id"],
+                            registry_login=RegistryLogin.model_validate(login.to_agent())
+                            if login is not None
+                            else None,
                         )
                         sandbox = await self.agents.create_sandbox(host.url, request, timeout=remaining)
                 except errors.Unavailable as exc:

@@ -33,6 +33,25 @@ def load_credentials(paths: Paths) -> Credentials:
     return creds
 
 
+def load_sealing_key(paths: Paths) -> str:
+    """The key sealing accounts' registry logins, created (mode 0600) on first use.
+
+    Apart from ``credentials.json`` so that file keeps its shape, and from
+    the database so a copy of the store alone opens no login.
+    """
+    path = paths.state_dir / "registry-credentials.key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    return key
+
+
 async def serve(
     state_dir: Path,
     *,
@@ -61,6 +80,7 @@ async def serve(
         token=creds.token,
         bootstrap_api_key=creds.api_key,
         heartbeat_timeout=10.0,
+        registry_credentials_key=load_sealing_key(paths),
     )
     async with trio.open_nursery() as nursery:
         url = await nursery.start(serve_scheduler, scheduler_config)

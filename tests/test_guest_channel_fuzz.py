@@ -239,6 +239,11 @@ def test_random_guest_traffic_is_contained(sequence: list[Action], guest_reads: 
 # -- a conforming guest ---------------------------------------------------------
 
 
+# The most output bytes a conforming guest puts in one frame: the frame must
+# stay within MAX_FRAME with the message's other fields (the guest agent sends 512 KiB).
+MAX_PIECE = MAX_FRAME - 64
+
+
 async def conform(cuts: list[int], reads: list[int], code: int) -> None:
     """The guest sends ``sum(cuts)`` bytes in pieces of ``cuts``, split further where its credit runs out."""
     payload = bytes(i % 251 for i in range(sum(cuts)))
@@ -258,7 +263,7 @@ async def conformed(payload: bytes, cuts: list[int], reads: list[int], code: int
                     if room <= 0:
                         await trio.sleep(0.001)
                         continue
-                    piece = payload[sent : min(end, sent + room)]
+                    piece = payload[sent : min(end, sent + room, sent + MAX_PIECE)]
                     await guest.send({"type": "output", "id": process.id, "fd": 1, "data": piece})
                     sent += len(piece)
             await guest.send(

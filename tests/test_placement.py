@@ -41,3 +41,21 @@ def test_full_unhealthy_and_unable_hosts_are_skipped() -> None:
 
 def test_ties_break_by_id_for_determinism() -> None:
     assert [h.id for h in candidates([host("z", active=1), host("y", active=1)], "sandbox", "default")] == ["y", "z"]
+
+
+def test_a_host_already_holding_a_registry_image_comes_first() -> None:
+    """Pulling is the slowest part of a create: the host with the image wins over a better fit."""
+
+    def puller(id: str, active: int, held: tuple[str, ...] = ()) -> HostLoad:
+        base = host(id, active=active)
+        return HostLoad(**{**base.__dict__, "pulls_images": True, "registry_images": frozenset(held)})
+
+    hosts = [
+        puller("fuller", active=8),
+        puller("holder", active=1, held=("docker.io/library/node:20",)),
+        host("builtin-only", active=0),
+    ]
+    # Docker's short name is read as the canonical reference the host reports.
+    assert [h.id for h in candidates(hosts, "sandbox", "node:20")] == ["holder", "fuller"]
+    assert [h.id for h in candidates(hosts, "sandbox", "ghcr.io/org/app:1")] == ["fuller", "holder"]
+    assert [h.id for h in candidates(hosts, "sandbox", "default")] == ["fuller", "holder", "builtin-only"]

@@ -90,6 +90,7 @@ class Skopeo:
         # Every configured CA in one directory: skopeo trusts them beside the system's.
         self._certs: Path | None = None
         cas = {host: c.ca_file for host, c in hosts.items() if c.ca_file is not None}
+        self._ca_hosts = frozenset(cas)
         if cas:
             self._certs = work_dir / "certs"
             shutil.rmtree(self._certs, ignore_errors=True)
@@ -106,8 +107,10 @@ class Skopeo:
 
     def _transport_flags(self, reference: ImageReference, prefix: str) -> list[str]:
         flags = []
-        if reference.on_loopback:
-            flags.append(f"--{prefix}tls-verify=false")  # as Docker does: loopback may speak plain HTTP
+        if reference.on_loopback and reference.domain not in self._ca_hosts:
+            # As Docker does: loopback may speak plain HTTP (or unverified TLS),
+            # unless the operator gave a CA for it, which is then checked.
+            flags.append(f"--{prefix}tls-verify=false")
         if self._certs is not None:
             flags.append(f"--{prefix}cert-dir={self._certs}")
         return flags

@@ -23,6 +23,7 @@ registry they may read it; one pulled without serves anyone.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -73,6 +74,17 @@ class PullReport:
     image: StoredImage
     fetched_layers: int  # layers that had to come from the registry
     fetched_bytes: int  # their compressed size
+
+
+@dataclass
+class PullProgress:
+    """How far one pull is, for ``POST /v1/images``: layers and bytes fetched, then unpacked."""
+
+    phase: str = "resolving"  # resolving | fetching | unpacking | done
+    layers_total: int = 0
+    layers_done: int = 0  # fetched or already held
+    bytes_total: int = 0  # compressed bytes of the layers to fetch
+    bytes_done: int = 0
 
 
 def _sha256(data: bytes) -> str:
@@ -136,14 +148,31 @@ class LayerStore:
         tmp.write_text(json.dumps(asdict(image)))
         os.replace(tmp, path)
 
+    def forget(self, digest: str) -> None:
+        """Drop the image's record (its layers stay until nothing lists them: ``collect``)."""
+        self._image_path(digest).unlink(missing_ok=True)
+
+    def pulling(self, digest: str | None = None) -> bool:
+        """Whether a pull (of ``digest``, or of anything) is in flight: its layers are not yet listed."""
+        if digest is not None:
+            return digest in self._locks and self._locks[digest].locked()
+        return any(lock.locked() for lock in self._locks.values())
+
     def images(self) -> list[StoredImage]:
         found = (self.get(f"sha256:{p.stem}") for p in (self.root / "images").glob("*.json"))
         return [image for image in found if image is not None]
 
     # -- pulls ----------------------------------------------------------------
 
-    async def pull(self, reference: ImageReference, credentials: Credentials | None, account: str | None) -> PullReport:
-        """The image ``reference`` names, from the store or pulled into it."""
+    async def pull(
+        self,
+        reference: ImageReference,
+        credentials: Credentials | None,
+        account: str | None,
+        progress: PullProgress | None = None,
+    ) -> PullReport:
+        """The image ``reference`` names, from the store or pulled into it (``progress`` kept up to date)."""
+        progress = progress if progress is not None else PullProgress()
         if not self.config.allows(reference.domain):
             raise errors.Forbidden(
                 f"this host pulls no images from {reference.domain}; "
@@ -159,10 +188,12 @@ class LayerStore:
                 proven = True
             if stored is not None:
                 report = PullReport(stored, 0, 0)
+                progress.layers_total = progress.layers_done = len(stored.layers)
             else:
                 async with self._limiter:
-                    report = await self._fetch(reference, digest, credentials)
+                    report = await self._fetch(reference, digest, credentials, progress)
             image = self._remember(report.image, reference, credentials, account)
+            progress.phase = "done"
             return replace(report, image=image)
 
     def _remember(
@@ -198,7 +229,9 @@ class LayerStore:
             raise errors.InvalidInput(f"invalid image: the registry's manifest is not {digest}", code="invalid_image")
         return raw
 
-    async def _fetch(self, reference: ImageReference, digest: str, credentials: Credentials | None) -> PullReport:
+    async def _fetch(
+        self, reference: ImageReference, digest: str, credentials: Credentials | None, progress: PullProgress
+    ) -> PullReport:
         with trio.fail_after(self.config.pull_timeout):
             try:
                 raw = await self._manifest(reference, digest, credentials)
@@ -219,7 +252,16 @@ class LayerStore:
             layout = self.root / "pulls" / uuid.uuid4().hex
             try:
                 missing = await trio.to_thread.run_sync(self._prepare_layout, layout, manifest)
-                await self.skopeo.copy(reference, target, layout, credentials, self.config.pull_timeout)
+                progress.phase = "fetching"
+                progress.layers_total = len(manifest.layers)
+                progress.layers_done = len(manifest.layers) - len(missing)
+                progress.bytes_total = sum(layer.size for layer in missing)
+                async with trio.open_nursery() as watching:
+                    watching.start_soon(self._watch, layout, missing, progress)
+                    await self.skopeo.copy(reference, target, layout, credentials, self.config.pull_timeout)
+                    watching.cancel_scope.cancel()
+                progress.phase = "unpacking"
+                progress.layers_done, progress.bytes_done = progress.layers_total, progress.bytes_total
                 image = await trio.to_thread.run_sync(self._store_layout, layout, digest, manifest, credentials is None)
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
@@ -230,6 +272,23 @@ class LayerStore:
         fetched = sum(layer.size for layer in missing)
         log.info("pulled %s (%s): %d layers fetched, %d bytes", reference, digest, len(missing), fetched)
         return PullReport(image, len(missing), fetched)
+
+    async def _watch(self, layout: Path, missing: list[oci.Descriptor], progress: PullProgress) -> None:
+        """Follow skopeo's copy in the layout: a layer is done once its blob has its name there."""
+        blobs = layout / "blobs" / "sha256"
+        held = progress.layers_done
+        while True:
+            await trio.sleep(0.2)
+            done = [layer for layer in missing if (blobs / _hex(layer.digest)).exists()]
+            progress.layers_done = held + len(done)
+            # Bytes of finished layers, plus those of the blob being written
+            # (skopeo's temporary "oci-put-blob*" file in the layout).
+            partial = 0
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(layout):
+                    if entry.name.startswith("oci-put-blob") and entry.is_file():
+                        partial += entry.stat().st_size
+            progress.bytes_done = min(sum(layer.size for layer in done) + partial, progress.bytes_total)
 
     def _prepare_layout(self, layout: Path, manifest: oci.Manifest) -> list[oci.Descriptor]:
         """An empty OCI layout holding the layers the store has (skopeo fetches only the rest); the rest."""

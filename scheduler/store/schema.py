@@ -199,6 +199,44 @@ webhooks = sa.Table(
     sa.Index("ix_webhooks_account", "account_id"),
 )
 
+# A login an account gave for one registry (host[:port]), used only for
+# that account's pulls; the password is sealed (scheduler/credential_seal.py).
+registry_credentials = sa.Table(
+    "registry_credentials",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("registry", sa.String(255), nullable=False),
+    sa.Column("username", sa.String(255), nullable=False),
+    sa.Column("sealed_password", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("account_id", "registry", name="uq_registry_credentials_account_registry"),
+)
+
+# A pull ahead of time (POST /v1/images) on one host, and how far it is.
+image_pulls = sa.Table(
+    "image_pulls",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("reference", sa.String(300), nullable=False),
+    sa.Column("host_id", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pulling | succeeded | failed
+    sa.Column("phase", sa.String(16), nullable=False),  # resolving | fetching | unpacking | done
+    sa.Column("digest", sa.String(80), nullable=True),
+    sa.Column("size", sa.BigInteger, nullable=True),
+    sa.Column("layers_total", sa.Integer, nullable=False),
+    sa.Column("layers_done", sa.Integer, nullable=False),
+    sa.Column("bytes_total", sa.BigInteger, nullable=False),
+    sa.Column("bytes_done", sa.BigInteger, nullable=False),
+    sa.Column("fetched_bytes", sa.BigInteger, nullable=True),
+    sa.Column("error", sa.JSON, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Index("ix_image_pulls_account", "account_id", "created_at"),
+)
+
 # The durable outbox: one row per (event, webhook), retried until delivered
 # or out of attempts; ``locked_until`` is a scheduler replica's claim.
 webhook_deliveries = sa.Table(

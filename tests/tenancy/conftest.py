@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -97,6 +98,7 @@ def tenant_overrides(issuer: Issuer) -> dict[str, Any]:
         "webhook_retry_max": 1.0,
         "webhook_poll_interval": 0.2,
         "webhook_timeout": 3.0,
+        "registry_credentials_key": secrets.token_hex(32),
     }
 
 

@@ -75,6 +75,14 @@ ROUTES = [
     Route("GET", "/v1/workspaces/{workspace}/snapshots/{snapshot}", "workspaces.read", "snapshot.get"),
     Route("POST", "/v1/workspaces/{workspace}/snapshots/{snapshot}/restore", "workspaces.write", "snapshot.restore"),
     Route("DELETE", "/v1/workspaces/{workspace}/snapshots/{snapshot}", "workspaces.write", "snapshot.delete"),
+    # Registry logins: no images.* scope exists, so the workspaces ones.
+    Route("POST", "/v1/registry-credentials", "workspaces.write", "registry_credential.create"),
+    Route("GET", "/v1/registry-credentials", "workspaces.read", "registry_credential.list"),
+    Route("DELETE", "/v1/registry-credentials/{credential}", "workspaces.write", "registry_credential.delete"),
+    Route("POST", "/v1/images", "workspaces.write", "image.pull"),
+    Route("GET", "/v1/images", "workspaces.read", "image.list"),
+    Route("GET", "/v1/images/{image}", "workspaces.read", "image.get"),
+    Route("DELETE", "/v1/images/{image}", "workspaces.write", "image.delete"),
     # Jobs: any valid credential reaches the route; the job kind's own scope
     # is checked inside (tests/test_jobs_*.py prove those).
     Route("GET", "/v1/jobs/kinds", None, "job.kinds"),

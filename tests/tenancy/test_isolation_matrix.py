@@ -10,6 +10,7 @@ things, and afterwards B's resources are exactly as they were.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -34,7 +35,10 @@ async def build_b(tenants: Tenants) -> dict[str, Any]:
     workspace = await b_org.post("/v1/workspaces", json={"name": "b-ws"})
     snap = await b_org.post("/v1/workspaces/b-ws/snapshots", json={})
     template = await b_org.patch("/v1/workspaces/b-ws", json={"is_template": True})
-    assert all(r.status_code == 201 for r in (key, service_account, member, webhook, session, workspace, snap, job))
+    login = {"registry": "registry.b.invalid", "username": "bea", "password": "b-registry-password"}
+    credential = await b_org.post("/v1/registry-credentials", json=login)
+    made = (key, service_account, member, webhook, session, workspace, snap, job, credential)
+    assert all(r.status_code == 201 for r in made)
     assert template.status_code == 200
     return {
         "api": b_org,
@@ -48,6 +52,8 @@ async def build_b(tenants: Tenants) -> dict[str, Any]:
         "workspace": workspace.json()["id"],
         "snapshot": snap.json()["id"],
         "job": job.json()["id"],
+        "credential": credential.json()["id"],
+        "image": str(uuid.uuid4()),  # no host pulls images here: B's pull is an id A does not have
     }
 
 
@@ -55,6 +61,7 @@ def b_path(route: Route, b: dict[str, Any]) -> str:
     return route.path.format(
         session=b["session"], key=b["key"], webhook=b["webhook"], account=b["org"]["id"], member=b["member"],
         service_account=b["service_account"], workspace=b["workspace"], snapshot=b["snapshot"], job=b["job"],
+        credential=b["credential"], image=b["image"],
     )  # fmt: skip
 
 
@@ -122,6 +129,7 @@ async def snapshot(b: dict[str, Any]) -> dict[str, Any]:
         "webhooks": (await api.get("/v1/webhooks")).json(),
         "session": (await api.get(f"/v1/sessions/{b['session']}")).json()["status"],
         "workspaces": (await api.get("/v1/workspaces")).json(),
+        "registry_credentials": (await api.get("/v1/registry-credentials")).json(),
         "snapshots": (await api.get(f"/v1/workspaces/{b['workspace']}/snapshots")).json(),
         "files": (await api.post("/v1/exec", json={"session_id": b["session"], "command": "ls /root"})).json()[
             "output"
@@ -134,7 +142,7 @@ async def test_account_a_cannot_reach_account_b(tenants: Tenants) -> None:
     before = await snapshot(b)
     a_key = tenants.system.client  # the bootstrap user's full-access key (personal account)
     a_jwt = await tenants.user("ann@test.invalid")
-    keys = ("key", "service_account", "member", "webhook", "session", "workspace", "snapshot", "job")
+    keys = ("key", "service_account", "member", "webhook", "session", "workspace", "snapshot", "job", "credential")
     b_ids = [b[k] for k in keys] + [b["org"]["id"]]
 
     for a in (a_key, a_jwt):
@@ -156,7 +164,9 @@ async def test_account_a_cannot_reach_account_b(tenants: Tenants) -> None:
             # /v1/accounts/{account}/... the path names it: checked above).
             if "{account}" in route.path:
                 continue
-            path = route.path.format(session="x", key="x", webhook="x", workspace="x", snapshot="x", job="x")
+            path = route.path.format(
+                session="x", key="x", webhook="x", workspace="x", snapshot="x", job="x", credential="x", image="x"
+            )
             for selector in (b["org"]["id"], b["org"]["name"]):
                 response = await a.request(route.method, path, headers={"X-Chaser-Account": selector})
                 assert response.status_code == 404, f"{where} as {selector}: {response.text}"

@@ -30,7 +30,8 @@ def fill(route: Route) -> str:
     nobody = str(uuid.uuid4())
     return route.path.format(
         session=nobody, key=nobody, webhook=nobody, account="personal", member="nobody@test.invalid",
-        service_account=nobody, workspace=f"nobody-{nobody[:8]}", snapshot=nobody, job=nobody,
+        service_account=nobody, workspace=f"nobody-{nobody[:8]}", snapshot=nobody, job=nobody, credential=nobody,
+        image=nobody,
     )  # fmt: skip
 
 
