@@ -203,7 +203,7 @@ async def test_import_past_its_deadline_leaves_nothing(
     git_server.create("acme/slow", {"a": "1\n"})
     system = await start_workspace_system(
         nursery, tmp_path, images_dir, f"sqlite:///{tmp_path / 'db'}", pool,
-        git=git_server, scheduler_overrides={"import_timeout": 1.0},
+        git=git_server, scheduler_overrides={"import_timeout": 5.0},  # the second import must fit in it on a busy host
     )  # fmt: skip
     try:
         git_server.stalled.set()
