@@ -52,6 +52,11 @@ class SchedulerConfig(FileAndEnvSettings):
     default_session_timeout_ms: int = Field(default=3_600_000, gt=0)
     max_session_timeout_ms: int = Field(default=86_400_000, gt=0)
     default_idle_timeout_ms: int = Field(default=600_000, gt=0)
+    # The longest a session access token may live (POST /v1/sessions/{id}/tokens).
+    session_token_max_ttl: int = Field(default=3600, gt=0, le=86_400)
+    # Origins (scheme://host[:port]) besides the API's own and the request's
+    # whose pages may open WebSockets to session endpoints (a dashboard).
+    allowed_origins: list[str] = Field(default_factory=list)
 
     # JWT access tokens (from an OAuth login elsewhere): accepted only when
     # an issuer, an audience and a JWKS (file or URL) are all configured.

@@ -4,10 +4,13 @@ A token lets a browser, a WebSocket client that cannot set headers, or a
 program given no API key reach one session's endpoints, with a subset of
 the minting key's scopes, until it expires (15 minutes by default). It is
 ``st_<payload>.<signature>``: the payload (session, account, scopes,
-expiry) in base64url JSON, signed with HMAC-SHA256 under a key derived from
-the cluster token, so every scheduler replica can check it and nothing
-needs storing. Tokens also stop working when their session ends, since the
-router only routes to running sessions.
+expiry, the session's token generation and who minted it) in base64url
+JSON, signed with HMAC-SHA256 under a key derived from the cluster token, so
+every scheduler replica can check it and nothing needs storing. A token
+stops working when its session ends (the router only routes to running
+sessions), when the session's tokens are revoked (its generation moves on),
+and when the key that minted it is revoked or its user leaves the account
+(``scheduler.token_revocation`` checks both at each use).
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ from chaser import errors
 
 PREFIX = "st_"
 DEFAULT_TTL = 900
-MAX_TTL = 86_400
+MAX_TTL = 86_400  # the hard bound; the operator's `session_token_max_ttl` (1 h) is the usual one
 # The scopes a session token can carry: what the session endpoints check.
 ENDPOINT_SCOPES = frozenset({"sessions.read", "sessions.write", "exec.write", "files.read", "files.write"})
+# What a token gets when its mint names no scopes: ports, tunnels and CDP, a
+# shareable preview link; never a shell or the files (those only when asked).
+DEFAULT_SCOPES = frozenset({"sessions.write"})
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,9 @@ class Claims:
     account_id: str
     scopes: frozenset[str]
     expires_at: float
+    generation: int = 0  # the session's token generation when minted
+    key_id: str | None = None  # who minted it: a key, and/or the user it acts as
+    user_id: str | None = None
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -62,7 +71,15 @@ def _unb64(text: str) -> bytes:
 
 def mint(key: bytes, claims: Claims) -> str:
     payload = json.dumps(
-        {"sid": claims.session_id, "acc": claims.account_id, "scp": sorted(claims.scopes), "exp": claims.expires_at},
+        {
+            "sid": claims.session_id,
+            "acc": claims.account_id,
+            "scp": sorted(claims.scopes),
+            "exp": claims.expires_at,
+            "gen": claims.generation,
+            "kid": claims.key_id,
+            "uid": claims.user_id,
+        },
         separators=(",", ":"),
     ).encode()
     signature = hmac.new(key, payload, hashlib.sha256).digest()
@@ -82,8 +99,23 @@ def verify(key: bytes, token: str, now: float) -> Claims:
         raise errors.Unauthorized("malformed session token") from None
     if not hmac.compare_digest(signature, hmac.new(key, payload, hashlib.sha256).digest()):
         raise errors.Unauthorized("invalid session token")
-    data = json.loads(payload)
-    claims = Claims(str(data["sid"]), str(data["acc"]), frozenset(data["scp"]), float(data["exp"]))
+    try:
+        data = json.loads(payload)
+        claims = Claims(
+            str(data["sid"]),
+            str(data["acc"]),
+            frozenset(str(s) for s in data["scp"]),
+            float(data["exp"]),
+            int(data.get("gen", 0)),
+            _optional(data.get("kid")),
+            _optional(data.get("uid")),
+        )
+    except (ValueError, KeyError, TypeError):  # signed by us, so only an older format gets here
+        raise errors.Unauthorized("malformed session token") from None
     if claims.expires_at <= now:
         raise errors.Unauthorized("this session token has expired", code="token_expired")
     return claims
+
+
+def _optional(value: object) -> str | None:
+    return None if value is None else str(value)

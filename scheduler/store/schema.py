@@ -127,6 +127,8 @@ sessions = sa.Table(
     sa.Column("limits", sa.JSON, nullable=True),
     # The paused session this one was forked from (migration 0007_microvm).
     sa.Column("forked_from", sa.String(36), nullable=True),
+    # Bumped by DELETE /v1/sessions/{id}/tokens: tokens of an older one are dead. (0011)
+    sa.Column("token_generation", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_sessions_account_created", "account_id", "created_at"),
     sa.Index("ix_sessions_status", "status"),
     sa.Index("ix_sessions_host", "host_id"),

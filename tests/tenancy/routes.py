@@ -33,6 +33,7 @@ ROUTES = [
     Route("DELETE", "/v1/sessions/{session}", "sessions.write", "session.terminate"),
     Route("PATCH", "/v1/sessions/{session}", "sessions.write", "session.update"),
     Route("POST", "/v1/sessions/{session}/tokens", "sessions.write", "session.token"),
+    Route("DELETE", "/v1/sessions/{session}/tokens", "sessions.write", "session.tokens_revoke"),
     Route("POST", "/v1/sessions/{session}/pause", "sessions.write", "session.pause"),
     Route("POST", "/v1/sessions/{session}/resume", "sessions.write", "session.resume"),
     Route("POST", "/v1/sessions/{session}/fork", "sessions.write", "session.fork"),

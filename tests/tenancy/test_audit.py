@@ -37,6 +37,7 @@ async def test_every_mutation_is_recorded(tenants: Tenants) -> None:
         ("POST", "/v1/exec", {"session_id": session["id"], "command": "true"}),
         ("PATCH", f"/v1/sessions/{session['id']}", {"timeout_ms": 600_000}),
         ("POST", f"/v1/sessions/{session['id']}/tokens", {}),
+        ("DELETE", f"/v1/sessions/{session['id']}/tokens", None),
         ("DELETE", f"/v1/sessions/{session['id']}", None),
         ("POST", f"{acme}/members", {"email": "m@test.invalid"}),
         ("PATCH", f"{acme}/members/m@test.invalid", {"role": "admin"}),
