@@ -31,6 +31,7 @@ from scheduler.models import (
     session_id_of,
 )
 from scheduler.pagination import decode_cursor, encode_cursor
+from scheduler.quotas_api import register_quota_routes
 from scheduler.session_routes import register_session_routes
 from scheduler.sessions import SessionService
 from scheduler.tenancy import install_tenancy
@@ -171,6 +172,7 @@ def create_app(config: SchedulerConfig, service: SessionService, workspaces: Wor
     register_lifecycle_routes(app, SessionLifecycle(service))
     register_session_routes(app, service, session_tokens.signing_key(config.token.get_secret_value()))
     register_workspace_routes(app, workspaces)
+    register_quota_routes(app, store, config.quotas)
     return app
 
 

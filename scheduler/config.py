@@ -10,6 +10,8 @@ from pydantic_settings import SettingsConfigDict
 from chaser._config import FileAndEnvSettings
 from chaser._secret_strength import check_strong_secret
 from scheduler.jwt_tokens import ASYMMETRIC
+from scheduler.quota_settings import QuotaSettings
+from scheduler.rate_limits import RateLimitSettings
 
 DEFAULT_CONFIG_FILE = Path("/etc/chaser/scheduler.toml")
 
@@ -57,6 +59,17 @@ class SchedulerConfig(FileAndEnvSettings):
     # Origins (scheme://host[:port]) besides the API's own and the request's
     # whose pages may open WebSockets to session endpoints (a dashboard).
     allowed_origins: list[str] = Field(default_factory=list)
+    # Per-account limits (sessions, vCPUs, memory, workspaces, queued jobs,
+    # webhooks): everyone's defaults, and the most an account may raise its own to.
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    # Token buckets per credential and per source address (429 with Retry-After).
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    # Slow clients: a request's head must arrive within header_timeout of its
+    # first byte, an API request's body within body_timeout; one address may
+    # hold max_connections_per_address connections (0: no cap).
+    header_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=30.0, gt=0)
+    max_connections_per_address: int = Field(default=256, ge=0)
 
     # JWT access tokens (from an OAuth login elsewhere): accepted only when
     # an issuer, an audience and a JWKS (file or URL) are all configured.

@@ -13,12 +13,15 @@ from hypercorn.config import Config as HypercornConfig
 from pydantic import ValidationError
 
 from chaser import _front, _logging
+from chaser._front_limits import FrontLimits
 from chaser._signals import run_until_signalled
 from scheduler.agents import AgentClient
 from scheduler.api import create_app
 from scheduler.auth import ensure_key
 from scheduler.config import DEFAULT_CONFIG_FILE, SchedulerConfig
 from scheduler.jobs import JobService, register_job_routes
+from scheduler.quotas import QuotaGuard
+from scheduler.rate_limits import RateLimiter
 from scheduler.router import EdgeRouter
 from scheduler.sessions import SessionService
 from scheduler.store import Store
@@ -39,6 +42,7 @@ async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = 
     if db_dir is not None:
         db_dir.mkdir(parents=True, exist_ok=True)
     store = Store(config.database_url)
+    store.quota_guard = QuotaGuard(config.quotas)
     await store.run(store.migrate)
     if config.bootstrap_api_key is not None:
         await store.run(
@@ -61,7 +65,13 @@ async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = 
             await nursery.start(jobs.run)
             app = create_app(config, service, workspaces)
             register_job_routes(app, jobs)
-            url = await nursery.start(partial(_front.serve, app, hypercorn, config.bind, EdgeRouter(service).route))
+            route = _front.first_of(RateLimiter(config.rate_limits).route, EdgeRouter(service).route)
+            limits = FrontLimits(
+                header_timeout=config.header_timeout,
+                body_timeout=config.body_timeout,
+                max_connections_per_address=config.max_connections_per_address or None,
+            )
+            url = await nursery.start(partial(_front.serve, app, hypercorn, config.bind, route, limits=limits))
             service.public_url = (config.public_url or url).rstrip("/")
             log.info("scheduler ready at %s", service.public_url)
             task_status.started(service.public_url)

@@ -1,4 +1,4 @@
-"""The pure parts of the limits on tenants: Origin checks and session token claims."""
+"""The pure parts of the limits on tenants: Origin checks, session token claims, quota arithmetic."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import pytest
 from chaser import errors
 from scheduler import session_tokens
 from scheduler.origins import check_origin, origin_of
+from scheduler.quota_settings import QuotaLimits, QuotaSettings, Usage
+from scheduler.quotas import check_ceiling, effective, refusal, reservation
 from scheduler.session_tokens import Claims
 
 pytestmark = pytest.mark.fast
@@ -61,3 +63,34 @@ def test_token_claims_round_trip_and_forgeries_fail() -> None:
     with pytest.raises(errors.Unauthorized) as expired:
         session_tokens.verify(key, token, 3e9)
     assert expired.value.code == "token_expired"
+
+
+def test_quota_arithmetic() -> None:
+    settings = QuotaSettings()
+    limits = effective(settings, QuotaLimits(sessions=2, cpus=1.5))
+    assert limits.sessions == 2 and limits.cpus == 1.5 and limits.webhooks == settings.default.webhooks
+    assert refusal(limits, Usage(sessions=1, cpus=1.0), Usage(sessions=1, cpus=0.5)) is None
+    full = refusal(limits, Usage(sessions=2), Usage(sessions=1))
+    assert full is not None and full.status == 429 and full.details["limit"] == "sessions"
+    greedy = refusal(limits, Usage(sessions=0, cpus=1.0), Usage(sessions=1, cpus=1.0))
+    assert greedy is not None and greedy.details == {"limit": "cpus", "max": 1.5, "used": 1.0, "requested": 1.0}
+    # Only what an insert adds is checked: an account over one limit may still add what another counts.
+    assert refusal(limits, Usage(sessions=9), Usage(webhooks=1)) is None
+    assert refusal(effective(settings, QuotaLimits(webhooks=0)), Usage(), Usage(webhooks=1)) is not None
+    unlimited = QuotaSettings(default=QuotaLimits())
+    assert refusal(effective(unlimited, QuotaLimits()), Usage(sessions=10**6), Usage(sessions=1)) is None
+
+
+def test_quota_overrides_stay_under_the_ceiling() -> None:
+    settings = QuotaSettings()
+    check_ceiling(settings, QuotaLimits(sessions=settings.ceiling.sessions))
+    with pytest.raises(errors.InvalidInput) as above:
+        check_ceiling(settings, QuotaLimits(cpus=(settings.ceiling.cpus or 0) + 1))
+    assert above.value.code == "quota_above_ceiling"
+
+
+def test_a_session_reserves_its_limits_or_its_hosts_defaults() -> None:
+    host = {"default": {"cpus": 2.0, "memory_mb": 2048}, "max": {}}
+    assert reservation({"cpus": 0.5, "memory_mb": None}, host) == (0.5, 2048)
+    assert reservation(None, host) == (2.0, 2048)
+    assert reservation(None, None) == (1.0, 1024)

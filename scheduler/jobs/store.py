@@ -21,6 +21,8 @@ from typing import Any, ParamSpec, TypeVar
 import sqlalchemy as sa
 
 from scheduler.core.job_states import Claim, Due, Finish, Status, moves
+from scheduler.quota_settings import Usage
+from scheduler.quotas import QUEUED
 from scheduler.store import Row, Store
 from scheduler.store.schema import api_keys, job_attempts, jobs, memberships
 
@@ -74,6 +76,8 @@ class JobStore:
         """Insert a job; with a key already used by the account, that job instead (and False)."""
         try:
             with self.engine.begin() as conn:
+                if row["status"] in QUEUED:
+                    self.store.guard_quota(conn, row["account_id"], Usage(queued_jobs=1))
                 conn.execute(jobs.insert().values(**row))
             return row, True
         except sa.exc.IntegrityError:

@@ -47,6 +47,8 @@ async def test_every_mutation_is_recorded(tenants: Tenants) -> None:
         ("POST", "/v1/keys", {"name": "k"}),
         ("POST", "/v1/webhooks", {"url": "http://127.0.0.1:9/", "events": ["job.failed"], "active": False}),
         ("PATCH", acme, {"name": "Audited Too"}),
+        ("PUT", "/v1/quotas", {"webhooks": 5}),
+        ("PATCH", "/v1/quotas", {"webhooks": None}),
     ]
     made: dict[str, str] = {}
     for method, path, body in calls:

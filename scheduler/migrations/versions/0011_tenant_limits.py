@@ -1,4 +1,7 @@
-"""Limits on tenants: a session's token generation (revoking its tokens moves it on).
+"""Limits on tenants: a session's token generation (revoking its tokens moves it on), quotas.
+
+Sessions record the vCPUs and memory they reserve; ``account_quotas`` holds
+an account's own limits over the operator's defaults.
 
 Revision ID: 0011_tenant_limits
 Revises: 0010_registry_images
@@ -16,8 +19,19 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("sessions") as batch:
         batch.add_column(sa.Column("token_generation", sa.Integer, nullable=False, server_default="0"))
+        batch.add_column(sa.Column("reserved_cpus", sa.Float, nullable=True))
+        batch.add_column(sa.Column("reserved_memory_mb", sa.Integer, nullable=True))
+    op.create_table(
+        "account_quotas",
+        sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("limits", sa.JSON, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("account_quotas")
     with op.batch_alter_table("sessions") as batch:
+        batch.drop_column("reserved_memory_mb")
+        batch.drop_column("reserved_cpus")
         batch.drop_column("token_generation")
