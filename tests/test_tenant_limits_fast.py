@@ -1,14 +1,18 @@
-"""The pure parts of the limits on tenants: Origin checks, session token claims, quota arithmetic."""
+"""The pure parts of the limits on tenants: Origin checks, session token claims, quota
+arithmetic, token buckets, connection counts."""
 
 from __future__ import annotations
 
+import h11
 import pytest
 
 from chaser import errors
+from chaser._front_limits import ConnectionCounts
 from scheduler import session_tokens
 from scheduler.origins import check_origin, origin_of
 from scheduler.quota_settings import QuotaLimits, QuotaSettings, Usage
 from scheduler.quotas import check_ceiling, effective, refusal, reservation
+from scheduler.rate_limits import Buckets, BucketSettings, TokenBucket, credential_of
 from scheduler.session_tokens import Claims
 
 pytestmark = pytest.mark.fast
@@ -94,3 +98,44 @@ def test_a_session_reserves_its_limits_or_its_hosts_defaults() -> None:
     assert reservation({"cpus": 0.5, "memory_mb": None}, host) == (0.5, 2048)
     assert reservation(None, host) == (2.0, 2048)
     assert reservation(None, None) == (1.0, 1024)
+
+
+def test_token_bucket() -> None:
+    bucket = TokenBucket(rate=2.0, burst=3)
+    assert [bucket.take(100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take(100.0) == pytest.approx(0.5)  # empty: one token comes in half a second
+    assert bucket.take(100.5) == 0.0
+    assert bucket.take(1000.0) == 0.0 and bucket.tokens == pytest.approx(2.0)  # refilled, never past the burst
+
+
+def test_buckets_are_bounded_and_separate() -> None:
+    buckets = Buckets(BucketSettings(rate=1, burst=1), max_buckets=2)
+    assert buckets.take("a", 0.0) == 0.0 and buckets.take("a", 0.0) > 0
+    assert buckets.take("b", 0.0) == 0.0
+    buckets.take("c", 0.0)  # "a" is the least recently used: forgotten
+    assert list(buckets.buckets) == ["b", "c"]
+
+
+def test_a_requests_credential_is_found_wherever_it_rides() -> None:
+    def request(target: str, *headers: tuple[str, str]) -> h11.Request:
+        return h11.Request(method="GET", target=target, headers=[("Host", "x"), *headers])
+
+    bearer = credential_of(request("/v1/sessions", ("Authorization", "Bearer sk_abc")))
+    assert bearer is not None and "sk_abc" not in bearer
+    assert credential_of(request("/s/x/files/a?chaser_token=st_1")) == credential_of(request("/s/x/t/st_1/json"))
+    assert credential_of(request("/", ("Cookie", "a=b; chaser_token=st_1"))) == credential_of(
+        request("/?chaser_token=st_1")
+    )
+    assert credential_of(request("/healthz")) is None
+
+
+def test_connections_are_counted_per_address() -> None:
+    counts = ConnectionCounts(cap=2)
+    assert counts.admit("a") and counts.admit("a") and not counts.admit("a") and counts.admit("b")
+    counts.release("a")
+    assert counts.admit("a")
+    for _ in range(2):
+        counts.release("a")
+    counts.release("b")
+    assert counts.open == {}
+    assert all(ConnectionCounts(cap=None).admit("a") for _ in range(1000))
