@@ -17,7 +17,6 @@ from quart_trio import QuartTrio
 from chaser import errors
 from chaser._quart import install_error_handlers, json_response, parse_body, parse_query
 from chaser.isolation import Limits
-from scheduler import session_tokens
 from scheduler.access import audit_resource, principal, requires
 from scheduler.config import SchedulerConfig
 from scheduler.lifecycle import SessionLifecycle, register_lifecycle_routes
@@ -35,6 +34,7 @@ from scheduler.quotas_api import register_quota_routes
 from scheduler.session_routes import register_session_routes
 from scheduler.sessions import SessionService
 from scheduler.tenancy import install_tenancy
+from scheduler.token_keys import TokenKeys
 from scheduler.workspace_api import register_workspace_routes
 from scheduler.workspaces import WorkspaceService
 
@@ -75,7 +75,9 @@ class ListSessionsQuery(Query):
     cursor: str | None = None
 
 
-def create_app(config: SchedulerConfig, service: SessionService, workspaces: WorkspaceService) -> QuartTrio:
+def create_app(
+    config: SchedulerConfig, service: SessionService, workspaces: WorkspaceService, token_keys: TokenKeys | None = None
+) -> QuartTrio:
     app = QuartTrio("chaser-scheduler")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     install_error_handlers(app)
@@ -170,7 +172,7 @@ def create_app(config: SchedulerConfig, service: SessionService, workspaces: Wor
         return json_response(result)
 
     register_lifecycle_routes(app, SessionLifecycle(service))
-    register_session_routes(app, service, session_tokens.signing_key(config.token.get_secret_value()))
+    register_session_routes(app, service, (token_keys or TokenKeys.random()).signing)
     register_workspace_routes(app, workspaces)
     register_quota_routes(app, store, config.quotas)
     return app

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from chaser import _front, _logging
 from chaser._front_limits import FrontLimits
 from chaser._signals import run_until_signalled
+from scheduler import token_keys
 from scheduler.agents import AgentClient
 from scheduler.api import create_app
 from scheduler.auth import ensure_key
@@ -63,9 +64,10 @@ async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = 
             await nursery.start(workspaces.run)
             jobs = JobService(service, config, workspaces)
             await nursery.start(jobs.run)
-            app = create_app(config, service, workspaces)
+            keys = await token_keys.load(config, store)
+            app = create_app(config, service, workspaces, keys)
             register_job_routes(app, jobs)
-            route = _front.first_of(RateLimiter(config.rate_limits).route, EdgeRouter(service).route)
+            route = _front.first_of(RateLimiter(config.rate_limits).route, EdgeRouter(service, keys).route)
             limits = FrontLimits(
                 header_timeout=config.header_timeout,
                 body_timeout=config.body_timeout,

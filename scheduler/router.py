@@ -54,6 +54,7 @@ from scheduler.session_tokens import Claims
 from scheduler.sessions import SessionService
 from scheduler.store import Row
 from scheduler.tenancy import ACCOUNT_HEADER, jwt_verifier
+from scheduler.token_keys import TokenKeys
 
 TOKEN_PARAM = "chaser_token"
 CLIENT_AUTHORIZATION = b"x-chaser-client-authorization"
@@ -262,12 +263,12 @@ class _Audit:
 
 
 class EdgeRouter:
-    def __init__(self, service: SessionService) -> None:
+    def __init__(self, service: SessionService, token_keys: TokenKeys) -> None:
         self.service = service
         self.store = service.store
         self.domain = service.config.session_domain
         self.cluster_token = service.config.token.get_secret_value()
-        self.token_key = session_tokens.signing_key(self.cluster_token)
+        self.token_keys = token_keys
         self.authenticator = Authenticator(self.store, jwt_verifier(service.config))
         self._activity_written: dict[str, float] = {}
 
@@ -331,14 +332,14 @@ class EdgeRouter:
                 key_id=caller_principal.key_id,
                 user_id=caller_principal.user_id,
             )
-            token = session_tokens.mint(self.token_key, claims)
+            token = session_tokens.mint(self.token_keys.signing, claims)
         return urlencode({TOKEN_PARAM: token})
 
     async def _authorize(
         self, caller: _Caller, request: h11.Request, credentials: _Credentials, session_id: str, scope: str
     ) -> None:
         if credentials.token is not None:
-            claims: Claims = session_tokens.verify(self.token_key, credentials.token, time.time())
+            claims: Claims = session_tokens.verify(self.token_keys.accepted, credentials.token, time.time())
             caller.claims = claims
             if claims.session_id != session_id:
                 raise errors.Forbidden("this session token is for another session", code="wrong_session")

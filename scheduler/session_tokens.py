@@ -5,8 +5,9 @@ program given no API key reach one session's endpoints, with a subset of
 the minting key's scopes, until it expires (15 minutes by default). It is
 ``st_<payload>.<signature>``: the payload (session, account, scopes,
 expiry, the session's token generation and who minted it) in base64url
-JSON, signed with HMAC-SHA256 under a key derived from the cluster token, so
-every scheduler replica can check it and nothing needs storing. A token
+JSON, signed with HMAC-SHA256 under a key only the schedulers hold
+(``scheduler.token_keys``; never the cluster token, which every agent host
+has), so every scheduler replica can check it and no token is stored. A token
 stops working when its session ends (the router only routes to running
 sessions), when the session's tokens are revoked (its generation moves on),
 and when the key that minted it is revoked or its user leaves the account
@@ -20,6 +21,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chaser import errors
@@ -57,8 +59,8 @@ def redact_path(path: str) -> str:
     return _IN_PATH.sub("/t/[token]", path)
 
 
-def signing_key(cluster_token: str) -> bytes:
-    return hmac.new(cluster_token.encode(), b"chaser session access tokens v1", hashlib.sha256).digest()
+def signing_key(secret: str) -> bytes:
+    return hmac.new(secret.encode(), b"chaser session access tokens v1", hashlib.sha256).digest()
 
 
 def _b64(data: bytes) -> str:
@@ -90,14 +92,14 @@ def looks_like_token(text: str) -> bool:
     return text.startswith(PREFIX)
 
 
-def verify(key: bytes, token: str, now: float) -> Claims:
-    """The token's claims, or 401 if it is malformed, forged or expired."""
+def verify(keys: Sequence[bytes], token: str, now: float) -> Claims:
+    """The token's claims, or 401 if it is malformed, forged (signed by none of ``keys``) or expired."""
     try:
         payload_text, signature_text = token[len(PREFIX) :].split(".")
         payload, signature = _unb64(payload_text), _unb64(signature_text)
     except ValueError:
         raise errors.Unauthorized("malformed session token") from None
-    if not hmac.compare_digest(signature, hmac.new(key, payload, hashlib.sha256).digest()):
+    if not any(hmac.compare_digest(signature, hmac.new(key, payload, hashlib.sha256).digest()) for key in keys):
         raise errors.Unauthorized("invalid session token")
     try:
         data = json.loads(payload)

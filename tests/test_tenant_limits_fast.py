@@ -3,17 +3,21 @@ arithmetic, token buckets, connection counts."""
 
 from __future__ import annotations
 
+import secrets
+
 import h11
 import pytest
 
 from chaser import errors
 from chaser._front_limits import ConnectionCounts
 from scheduler import session_tokens
+from scheduler.config import SchedulerConfig
 from scheduler.origins import check_origin, origin_of
 from scheduler.quota_settings import QuotaLimits, QuotaSettings, Usage
 from scheduler.quotas import check_ceiling, effective, refusal, reservation
 from scheduler.rate_limits import Buckets, BucketSettings, TokenBucket, credential_of
 from scheduler.session_tokens import Claims
+from scheduler.token_keys import TokenKeys
 
 pytestmark = pytest.mark.fast
 
@@ -61,12 +65,35 @@ def test_token_claims_round_trip_and_forgeries_fail() -> None:
     key = session_tokens.signing_key("k" * 43)
     claims = Claims("s", "a", frozenset({"files.read"}), 2e9, generation=3, key_id="kid", user_id=None)
     token = session_tokens.mint(key, claims)
-    assert session_tokens.verify(key, token, 1e9) == claims
+    assert session_tokens.verify([key], token, 1e9) == claims
     with pytest.raises(errors.Unauthorized):
-        session_tokens.verify(session_tokens.signing_key("j" * 43), token, 1e9)
+        session_tokens.verify([session_tokens.signing_key("j" * 43)], token, 1e9)
     with pytest.raises(errors.Unauthorized) as expired:
-        session_tokens.verify(key, token, 3e9)
+        session_tokens.verify([key], token, 3e9)
     assert expired.value.code == "token_expired"
+
+
+def test_signing_keys_rotate() -> None:
+    old, new = "o" * 22 + "ld-key-0123456789abcdefghij", "n" * 22 + "ew-key-0123456789abcdefghij"
+    before = TokenKeys.of([old])
+    during = TokenKeys.of([new, old])  # the new key signs, the old one's tokens still pass
+    after = TokenKeys.of([new])
+    claims = Claims("s", "a", frozenset({"files.read"}), 2e9)
+    minted_before = session_tokens.mint(before.signing, claims)
+    assert session_tokens.verify(during.accepted, minted_before, 1e9) == claims
+    minted_during = session_tokens.mint(during.signing, claims)
+    assert session_tokens.verify(after.accepted, minted_during, 1e9) == claims
+    with pytest.raises(errors.Unauthorized):
+        session_tokens.verify(after.accepted, minted_before, 1e9)
+
+
+def test_session_token_keys_are_strong_and_not_the_cluster_token() -> None:
+    cluster = secrets.token_urlsafe(32)
+    with pytest.raises(ValueError, match="session_token_keys"):
+        SchedulerConfig.load(None, token=cluster, session_token_keys=["change-me"])
+    with pytest.raises(ValueError, match="cluster token"):
+        SchedulerConfig.load(None, token=cluster, session_token_keys=[cluster])
+    assert SchedulerConfig.load(None, token=cluster, session_token_keys=[secrets.token_urlsafe(32)])
 
 
 def test_quota_arithmetic() -> None:

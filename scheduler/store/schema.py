@@ -366,3 +366,13 @@ account_quotas = sa.Table(
     sa.Column("limits", sa.JSON, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+
+
+# The key session tokens are signed with when the configuration names none (0011).
+token_signing_keys = sa.Table(
+    "token_signing_keys",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)

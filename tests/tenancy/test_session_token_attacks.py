@@ -9,12 +9,16 @@ page on another site opening a terminal with the victim's credentials (no
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import httpx
 import pytest
 from trio_websocket import ConnectionRejected, open_websocket_url
 
+from scheduler import session_tokens
+from scheduler.session_tokens import Claims
 from tests.endpoints import new_session
 from tests.tenancy.conftest import Tenants
 
@@ -32,6 +36,12 @@ async def status_with(api_url: str, session_id: str, token: str) -> tuple[int, s
     return response.status_code, code
 
 
+def default_account(token: str) -> str:
+    """The account a token names (its payload is readable; only its signature is secret)."""
+    payload = token.removeprefix("st_").split(".")[0]
+    return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["acc"])
+
+
 async def test_session_tokens_are_narrow_short_and_revocable(sqlite_tenants: Tenants) -> None:
     system = sqlite_tenants.system
     session_id = (await new_session(system))["id"]
@@ -47,6 +57,12 @@ async def test_session_tokens_are_narrow_short_and_revocable(sqlite_tenants: Ten
         async with open_websocket_url(ws):
             pass
     assert rejected.value.status_code == 403
+
+    # Whoever holds the cluster token (every agent host) cannot mint a session token:
+    # they are signed with a key only the schedulers hold.
+    forged = Claims(session_id, default_account(default.json()["token"]), frozenset({"files.read"}), 2e9)
+    by_host = session_tokens.mint(session_tokens.signing_key(system.token), forged)
+    assert (await status_with(api_url, session_id, by_host))[0] == 401
 
     # At most an hour by default.
     too_long = await mint(system.client, session_id, ttl_seconds=3601, scopes=["files.read"])

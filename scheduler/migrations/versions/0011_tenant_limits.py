@@ -1,7 +1,8 @@
 """Limits on tenants: a session's token generation (revoking its tokens moves it on), quotas.
 
 Sessions record the vCPUs and memory they reserve; ``account_quotas`` holds
-an account's own limits over the operator's defaults.
+an account's own limits over the operator's defaults; ``token_signing_keys``
+the schedulers' own key for session tokens (when the configuration names none).
 
 Revision ID: 0011_tenant_limits
 Revises: 0010_registry_images
@@ -27,9 +28,16 @@ def upgrade() -> None:
         sa.Column("limits", sa.JSON, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
     )
+    op.create_table(
+        "token_signing_keys",
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("secret", sa.String(128), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("token_signing_keys")
     op.drop_table("account_quotas")
     with op.batch_alter_table("sessions") as batch:
         batch.drop_column("reserved_memory_mb")
