@@ -7,7 +7,6 @@ importing the store.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,24 +23,34 @@ class QuotaLimits(BaseModel):
     webhooks: int | None = Field(default=None, ge=0)
 
 
-def _limits(**values: Any) -> QuotaLimits:
-    return QuotaLimits(**values)
+class DefaultQuotas(QuotaLimits):
+    """Everyone's limits; a key left out of the configuration keeps its default here."""
+
+    sessions: int | None = Field(default=50, ge=0)
+    cpus: float | None = Field(default=64.0, ge=0)
+    memory_mb: int | None = Field(default=131_072, ge=0)
+    workspaces: int | None = Field(default=100, ge=0)
+    queued_jobs: int | None = Field(default=1000, ge=0)
+    webhooks: int | None = Field(default=20, ge=0)
+
+
+class CeilingQuotas(QuotaLimits):
+    """The most an account may raise its own limits to."""
+
+    sessions: int | None = Field(default=500, ge=0)
+    cpus: float | None = Field(default=512.0, ge=0)
+    memory_mb: int | None = Field(default=1_048_576, ge=0)
+    workspaces: int | None = Field(default=1000, ge=0)
+    queued_jobs: int | None = Field(default=10_000, ge=0)
+    webhooks: int | None = Field(default=100, ge=0)
 
 
 class QuotaSettings(BaseModel):
     """The operator's ``quotas``: everyone's limits, and the most an account may raise its own to."""
 
     model_config = ConfigDict(extra="forbid")
-    default: QuotaLimits = Field(
-        default_factory=lambda: _limits(
-            sessions=50, cpus=64.0, memory_mb=131_072, workspaces=100, queued_jobs=1000, webhooks=20
-        )
-    )
-    ceiling: QuotaLimits = Field(
-        default_factory=lambda: _limits(
-            sessions=500, cpus=512.0, memory_mb=1_048_576, workspaces=1000, queued_jobs=10_000, webhooks=100
-        )
-    )
+    default: DefaultQuotas = Field(default_factory=DefaultQuotas)
+    ceiling: CeilingQuotas = Field(default_factory=CeilingQuotas)
 
 
 @dataclass(frozen=True)

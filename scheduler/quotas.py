@@ -38,7 +38,7 @@ class QuotaExceeded(errors.TooManyRequests):
 def effective(settings: QuotaSettings, overrides: QuotaLimits) -> QuotaLimits:
     """The account's limits: its overrides over the operator's defaults."""
     given = overrides.model_dump(exclude_none=True)
-    return settings.default.model_copy(update=given)
+    return QuotaLimits(**{**settings.default.model_dump(), **given})
 
 
 def check_ceiling(settings: QuotaSettings, overrides: QuotaLimits) -> None:

@@ -108,7 +108,10 @@ def test_quota_arithmetic() -> None:
     # Only what an insert adds is checked: an account over one limit may still add what another counts.
     assert refusal(limits, Usage(sessions=9), Usage(webhooks=1)) is None
     assert refusal(effective(settings, QuotaLimits(webhooks=0)), Usage(), Usage(webhooks=1)) is not None
-    unlimited = QuotaSettings(default=QuotaLimits())
+    # A limit the operator leaves out keeps its default; None (from code, not TOML) is no limit.
+    partial = QuotaSettings.model_validate({"default": {"sessions": 3}})
+    assert partial.default.sessions == 3 and partial.default.webhooks == QuotaSettings().default.webhooks
+    unlimited = QuotaSettings.model_validate({"default": dict.fromkeys(QuotaLimits.model_fields)})
     assert refusal(effective(unlimited, QuotaLimits()), Usage(sessions=10**6), Usage(sessions=1)) is None
 
 
