@@ -6,7 +6,9 @@ bucket of its source address and, if it carries one, of its credential
 answers 429 ``rate_limited`` with ``Retry-After`` before anything else is
 done, so a flood costs no database work and no audit rows. Buckets refill
 continuously (``rate`` a second, up to ``burst``); the defaults are
-generous, meant to stop floods, not to shape honest clients. The tables
+generous, meant to stop floods, not to shape honest clients. Agents'
+heartbeats (``/internal/``) pay per address only: they all carry the one
+cluster token. The tables
 are bounded: the least recently used bucket goes first (a full bucket is
 the same as none).
 """
@@ -124,7 +126,9 @@ class RateLimiter:
     def wait_for(self, request: h11.Request, peer: str, now: float) -> float:
         """0 if the request may go on, else the seconds until it may (both buckets pay)."""
         wait = self.by_address.take(peer, now)
-        credential = credential_of(request)
+        # Every agent heartbeats with the one cluster token: it is no one client's credential.
+        internal = bytes(request.target).startswith(b"/internal/")
+        credential = None if internal else credential_of(request)
         if credential is not None:
             wait = max(wait, self.by_credential.take(credential, now))
         return wait

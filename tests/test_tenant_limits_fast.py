@@ -15,7 +15,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.origins import check_origin, origin_of
 from scheduler.quota_settings import QuotaLimits, QuotaSettings, Usage
 from scheduler.quotas import check_ceiling, effective, refusal, reservation
-from scheduler.rate_limits import Buckets, BucketSettings, TokenBucket, credential_of
+from scheduler.rate_limits import Buckets, BucketSettings, RateLimiter, RateLimitSettings, TokenBucket, credential_of
 from scheduler.session_tokens import Claims
 from scheduler.token_keys import TokenKeys
 
@@ -169,3 +169,15 @@ def test_connections_are_counted_per_address() -> None:
     counts.release("b")
     assert counts.open == {}
     assert all(ConnectionCounts(cap=None).admit("a") for _ in range(1000))
+
+
+def test_heartbeats_share_no_bucket() -> None:
+    limiter = RateLimiter(RateLimitSettings(per_credential=BucketSettings(rate=1, burst=1)))
+
+    def heartbeat() -> h11.Request:
+        headers = [("Host", "x"), ("Authorization", "Bearer cluster-token")]
+        return h11.Request(method="POST", target="/internal/v1/hosts/heartbeat", headers=headers)
+
+    assert [limiter.wait_for(heartbeat(), f"10.0.0.{n}", 0.0) for n in range(5)] == [0.0] * 5
+    api = h11.Request(method="GET", target="/v1/sessions", headers=[("Host", "x"), ("Authorization", "Bearer k")])
+    assert limiter.wait_for(api, "10.0.0.1", 0.0) == 0.0 and limiter.wait_for(api, "10.0.0.2", 0.0) > 0
