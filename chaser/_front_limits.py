@@ -32,8 +32,9 @@ Message = dict[str, Any]
 class FrontLimits:
     # From a request's first byte to the end of its head.
     header_timeout: float = 10.0
-    # An API request's whole body, from the app's first read.
-    body_timeout: float = 30.0
+    # An API request's whole body, from the app's first read; None: none (an
+    # agent, whose app streams file uploads of any size from the schedulers).
+    body_timeout: float | None = None
     # Connections one address may hold open at once; None: no cap (an agent,
     # whose only clients are the schedulers).
     max_connections_per_address: int | None = None
@@ -62,12 +63,14 @@ async def next_request_event(down: Downstream, idle: float, header_timeout: floa
     return None
 
 
-def timed_body(exchange: Exchange, limit: float) -> Callable[[], Awaitable[Message]]:
+def timed_body(exchange: Exchange, limit: float | None) -> Callable[[], Awaitable[Message]]:
     """``exchange.receive`` with the body due within ``limit`` seconds of reading in all.
 
     Past it the client gets 408 and is treated as gone (the app sees
     ``http.disconnect``, as when a client hangs up).
     """
+    if limit is None:
+        return exchange.receive
     spent = 0.0
     done = False
 
