@@ -33,7 +33,7 @@ import trio
 from benchmarks.bench_sessions import fail_on_sigterm, percentile
 from benchmarks.system import PROXY_VARS, chaser_up
 
-RATE_LIMITS = '{"per_credential": {"rate": 100, "burst": 200}, "per_address": {"rate": 5000, "burst": 10000}}'
+RATE_LIMITS = '{"per_credential": {"rate": 20, "burst": 40}, "per_address": {"rate": 5000, "burst": 10000}}'
 EXPECTED = {200, 201, 401, 429}
 
 
