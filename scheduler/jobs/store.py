@@ -125,8 +125,12 @@ class JobStore:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def transition(self, job_id: str, from_status: str, **values: Any) -> bool:
-        """Update a job only if it is still in ``from_status``."""
+        """Update a job only if it is still in ``from_status``; one queued again (a retry) counts to its quota."""
         with self.engine.begin() as conn:
+            if values.get("status") in QUEUED and from_status not in QUEUED:
+                account = conn.execute(sa.select(jobs.c.account_id).where(jobs.c.id == job_id)).scalar_one_or_none()
+                if account is not None:
+                    self.store.guard_quota(conn, account, Usage(queued_jobs=1))
             result = conn.execute(
                 jobs.update().where(jobs.c.id == job_id, jobs.c.status == from_status).values(**values)
             )

@@ -71,6 +71,12 @@ async def test_quotas_hold_under_concurrent_creates(system: System) -> None:
     assert (await api.post("/v1/jobs", json=later)).status_code == 201
     flood = await api.post("/v1/jobs", json=later)
     assert exceeded(flood, "queued_jobs"), flood.text
+    # ... nor by retrying: a canceled job queued again counts too.
+    waiting = (await api.get("/v1/jobs", params={"status": "scheduled"})).json()["jobs"][0]
+    assert (await api.post(f"/v1/jobs/{waiting['id']}/cancel")).status_code == 200
+    assert (await api.post("/v1/jobs", json=later)).status_code == 201
+    again = await api.post(f"/v1/jobs/{waiting['id']}/retry")
+    assert exceeded(again, "queued_jobs"), again.text
     reset = await api.patch("/v1/quotas", json={"queued_jobs": None})
     assert reset.json()["limits"]["queued_jobs"] == reset.json()["defaults"]["queued_jobs"], reset.text
     for bad in ({"sessions": -1}, {"nope": 1}, {"cpus": "many"}, []):
