@@ -13,8 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
+from chaser import errors
+from chaser.client import Client
 from tests.conftest import System
 
 
@@ -83,6 +86,17 @@ async def test_quotas_hold_under_concurrent_creates(system: System) -> None:
         refused = await api.put("/v1/quotas", json=bad)
         assert refused.status_code == 422, (bad, refused.text)
 
+    def through_the_sdk() -> None:
+        with Client(system.api_url, system.api_key) as sdk:
+            assert sdk.set_quotas(webhooks=2)["limits"]["webhooks"] == 2
+            with pytest.raises(errors.TooManyRequests) as full:
+                sdk.set_quotas(sessions=0)
+                sdk.create_session(ephemeral=True)
+            assert full.value.code == "quota_exceeded" and full.value.details["limit"] == "sessions"
+            assert sdk.set_quotas(replace=True)["overrides"] == {}
+            assert sdk.quotas()["limits"] == sdk.quotas()["defaults"]
+
+    await trio.to_thread.run_sync(through_the_sdk)
     for session in (await api.get("/v1/sessions", params={"status": "running"})).json()["sessions"]:
         assert (await api.delete(f"/v1/sessions/{session['id']}")).status_code == 200
     assert (await api.get("/v1/quotas")).json()["usage"]["sessions"] == 0
