@@ -47,8 +47,8 @@ class RateLimitSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
-    per_credential: BucketSettings = Field(default_factory=lambda: BucketSettings(rate=50, burst=500))
-    per_address: BucketSettings = Field(default_factory=lambda: BucketSettings(rate=100, burst=1000))
+    per_credential: BucketSettings = Field(default_factory=lambda: BucketSettings(rate=100, burst=1000))
+    per_address: BucketSettings = Field(default_factory=lambda: BucketSettings(rate=200, burst=2000))
 
 
 @dataclass
