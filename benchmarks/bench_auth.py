@@ -106,6 +106,7 @@ async def measure(requests: int, state: Path) -> Samples:
         database_url=f"sqlite:///{state / 'chaser.db'}",
         token=secrets.token_hex(32),
         bootstrap_api_key=api_key,
+        rate_limits={"enabled": False},  # the hot paths, not the limiter's 429s
         bootstrap_email="bench@localhost",
         jwt_issuer="https://bench.invalid/",
         jwt_audience="chaser",

@@ -160,6 +160,7 @@ async def run(count: int, rounds: int, concurrency: int) -> dict[str, Any]:
         database_url=f"sqlite:///{state_dir / 'chaser.db'}",
         token=token,
         bootstrap_api_key=api_key,
+        rate_limits={"enabled": False},  # the hot paths, not the limiter's 429s
         job_concurrency=concurrency,
         job_account_concurrency=concurrency,
     )

@@ -59,10 +59,15 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def chaser_up(state_dir: Path) -> AsyncIterator[System]:
-    """``chaser up`` on a free loopback port until the block ends; fails if it cannot start."""
+async def chaser_up(state_dir: Path, rate_limits: str = '{"enabled": false}') -> AsyncIterator[System]:
+    """``chaser up`` on a free loopback port until the block ends; fails if it cannot start.
+
+    The benchmarks measure the hot paths, not the rate limiter's 429s: it is
+    off unless ``rate_limits`` (the setting, as JSON) says otherwise.
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
+    env["CHASER_SCHEDULER_RATE_LIMITS"] = rate_limits
     command = [
         sys.executable, "-m", "chaser.cli", "up",
         "--state-dir", str(state_dir), "--images-dir", str(IMAGES_DIR), "--port", str(port),

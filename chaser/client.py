@@ -90,10 +90,27 @@ class Client(AccountsMixin, WorkspacesApi, FilesApi, ImagesApi):
             params["cursor"] = cursor
         return self._request("GET", "/v1/sessions", params=params)  # type: ignore[no-any-return]
 
-    def session_token(self, session_id: str, ttl_seconds: int | None = None) -> str:
-        """A short-lived token for the session's endpoints (``POST /v1/sessions/{id}/tokens``)."""
-        body = {} if ttl_seconds is None else {"ttl_seconds": ttl_seconds}
+    def session_token(self, session_id: str, ttl_seconds: int | None = None, scopes: list[str] | None = None) -> str:
+        """A short-lived token for the session's endpoints (``POST /v1/sessions/{id}/tokens``).
+
+        Without ``scopes`` it carries ``sessions.write`` alone (ports, tunnels, CDP).
+        """
+        body: dict[str, Any] = {} if ttl_seconds is None else {"ttl_seconds": ttl_seconds}
+        if scopes is not None:
+            body["scopes"] = scopes
         return str(self._request("POST", f"/v1/sessions/{session_id}/tokens", json=body)["token"])
+
+    def revoke_session_tokens(self, session_id: str) -> None:
+        """End every token of the session minted so far (``DELETE /v1/sessions/{id}/tokens``)."""
+        self._request("DELETE", f"/v1/sessions/{session_id}/tokens")
+
+    def quotas(self) -> dict[str, Any]:
+        """The account's limits, usage, overrides and the operator's defaults and ceiling."""
+        return self._request("GET", "/v1/quotas")  # type: ignore[no-any-return]
+
+    def set_quotas(self, *, replace: bool = False, **limits: int | float | None) -> dict[str, Any]:
+        """Change the account's own limits (``PATCH``; ``replace=True``: ``PUT``); None returns one to the default."""
+        return self._request("PUT" if replace else "PATCH", "/v1/quotas", json=limits)  # type: ignore[no-any-return]
 
     def cdp_url(self, session_id: str, ttl_seconds: int | None = None) -> str:
         """A browser session's CDP WebSocket URL that needs nothing else to connect with.

@@ -17,7 +17,6 @@ from quart_trio import QuartTrio
 from chaser.wire import errors
 from chaser.wire.agent_api import ExecRequest
 from chaser.wire.isolation import Limits
-from scheduler import session_tokens
 from scheduler.access import audit_resource, principal, requires
 from scheduler.config import SchedulerConfig
 from scheduler.images_api import ImageService, register_image_routes
@@ -32,10 +31,12 @@ from scheduler.models import (
     session_id_of,
 )
 from scheduler.pagination import decode_cursor, encode_cursor
+from scheduler.quotas_api import register_quota_routes
 from scheduler.registry_credentials import register_registry_credential_routes
 from scheduler.session_routes import register_session_routes
 from scheduler.sessions import SessionService
 from scheduler.tenancy import install_tenancy
+from scheduler.token_keys import TokenKeys
 from scheduler.workspace_api import register_workspace_routes
 from scheduler.workspaces import WorkspaceService
 from serving.quart_json import install_error_handlers, json_response, parse_body, parse_query
@@ -77,7 +78,9 @@ class ListSessionsQuery(Query):
     cursor: str | None = None
 
 
-def create_app(config: SchedulerConfig, service: SessionService, workspaces: WorkspaceService) -> QuartTrio:
+def create_app(
+    config: SchedulerConfig, service: SessionService, workspaces: WorkspaceService, token_keys: TokenKeys | None = None
+) -> QuartTrio:
     app = QuartTrio("chaser-scheduler")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     install_error_handlers(app)
@@ -172,10 +175,11 @@ def create_app(config: SchedulerConfig, service: SessionService, workspaces: Wor
         return json_response(result)
 
     register_lifecycle_routes(app, SessionLifecycle(service))
-    register_session_routes(app, service, session_tokens.signing_key(config.token.get_secret_value()))
+    register_session_routes(app, service, (token_keys or TokenKeys.random()).signing)
     register_workspace_routes(app, workspaces)
     register_registry_credential_routes(app, service.registry_logins)
     register_image_routes(app, ImageService(service))
+    register_quota_routes(app, store, config.quotas)
     return app
 
 

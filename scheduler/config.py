@@ -8,6 +8,8 @@ from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_val
 from pydantic_settings import SettingsConfigDict
 
 from scheduler.jwt_tokens import ASYMMETRIC
+from scheduler.quota_settings import QuotaSettings
+from scheduler.rate_limits import RateLimitSettings
 from serving.secret_strength import check_strong_secret
 from serving.settings import FileAndEnvSettings
 
@@ -52,6 +54,34 @@ class SchedulerConfig(FileAndEnvSettings):
     default_session_timeout_ms: int = Field(default=3_600_000, gt=0)
     max_session_timeout_ms: int = Field(default=86_400_000, gt=0)
     default_idle_timeout_ms: int = Field(default=600_000, gt=0)
+    # The longest a session access token may live (POST /v1/sessions/{id}/tokens).
+    session_token_max_ttl: int = Field(default=3600, gt=0, le=86_400)
+    # Keys session tokens are signed with (the first) and accepted with (all):
+    # 32 random bytes or more each, never the cluster token. Empty: a key the
+    # schedulers generate and keep in the store.
+    session_token_keys: list[SecretStr] = Field(default_factory=list)
+
+    @field_validator("session_token_keys")
+    @classmethod
+    def _token_keys_strong(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for index, key in enumerate(keys):
+            check_strong_secret(f"session_token_keys[{index}]", key.get_secret_value())
+        return keys
+
+    # Origins (scheme://host[:port]) besides the API's own and the request's
+    # whose pages may open WebSockets to session endpoints (a dashboard).
+    allowed_origins: list[str] = Field(default_factory=list)
+    # Per-account limits (sessions, vCPUs, memory, workspaces, queued jobs,
+    # webhooks): everyone's defaults, and the most an account may raise its own to.
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    # Token buckets per credential and per source address (429 with Retry-After).
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    # Slow clients: a request's head must arrive within header_timeout of its
+    # first byte, an API request's body within body_timeout; one address may
+    # hold max_connections_per_address connections (0: no cap).
+    header_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=30.0, gt=0)
+    max_connections_per_address: int = Field(default=256, ge=0)
 
     # JWT access tokens (from an OAuth login elsewhere): accepted only when
     # an issuer, an audience and a JWKS (file or URL) are all configured.
@@ -86,6 +116,12 @@ class SchedulerConfig(FileAndEnvSettings):
     # addresses, except to the ranges allowed here (an internal receiver).
     webhook_block_private_networks: bool = True
     webhook_allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _token_keys_not_the_cluster_token(self) -> SchedulerConfig:
+        if any(k.get_secret_value() == self.token.get_secret_value() for k in self.session_token_keys):
+            raise ValueError("session_token_keys must not hold the cluster token: every agent host knows it")
+        return self
 
     @model_validator(mode="after")
     def _jwt_complete(self) -> SchedulerConfig:

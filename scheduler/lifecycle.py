@@ -124,6 +124,8 @@ class SessionLifecycle:
             "last_activity_at": now,
             "active_connection_leases": 0,
             "forked_from": session_id,
+            "reserved_cpus": source.get("reserved_cpus"),
+            "reserved_memory_mb": source.get("reserved_memory_mb"),
         }
         target = HostLoad(
             id=host["id"],

@@ -12,17 +12,21 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from pydantic import ValidationError
 
+from scheduler import token_keys
 from scheduler.agents import AgentClient
 from scheduler.api import create_app
 from scheduler.auth import ensure_key
 from scheduler.config import DEFAULT_CONFIG_FILE, SchedulerConfig
 from scheduler.jobs import JobService, register_job_routes
+from scheduler.quotas import QuotaGuard
+from scheduler.rate_limits import RateLimiter
 from scheduler.router import EdgeRouter
 from scheduler.sessions import SessionService
 from scheduler.store import Store
 from scheduler.webhook_delivery import DeliveryWorker
 from scheduler.workspaces import WorkspaceService
 from serving import front, logs
+from serving.front_limits import FrontLimits
 from serving.signals import run_until_signalled
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,7 @@ async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = 
     if db_dir is not None:
         db_dir.mkdir(parents=True, exist_ok=True)
     store = Store(config.database_url)
+    store.quota_guard = QuotaGuard(config.quotas)
     await store.run(store.migrate)
     if config.bootstrap_api_key is not None:
         await store.run(
@@ -59,9 +64,16 @@ async def serve(config: SchedulerConfig, *, task_status: trio.TaskStatus[str] = 
             await nursery.start(workspaces.run)
             jobs = JobService(service, config, workspaces)
             await nursery.start(jobs.run)
-            app = create_app(config, service, workspaces)
+            keys = await token_keys.load(config, store)
+            app = create_app(config, service, workspaces, keys)
             register_job_routes(app, jobs)
-            url = await nursery.start(partial(front.serve, app, hypercorn, config.bind, EdgeRouter(service).route))
+            route = front.first_of(RateLimiter(config.rate_limits).route, EdgeRouter(service, keys).route)
+            limits = FrontLimits(
+                header_timeout=config.header_timeout,
+                body_timeout=config.body_timeout,
+                max_connections_per_address=config.max_connections_per_address or None,
+            )
+            url = await nursery.start(partial(front.serve, app, hypercorn, config.bind, route, limits=limits))
             service.public_url = (config.public_url or url).rstrip("/")
             log.info("scheduler ready at %s", service.public_url)
             task_status.started(service.public_url)

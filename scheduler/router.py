@@ -24,6 +24,9 @@ files.write; ports, tunnels and a browser's CDP (``/json/...``,
 (most CDP clients) put a session token in its query (``chaser_token``) or
 its path (``/s/<id>/t/<token>/...``); the CDP answers' WebSocket URLs carry
 it on (``X-Chaser-Cdp-Query``), or a token minted for the caller.
+A session token is checked at each use against its session's token
+generation and its minter (``scheduler.token_revocation``); a WebSocket
+upgrade from a browser page of another site is refused (``scheduler.origins``).
 """
 
 from __future__ import annotations
@@ -41,13 +44,15 @@ import h11
 import trio
 
 from chaser.wire import errors
-from scheduler import session_tokens
+from scheduler import session_tokens, token_revocation
 from scheduler.audit import actor_fields, append_event
 from scheduler.auth import Authenticator, AuthFailure, Principal
+from scheduler.origins import check_origin
 from scheduler.session_tokens import Claims
 from scheduler.sessions import SessionService
 from scheduler.store import Row
 from scheduler.tenancy import ACCOUNT_HEADER, jwt_verifier
+from scheduler.token_keys import TokenKeys
 from serving.front import Handler
 from serving.relay import ClientGone, Downstream, forward_headers, header, is_upgrade, relay
 
@@ -258,12 +263,12 @@ class _Audit:
 
 
 class EdgeRouter:
-    def __init__(self, service: SessionService) -> None:
+    def __init__(self, service: SessionService, token_keys: TokenKeys) -> None:
         self.service = service
         self.store = service.store
         self.domain = service.config.session_domain
         self.cluster_token = service.config.token.get_secret_value()
-        self.token_key = session_tokens.signing_key(self.cluster_token)
+        self.token_keys = token_keys
         self.authenticator = Authenticator(self.store, jwt_verifier(service.config))
         self._activity_written: dict[str, float] = {}
 
@@ -274,49 +279,67 @@ class EdgeRouter:
         method = request.method.decode("ascii", "replace").upper()
         websocket = is_upgrade(request)
         needed = requirement(target.endpoint, method, websocket)
+        if websocket:
+            origin = header(request, b"origin")
+            public_host = header(request, b"host")
+            check_origin(
+                origin.decode("latin-1") if origin is not None else None,
+                public_host.decode("latin-1") if public_host is not None else None,
+                self.service.public_url,
+                self.service.config.allowed_origins,
+            )
         caller = _Caller()
         audit = _Audit(caller, needed.action or "session.endpoint", target.session_id, method, _path(request), peer)
         try:
             credentials = _credentials(request, target.query, target.path_token)
             await self._authorize(caller, request, credentials, target.session_id, needed.scope)
+            row = await self.service.get(caller.account_id(), target.session_id)
+            if caller.claims is not None:
+                await token_revocation.check_alive(self.store, caller.claims, row)
         except (errors.Unauthorized, errors.Forbidden) as exc:
             if caller.principal is not None or caller.claims is not None or caller.failure is not None:
                 await append_event(self.store, audit.row(exc.status, exc.code))
             raise
-        row = await self.service.get(caller.account_id(), target.session_id)
         if row["status"] != "running":
             raise errors.Conflict(f"session {row['id']} is {row['status']}", code="session_not_running")
         host = await self.store.run(self.store.host, row["host_id"])
         if host is None:
             raise errors.Unavailable("the session's host is gone", code="host_gone")
         await self._record_activity(row["id"])
-        cdp_query = self._cdp_query(caller, credentials, target) if is_cdp(target.endpoint) else None
+        cdp_query = self._cdp_query(caller, credentials, target, row) if is_cdp(target.endpoint) else None
         return partial(self._forward, host["url"], target, credentials, audit if needed.action else None, cdp_query)
 
-    def _cdp_query(self, caller: _Caller, credentials: _Credentials, target: SessionTarget) -> str:
+    def _cdp_query(self, caller: _Caller, credentials: _Credentials, target: SessionTarget, row: Row) -> str:
         """What the CDP answers' WebSocket URLs carry so that a client given only them gets in.
 
         A token in the path is in their prefix already; a session token is
         passed on; an API key or JWT is never put in a URL: a session token is
-        minted for the caller instead (the endpoints' scopes it holds, 15 minutes).
+        minted for the caller instead (sessions.write, all CDP needs; 15
+        minutes; revoked with the caller's key or membership).
         """
         if target.path_token is not None:
             return ""
         token = credentials.token
         if token is None:
-            assert caller.principal is not None
-            held = caller.principal.scopes
-            scopes = session_tokens.ENDPOINT_SCOPES if held is None else held & session_tokens.ENDPOINT_SCOPES
-            expires = time.time() + session_tokens.DEFAULT_TTL
-            claims = Claims(target.session_id, caller.principal.account_id, frozenset(scopes), expires)
-            token = session_tokens.mint(self.token_key, claims)
+            caller_principal = caller.principal
+            assert caller_principal is not None
+            claims = Claims(
+                target.session_id,
+                caller_principal.account_id,
+                session_tokens.DEFAULT_SCOPES,
+                time.time() + min(session_tokens.DEFAULT_TTL, self.service.config.session_token_max_ttl),
+                generation=row["token_generation"],
+                key_id=caller_principal.key_id,
+                user_id=caller_principal.user_id,
+            )
+            token = session_tokens.mint(self.token_keys.signing, claims)
         return urlencode({TOKEN_PARAM: token})
 
     async def _authorize(
         self, caller: _Caller, request: h11.Request, credentials: _Credentials, session_id: str, scope: str
     ) -> None:
         if credentials.token is not None:
-            claims: Claims = session_tokens.verify(self.token_key, credentials.token, time.time())
+            claims: Claims = session_tokens.verify(self.token_keys.accepted, credentials.token, time.time())
             caller.claims = claims
             if claims.session_id != session_id:
                 raise errors.Forbidden("this session token is for another session", code="wrong_session")

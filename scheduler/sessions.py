@@ -26,6 +26,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.core.session_states import SessionEvent
 from scheduler.detached import run_detached
 from scheduler.placement import HostLoad, candidates
+from scheduler.quotas import reservation
 from scheduler.registry_credentials import RegistryLogins
 from scheduler.session_json import session_summary
 from scheduler.store import Row, Store
@@ -178,6 +179,8 @@ class SessionService:
         if not options:
             raise errors.Unavailable(f"no host has room for another {session_type} session", code="no_capacity")
         now = time.time()
+        chosen = await self.store.run(self.store.host, options[0].id)
+        cpus, memory_mb = reservation(limits.model_dump() if limits else None, chosen["limits"] if chosen else None)
         row: Row = {
             "id": session_id or str(uuid.uuid4()),
             "account_id": account_id,
@@ -200,6 +203,8 @@ class SessionService:
             "expires_at": now + timeout_ms / 1000,
             "last_activity_at": now,
             "active_connection_leases": 0,
+            "reserved_cpus": cpus,
+            "reserved_memory_mb": memory_mb,
         }
         if attached is None:
             await self.store.run(self.store.insert_session, row)

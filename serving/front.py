@@ -10,12 +10,14 @@ ASGI app, called in-process for plain HTTP (one parse per request), relayed
 to hypercorn on a private unix socket for WebSocket upgrades (hypercorn
 speaks WebSocket for the app). Every request on a keep-alive connection is
 routed on its own, so an API call and a session request may share a
-connection.
+connection. A slow or greedy client is bounded by ``chaser._front_limits``:
+time to send a head and a body, connections per address.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -33,6 +35,15 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from chaser.wire import errors
 from serving.asgi_call import Exchange, scope_of
+from serving.front_limits import (
+    ConnectionCounts,
+    FrontLimits,
+    HeadTimedOut,
+    RequestTimeout,
+    lingering_close,
+    next_request_event,
+    timed_body,
+)
 from serving.relay import ClientGone, Downstream, forward_headers, is_upgrade, relay
 
 log = logging.getLogger(__name__)
@@ -87,10 +98,12 @@ AsgiApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
 class Front:
-    def __init__(self, route: Route, app: AsgiApp, app_socket: str) -> None:
+    def __init__(self, route: Route, app: AsgiApp, app_socket: str, limits: FrontLimits | None = None) -> None:
         self.route = route
         self.app = app
         self.app_socket = app_socket
+        self.limits = limits or FrontLimits()
+        self.connections = ConnectionCounts(self.limits.max_connections_per_address)
 
     async def call_app(self, down: Downstream, request: h11.Request, server: tuple[str, int] | None) -> None:
         """Serve one plain HTTP request with the app, in this task."""
@@ -101,7 +114,7 @@ class Front:
             raise ClientGone() from None
         exchange = Exchange(down, request)
         try:
-            await self.app(scope, exchange.receive, exchange.send)
+            await self.app(scope, timed_body(exchange, self.limits.body_timeout), exchange.send)
         except Exception:
             log.exception("%s %r failed", request.method.decode(), request.target)
             if not exchange.started:
@@ -111,14 +124,24 @@ class Front:
             raise ClientGone()
 
     async def handle(self, stream: trio.SocketStream) -> None:
+        peer = _peer(stream)
+        if not self.connections.admit(peer):
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            return
+        try:
+            await self._handle(stream, peer)
+        finally:
+            self.connections.release(peer)
+
+    async def _handle(self, stream: trio.SocketStream, peer: str) -> None:
         _set_keepalive(stream)
-        down = Downstream(stream, _peer(stream))
+        down = Downstream(stream, peer)
         server = _local(stream)
         app: trio.abc.Stream | None = None
         try:
             while True:
-                with trio.move_on_after(IDLE_TIMEOUT):
-                    event = await down.next_event()
+                event = await next_request_event(down, IDLE_TIMEOUT, self.limits.header_timeout)
                 if not isinstance(event, h11.Request):
                     break
                 try:
@@ -148,6 +171,9 @@ class Front:
             error.status = status
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
                 await down.send_error(error)
+        except HeadTimedOut:
+            late = RequestTimeout(f"the request head did not arrive within {self.limits.header_timeout:g}s")
+            await lingering_close(stream, _bare_error(late))
         except (trio.BrokenResourceError, trio.ClosedResourceError, ClientGone):
             pass
         except Exception:
@@ -158,6 +184,16 @@ class Front:
                 if app is not None:
                     await app.aclose()
                 await stream.aclose()
+
+
+def _bare_error(error: errors.ApiError) -> bytes:
+    """An error response written without h11 (whose state a half-read head leaves unusable)."""
+    body = json.dumps(error.to_json()).encode()
+    head = (
+        f"HTTP/1.1 {error.status} Request Timeout\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 @contextlib.asynccontextmanager
@@ -178,6 +214,7 @@ async def serve(
     bind: str,
     route: Route,
     *,
+    limits: FrontLimits | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` behind the front on ``bind`` (host:port); report ``http://host:port``."""
@@ -188,7 +225,7 @@ async def serve(
         # The app sees the client's address (the front's X-Forwarded-For), not the socket's.
         proxied = ProxyFixMiddleware(app, mode="legacy", trusted_hops=1)  # type: ignore[arg-type]
         await nursery.start(partial(hypercorn_serve, proxied, hypercorn))
-        front = Front(route, app, app_socket)  # type: ignore[arg-type]
+        front = Front(route, app, app_socket, limits)  # type: ignore[arg-type]
         listeners = await trio.open_tcp_listeners(int(port), host=host.strip("[]") or None)
         nursery.start_soon(partial(trio.serve_listeners, front.handle, listeners))
         address = listeners[0].socket.getsockname()

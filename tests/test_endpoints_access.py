@@ -52,8 +52,8 @@ async def test_session_tokens(sqlite_system: System) -> None:
         mint = f"/v1/sessions/{session_id}/tokens"
         too_much = await anonymous.post(mint, json={"scopes": ["files.write"]}, headers=minter)
         assert too_much.status_code == 403 and "files.write" in too_much.json()["error"]["message"]
-        held = await anonymous.post(mint, json={}, headers=minter)  # by default: the endpoint scopes the key holds
-        assert held.status_code == 201 and held.json()["scopes"] == ["files.read", "sessions.write"]
+        held = await anonymous.post(mint, json={}, headers=minter)  # by default: ports, tunnels and CDP only
+        assert held.status_code == 201 and held.json()["scopes"] == ["sessions.write"]
         await system.client.delete(f"/v1/sessions/{other_id}")
         ended = await system.client.post(f"/v1/sessions/{other_id}/tokens", json={})
         assert ended.status_code == 409 and ended.json()["error"]["code"] == "session_not_running"

@@ -111,6 +111,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
         Conflict,
         PayloadTooLarge,
         UnsupportedMediaType,
+        TooManyRequests,
         BadGateway,
         Unavailable,
         Timeout,

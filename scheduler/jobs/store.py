@@ -21,6 +21,8 @@ from typing import Any, ParamSpec, TypeVar
 import sqlalchemy as sa
 
 from scheduler.core.job_states import Claim, Due, Finish, Status, moves
+from scheduler.quota_settings import Usage
+from scheduler.quotas import QUEUED
 from scheduler.store import Row, Store
 from scheduler.store.schema import api_keys, job_attempts, jobs, memberships
 
@@ -74,6 +76,8 @@ class JobStore:
         """Insert a job; with a key already used by the account, that job instead (and False)."""
         try:
             with self.engine.begin() as conn:
+                if row["status"] in QUEUED:
+                    self.store.guard_quota(conn, row["account_id"], Usage(queued_jobs=1))
                 conn.execute(jobs.insert().values(**row))
             return row, True
         except sa.exc.IntegrityError:
@@ -121,8 +125,12 @@ class JobStore:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def transition(self, job_id: str, from_status: str, **values: Any) -> bool:
-        """Update a job only if it is still in ``from_status``."""
+        """Update a job only if it is still in ``from_status``; one queued again (a retry) counts to its quota."""
         with self.engine.begin() as conn:
+            if values.get("status") in QUEUED and from_status not in QUEUED:
+                account = conn.execute(sa.select(jobs.c.account_id).where(jobs.c.id == job_id)).scalar_one_or_none()
+                if account is not None:
+                    self.store.guard_quota(conn, account, Usage(queued_jobs=1))
             result = conn.execute(
                 jobs.update().where(jobs.c.id == job_id, jobs.c.status == from_status).values(**values)
             )

@@ -21,6 +21,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 
 from scheduler.core.session_states import ACTIVE, SessionEvent, SessionStatus, moves, target
+from scheduler.quota_settings import Usage
 from scheduler.session_json import session_summary
 from scheduler.store.accounts import AccountQueries
 from scheduler.store.audit import AuditQueries
@@ -37,6 +38,11 @@ def _now() -> float:
     return time.time()
 
 
+def session_usage(row: Row) -> Usage:
+    """What a new session counts against its account's quota."""
+    return Usage(sessions=1, cpus=row.get("reserved_cpus") or 0.0, memory_mb=row.get("reserved_memory_mb") or 0)
+
+
 class Store(AccountQueries, AuditQueries, WebhookQueries):
     def __init__(self, url: str, max_threads: int = 8) -> None:
         self.url = url
@@ -44,6 +50,13 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
         self._limiter = trio.CapacityLimiter(max_threads)
         # Called (from any thread) after a commit that queued webhook deliveries.
         self.outbox_listeners: list[Callable[[], None]] = []
+        # Checks an insert against its account's quota, first in the insert's
+        # transaction (``scheduler.quotas.QuotaGuard``; the scheduler sets it).
+        self.quota_guard: Callable[[sa.Connection, str, Usage], None] | None = None
+
+    def guard_quota(self, conn: sa.Connection, account_id: str, adding: Usage) -> None:
+        if self.quota_guard is not None:
+            self.quota_guard(conn, account_id, adding)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Call a blocking store method in a worker thread."""
@@ -173,6 +186,7 @@ class Store(AccountQueries, AuditQueries, WebhookQueries):
 
     def insert_session(self, row: Row) -> None:
         with self.engine.begin() as conn:
+            self.guard_quota(conn, row["account_id"], session_usage(row))
             conn.execute(sessions.insert().values(**row))
 
     def delete_session(self, session_id: str) -> None:

@@ -127,6 +127,11 @@ sessions = sa.Table(
     sa.Column("limits", sa.JSON, nullable=True),
     # The paused session this one was forked from (migration 0007_microvm).
     sa.Column("forked_from", sa.String(36), nullable=True),
+    # Bumped by DELETE /v1/sessions/{id}/tokens: tokens of an older one are dead. (0011)
+    sa.Column("token_generation", sa.Integer, nullable=False, server_default="0"),
+    # The vCPUs and memory it counts against its account's quota. (0011)
+    sa.Column("reserved_cpus", sa.Float, nullable=True),
+    sa.Column("reserved_memory_mb", sa.Integer, nullable=True),
     sa.Index("ix_sessions_account_created", "account_id", "created_at"),
     sa.Index("ix_sessions_status", "status"),
     sa.Index("ix_sessions_host", "host_id"),
@@ -388,4 +393,24 @@ job_attempts = sa.Table(
     sa.Column("output_truncated", sa.Boolean, nullable=False),
     sa.Column("result", sa.JSON, nullable=True),
     sa.Column("error", sa.JSON, nullable=True),
+)
+
+
+# An account's own quota limits, over the operator's defaults (0011).
+account_quotas = sa.Table(
+    "account_quotas",
+    metadata,
+    sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("limits", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+
+# The key session tokens are signed with when the configuration names none (0011).
+token_signing_keys = sa.Table(
+    "token_signing_keys",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
 )

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from scheduler.events import envelope
+from scheduler.quota_settings import Usage
 from scheduler.store.schema import webhook_attempts, webhook_deliveries, webhooks
 
 Row = dict[str, Any]
@@ -23,11 +24,14 @@ Row = dict[str, Any]
 class WebhookQueries:
     engine: sa.Engine
     outbox_listeners: list[Callable[[], None]]
+    quota_guard: Callable[[sa.Connection, str, Usage], None] | None
 
     # -- webhooks -------------------------------------------------------------
 
     def insert_webhook(self, row: Row) -> None:
         with self.engine.begin() as conn:
+            if self.quota_guard is not None:
+                self.quota_guard(conn, row["account_id"], Usage(webhooks=1))
             conn.execute(webhooks.insert().values(**row))
 
     def webhooks(self, account_id: str) -> list[Row]:

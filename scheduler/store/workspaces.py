@@ -20,7 +20,8 @@ import sqlalchemy as sa
 
 from chaser.wire import errors
 from scheduler.core.session_states import ACTIVE
-from scheduler.store.db import Row, Store
+from scheduler.quota_settings import Usage
+from scheduler.store.db import Row, Store, session_usage
 from scheduler.store.schema import host_storage, hosts, sessions, workspace_snapshots, workspaces
 
 _VISIBLE = workspaces.c.status != "deleting"
@@ -48,6 +49,7 @@ def name_taken(name: str) -> errors.Conflict:
 def insert(store: Store, row: Row) -> None:
     try:
         with store.engine.begin() as conn:
+            store.guard_quota(conn, row["account_id"], Usage(workspaces=1))
             conn.execute(workspaces.insert().values(**row))
     except sa.exc.IntegrityError:
         raise name_taken(row["name"]) from None
@@ -108,6 +110,7 @@ def attach_session(store: Store, session: Row, workspace_name: str) -> None:
     workspace_id = session["workspace_id"]
     try:
         with store.engine.begin() as conn:
+            store.guard_quota(conn, session["account_id"], session_usage(session))
             claimed = conn.execute(
                 workspaces.update()
                 .where(workspaces.c.id == workspace_id, workspaces.c.status == "ready")

@@ -37,6 +37,7 @@ async def test_every_mutation_is_recorded(tenants: Tenants) -> None:
         ("POST", "/v1/exec", {"session_id": session["id"], "command": "true"}),
         ("PATCH", f"/v1/sessions/{session['id']}", {"timeout_ms": 600_000}),
         ("POST", f"/v1/sessions/{session['id']}/tokens", {}),
+        ("DELETE", f"/v1/sessions/{session['id']}/tokens", None),
         ("DELETE", f"/v1/sessions/{session['id']}", None),
         ("POST", f"{acme}/members", {"email": "m@test.invalid"}),
         ("PATCH", f"{acme}/members/m@test.invalid", {"role": "admin"}),
@@ -46,6 +47,8 @@ async def test_every_mutation_is_recorded(tenants: Tenants) -> None:
         ("POST", "/v1/keys", {"name": "k"}),
         ("POST", "/v1/webhooks", {"url": "http://127.0.0.1:9/", "events": ["job.failed"], "active": False}),
         ("PATCH", acme, {"name": "Audited Too"}),
+        ("PUT", "/v1/quotas", {"webhooks": 5}),
+        ("PATCH", "/v1/quotas", {"webhooks": None}),
     ]
     made: dict[str, str] = {}
     for method, path, body in calls:
