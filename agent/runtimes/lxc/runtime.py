@@ -8,7 +8,7 @@ container's own mount namespace, so creating a sandbox copies nothing and a
 crashed container leaves no mount on the host: only the directory, which
 ``destroy`` removes.
 
-The boundary (see ``agent.idmap`` and ``lxc_seccomp``): every container runs
+The boundary (see ``agent.storage.idmap`` and ``seccomp``): every container runs
 in a user namespace whose root is an unprivileged host range, so the image's
 layer is a copy shifted into that range and every tree the host makes for it
 is owned by it; a seccomp deny list at least as strict as Docker's default,
