@@ -34,6 +34,9 @@ REQUEST = 1 << 20
 TIMEOUT = 600
 # The host's processes: 1 (stdout and stderr, stdout read), 2 (merged), 3 (with stdin).
 IDS = (1, 2, 3)
+# The most output a conforming guest puts in one frame: what it reads at once
+# (512 KiB); a whole window of data and its header would be over MAX_FRAME.
+MAX_PIECE = 512 << 10
 # Streams: 1 and 2 of processes 1 and 3, 1 of process 2.
 STREAMS = 5
 TYPES = ["hello", "started", "output", "eof", "input_credit", "exit", "bye", "reply"]
@@ -258,7 +261,7 @@ async def conformed(payload: bytes, cuts: list[int], reads: list[int], code: int
                     if room <= 0:
                         await trio.sleep(0.001)
                         continue
-                    piece = payload[sent : min(end, sent + room)]
+                    piece = payload[sent : min(end, sent + room, sent + MAX_PIECE)]
                     await guest.send({"type": "output", "id": process.id, "fd": 1, "data": piece})
                     sent += len(piece)
             await guest.send(
