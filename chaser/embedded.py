@@ -2,10 +2,11 @@
 
 Scheduler and agent run in one process on this machine (``serving.embedded``,
 imported only by ``chaser up``). State lives under one directory
-(``/var/lib/chaser/embedded`` by default): the SQLite store, the agent's sandboxes, the credentials (host token and the
-first user's API key, kept so that the next ``chaser up`` prints the same
-key) and, while running, a pid file and a ready file. Sandboxes are
-destroyed when the process stops: ``chaser down`` leaves nothing running.
+(``/var/lib/chaser/embedded`` by default): the SQLite store, the agent's
+sandboxes, the credentials (host token and the first user's API key, kept so
+that the next ``chaser up`` prints the same key) and, while running, a pid
+file and a ready file. Sandboxes are destroyed when the process stops:
+``chaser down`` leaves nothing running.
 """
 
 from __future__ import annotations

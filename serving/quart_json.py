@@ -17,6 +17,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from chaser.wire import errors
+from serving.error_answer import CONTENT_TYPE, error_answer
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ _HTTP_TO_ERROR: dict[int, type[errors.ApiError]] = {
 
 
 def error_response(exc: errors.ApiError) -> Response:
-    return Response(json.dumps(exc.to_json()), status=exc.status, content_type="application/json")
+    answer = error_answer(exc)
+    return Response(answer.body, status=answer.status, content_type=CONTENT_TYPE)
 
 
 def install_error_handlers(app: QuartTrio) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import cast
@@ -22,6 +21,7 @@ import h11
 import trio
 
 from chaser.wire import errors
+from serving.error_answer import error_answer
 
 RECEIVE_SIZE = 1 << 20
 MAX_HEAD = 64 * 1024
@@ -76,15 +76,10 @@ class Downstream:
         """A JSON error response, if a response can still be started; the connection then closes."""
         if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        body = json.dumps(error.to_json()).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-            *extra_headers,
-        ]
-        await self.send(h11.Response(status_code=error.status, headers=headers))
-        await self.send(h11.Data(data=body))
+        answer = error_answer(error)
+        headers = [*answer.headers, (b"connection", b"close"), *extra_headers]
+        await self.send(h11.Response(status_code=answer.status, headers=headers))
+        await self.send(h11.Data(data=answer.body))
         await self.send(h11.EndOfMessage())
 
     def reusable(self) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from chaser.wire import errors
+from serving.error_answer import error_answer
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -64,11 +65,10 @@ async def send_json(send: Send, status: int, data: Any, headers: Iterable[tuple[
 
 async def send_error(scope: Scope, send: Send, error: errors.ApiError) -> None:
     """Answer with ``error``: as HTTP, or as a WebSocket denial response."""
-    body = json.dumps(error.to_json()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    answer = error_answer(error)
     prefix = "websocket.http" if scope["type"] == "websocket" else "http"
-    await send({"type": f"{prefix}.response.start", "status": error.status, "headers": headers})
-    await send({"type": f"{prefix}.response.body", "body": body})
+    await send({"type": f"{prefix}.response.start", "status": answer.status, "headers": answer.headers})
+    await send({"type": f"{prefix}.response.body", "body": answer.body})
 
 
 async def read_json(receive: Receive) -> Any:

@@ -5,13 +5,13 @@ host token required like every agent route):
 
     GET        ``                  the sandbox, its leases and terminals
     GET        pty                 its terminals
-    WebSocket  pty                 PTY multiplexer (``agent.pty``)
-    WebSocket  exec                streaming exec (``agent.exec_stream``)
-    WebSocket  tunnel/<port>       raw TCP tunnel (``agent.tunnel``)
-    HTTP       files/..., fs/...   file transfer and operations (``agent.files``)
+    WebSocket  pty                 PTY multiplexer (``agent.endpoints.pty``)
+    WebSocket  exec                streaming exec (``agent.endpoints.exec_stream``)
+    WebSocket  tunnel/<port>       raw TCP tunnel (``agent.endpoints.tunnel``)
+    HTTP       files/..., fs/...   file transfer and operations (``agent.endpoints.files``)
 
 ``ports/<port>/...`` never gets here: the front passes it to
-``agent.ports`` as bytes. Everything else goes to the Quart app.
+``agent.endpoints.ports`` as bytes. Everything else goes to the Quart app.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A client opens or attaches terminals on channels it numbers itself; the
 same terminal may be attached by several connections at once (each sees
 all output), and outlives them: a client that reconnects attaches again by
 terminal id and gets the scrollback first. ``PtyMux`` turns the client's
-frames into actions for the I/O layer (``agent.pty``) and the terminals'
+frames into actions for the I/O layer (``agent.endpoints.pty``) and the terminals'
 events into frames for this client, and enforces the per-connection rules
 (channel numbers, limits, which terminal a channel names). ``Scrollback``
 is the bounded output history a terminal keeps for reattaching clients.

@@ -1,4 +1,4 @@
-"""The agent's routes for detached execs (see ``agent.detached``), used by the scheduler's jobs.
+"""The agent's routes for detached execs (see ``agent.sandboxes.detached``), used by the scheduler's jobs.
 
     POST   /v1/sandboxes/<id>/execs                 start (or find) exec ``id``; waits up to ``wait_ms``
     GET    /v1/sandboxes/<id>/execs/<exec>          its state; waits up to ``wait_ms`` for it to exit

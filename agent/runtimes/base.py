@@ -14,7 +14,7 @@ snapshots), and freezing a filesystem inside, only make sense for some
 runtimes: the others inherit an ``Unsupported`` answer.
 
 Paths given to the file operations are absolute, normalised and free of
-``..`` (see ``agent.paths``); a runtime resolves them inside the sandbox's
+``..`` (see ``agent.endpoints.paths``); a runtime resolves them inside the sandbox's
 own root (LXC: in the container's mount namespace; QEMU: in the guest), so
 no path or symlink can reach the host.
 """

@@ -1,6 +1,6 @@
 """Holding leases for live connections, and ending them when they must end.
 
-``LeaseKeeper`` wraps the lease table (``agent.leases``) with the I/O: each
+``LeaseKeeper`` wraps the lease table (``agent.sandboxes.leases``) with the I/O: each
 connection handler holds its lease in ``async with keeper.hold(...)``,
 whose body runs in a cancel scope that the keeper cancels when the lease
 expires (client gone silent, or only pinging for too long) or when the

@@ -14,7 +14,7 @@ A lease ends when its connection closes, and also when:
   lets a forgotten but pinging connection stop holding a session open for
   ever.
 
-No I/O and no clock: callers pass ``now``; ``agent.lease_keeper`` does the
+No I/O and no clock: callers pass ``now``; ``agent.sandboxes.lease_keeper`` does the
 closing. The table also keeps each sandbox's last activity (leases' traffic
 and ``touch`` for short requests like file transfers), which the scheduler's
 idle timeout is computed from.

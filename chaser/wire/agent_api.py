@@ -1,7 +1,7 @@
 """The agent API's requests and answers, as both the scheduler and the agent see them.
 
 The scheduler builds these to call an agent (``scheduler/agents.py``); the
-agent validates the same models on arrival (``agent/api.py``), so a field
+agent validates the same models on arrival (``agent/http/api.py``), so a field
 added here is added to both ends. Requests are strict and refuse unknown
 fields; answers ignore fields they do not know, so an agent one release
 ahead of its scheduler still answers in a shape the scheduler reads.

@@ -1,6 +1,6 @@
 """Commands of sandbox jobs: run on the host as detached execs, followed by polling.
 
-A job's command runs in the agent's own nursery (``agent/detached.py``),
+A job's command runs in the agent's own nursery (``agent/sandboxes/detached.py``),
 not inside an HTTP request, so it keeps running while a scheduler restarts,
 and the worker that takes the job over re-attaches by the exec id. The
 worker polls the host: each poll waits up to ``POLL_MS`` for the command to

@@ -11,7 +11,7 @@ started ahead of any request (``agent.sandboxes.warm_pool``): LXC cannot rename 
 running container, so ``adopt`` records the id it was given in
 ``<name>/sandbox-id``, and this runtime translates between the two.
 
-The boundary (see ``agent.idmap`` and ``lxc_seccomp``): every container runs
+The boundary (see ``agent.storage.idmap`` and ``seccomp``): every container runs
 in a user namespace whose root is an unprivileged host range, so the image's
 layer is a copy shifted into that range and every tree the host makes for it
 is owned by it; a seccomp deny list at least as strict as Docker's default,
