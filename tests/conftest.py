@@ -18,6 +18,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import lxc
 import pytest
 import sqlalchemy as sa
 import trio
+from pyroute2 import IPRoute
 
 import vmimages
 from agent.config import AgentConfig
@@ -261,15 +263,34 @@ def scheduler_config(database_url: str, token: str, api_key: str, **overrides: A
     return SchedulerConfig.load(None, **{**values, **overrides})
 
 
+def _routed_networks() -> list[IPv4Network]:
+    """Networks the host routes now (main table): another agent's, or debris of a killed run."""
+    with IPRoute() as ipr:
+        return [
+            IPv4Network(f"{route.get('dst')}/{route['dst_len']}", strict=False)
+            for route in ipr.get_routes(family=2)
+            if route.get("dst")
+        ]
+
+
+def _free_subnet() -> str:
+    """A random /24 of 10.200-249 that no route of this host overlaps (an agent refuses one that does)."""
+    routed = _routed_networks()
+    while True:
+        rand = secrets.randbelow(1 << 16)
+        subnet = IPv4Network(f"10.{200 + (rand >> 8) % 50}.{rand & 0xFF}.0/24")
+        if not any(subnet.overlaps(network) for network in routed):
+            return str(subnet)
+
+
 def network_settings(**overrides: Any) -> dict[str, Any]:
     """Network settings no other agent on this machine uses: own prefix, subnet and table.
 
     No uplink unless a test gives one: such agents' sessions reach nothing.
     """
-    rand = secrets.randbelow(1 << 16)
     values: dict[str, Any] = {
         "prefix": f"t{secrets.token_hex(3)}",
-        "subnet": f"10.{200 + (rand >> 8) % 50}.{rand & 0xFF}.0/24",
+        "subnet": _free_subnet(),
         "route_table": 10_000 + secrets.randbelow(50_000),
         "pool_size": 2,
         "cooldown": 0.5,
