@@ -52,6 +52,7 @@ import lxc
 import trio
 
 from agent.network import netns
+from agent.runtimes.atomic_write import write_atomically
 from agent.runtimes.base import (
     WORKSPACE_MOUNT,
     PortClosed,
@@ -208,8 +209,8 @@ class LxcRuntime(ChannelEndpoints):
         self._names: dict[str, str] = {}
         self._ids: dict[str, str] = {}
         for record in lxc_path.glob(f"*/{_ADOPTED_AS}"):
-            self._names[record.read_text()] = record.parent.name
-            self._ids[record.parent.name] = record.read_text()
+            sandbox_id, name = record.read_text(), record.parent.name
+            self._names[sandbox_id], self._ids[name] = name, sandbox_id
 
     def describe(self) -> dict[str, dict[str, object]]:
         return {
@@ -372,7 +373,7 @@ class LxcRuntime(ChannelEndpoints):
         home = self.lxc_path / name
         if not (home / "config").exists():
             raise SandboxGone(f"sandbox {started_id} does not exist")
-        await self._run(_write_atomically, home / _ADOPTED_AS, sandbox_id)
+        await self._run(write_atomically, home / _ADOPTED_AS, sandbox_id)
         self._names.pop(started_id, None)
         self._ids[name] = sandbox_id
         if name != sandbox_id:
@@ -488,12 +489,6 @@ def _remove_cgroups(sandbox_id: str, deadline: float = 2.0) -> None:
                 if time.monotonic() > give_up:
                     break
                 time.sleep(0.01)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _remove_tree(path: Path) -> None:

@@ -64,6 +64,7 @@ from pathlib import Path
 import trio
 
 import vmimages.bundle
+from agent.runtimes.atomic_write import write_atomically
 from agent.runtimes.base import (
     WORKSPACE_MOUNT,
     PortClosed,
@@ -454,7 +455,7 @@ class QemuRuntime(ChannelEndpoints):
             chain = hardware.backing
             if not source.frozen.exists():
                 chain = await self.bases.freeze(source.disk, chain)
-                _write_atomically(source.config, dataclasses.replace(hardware, backing=chain).to_json())
+                write_atomically(source.config, dataclasses.replace(hardware, backing=chain).to_json())
                 source.frozen.touch()
             config = dataclasses.replace(config, backing=chain)
             paths.home.mkdir(mode=0o700)
@@ -664,13 +665,6 @@ def _last_words(log: Path) -> str:
     except OSError:
         lines = []
     return lines[-1] if lines else "no error output"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Replace ``path``'s contents whole: a crash leaves the old or the new, never half."""
-    staged = path.with_name(path.name + ".partial")
-    staged.write_text(text)
-    os.replace(staged, path)
 
 
 def _qemu_pid(paths: VmPaths, *, search: bool = False) -> int | None:
